@@ -1,0 +1,90 @@
+"""Every config field lbtrain reads, with its default. Other configs start from this one.
+
+A config never calls jax: numbers that depend on the hardware (per-device batch, steps) are
+derived at run time and logged, so the same file means the same training everywhere.
+Optional fields use `placeholder(type)` so that `--config.x=...` can still set them.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = 'cnn'  # cnn | resnet20 | resnet18 | resnet34 | resnet50 | resnet101 | resnet152
+  config.model.dtype = 'float32'  # compute dtype; 'bfloat16' keeps params, loss, BN stats in float32
+  config.model.zero_init_last_bn = False  # gamma=0 on the last BN of each residual block (Goyal 2017)
+  config.model.bn_momentum = 0.9  # running average: new = momentum * old + (1 - momentum) * batch
+  config.model.bn_epsilon = 1e-5
+  # BN statistics over fixed groups of this many consecutive examples of the global batch
+  # ("ghost" / per-worker BN); None = the whole global batch.
+  config.model.bn_group_size = config_dict.placeholder(int)
+
+  config.data = ml_collections.ConfigDict()
+  config.data.dataset = 'fashion_mnist'  # fashion_mnist | imagenet2012
+  config.data.data_dir = '~/tensorflow_datasets'  # tfds data_dir
+  # Folder holding the four Fashion-MNIST idx files (Debian: apt-get install dataset-fashion-mnist);
+  # read once to prepare the tfds data set in data_dir.
+  config.data.source_dir = '/usr/share/datasets/fashion-mnist'
+  config.data.train_split = 'train'
+  config.data.eval_split = 'test'
+  config.data.prefetch_batches = 2  # global batches placed on device ahead of the step
+
+  config.train = ml_collections.ConfigDict()
+  config.train.global_batch_size = 1024  # the hyperparameter: summed over all devices and hosts
+  config.train.num_epochs = 10.0  # an epoch is num_train_examples / global_batch_size steps
+  config.train.seed = 0  # parameter init and data order
+  # Examples per device per forward/backward pass; the step accumulates
+  # per_device_batch / micro_batch_size of them (inside one jitted step) into one update.
+  # None = the whole per-device batch at once (no accumulation).
+  config.train.micro_batch_size = config_dict.placeholder(int)
+  config.train.label_smoothing = 0.0
+  config.train.log_every_steps = 50
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = 'sgd'  # sgd | nesterov | lars | lamb | adamw | adam
+  config.optimizer.base_lr = 0.1  # lr at base_batch_size; scaled to global_batch_size by `scaling`
+  config.optimizer.base_batch_size = 256
+  config.optimizer.scaling = 'linear'  # linear | sqrt | none
+  config.optimizer.momentum = 0.9
+  config.optimizer.nesterov = False
+  config.optimizer.weight_decay = 0.0
+  # Which parameters get weight decay / the LARS-LAMB trust ratio: comma-separated 'REGEX:on|off'
+  # rules matched (re.search) against '/'-joined parameter paths such as 'stage1_block0/bn1/scale';
+  # the first matching rule decides and a parameter no rule decides is an error. The default is the
+  # large-batch recipes' (Goyal, Jia, MLPerf): kernels only, never biases or norm scales (BN gamma).
+  # Patterns cannot contain commas; '.*:on' decays everything, as optax.lars does by default.
+  config.optimizer.weight_decay_mask = '(^|/)bias$:off,(^|/)scale$:off,(^|/)kernel$:on'
+  config.optimizer.trust_ratio_mask = '(^|/)bias$:off,(^|/)scale$:off,(^|/)kernel$:on'
+  config.optimizer.trust_coefficient = 0.001  # LARS eta in eta * ||w|| / (||g|| + wd * ||w||)
+  config.optimizer.b1 = 0.9  # lamb | adamw | adam: first-moment decay
+  config.optimizer.b2 = 0.999  # lamb | adamw | adam: second-moment decay
+  # Denominator epsilon; None = the optimizer's published default (lars 0, lamb 1e-6, adam(w) 1e-8).
+  config.optimizer.eps = config_dict.placeholder(float)
+  # Clip the gradient to this global L2 norm before anything else; None = no clipping.
+  config.optimizer.grad_clip_norm = config_dict.placeholder(float)
+
+  config.schedule = ml_collections.ConfigDict()
+  config.schedule.warmup_epochs = 0.0
+  config.schedule.warmup_steps = config_dict.placeholder(int)  # overrides warmup_epochs when set
+  config.schedule.warmup = 'linear'  # linear (per step from warmup_init_lr to peak) | constant
+  config.schedule.warmup_init_lr = 0.0  # lr at step 0, all warmup if constant (Goyal 0.1, MLPerf 0)
+  config.schedule.decay = 'cosine'  # cosine | step | poly | constant
+  config.schedule.end_lr = 0.0  # cosine and poly reach this lr at step total_steps (as MLPerf's)
+  config.schedule.power = 2.0  # poly: (peak - end_lr) * (1 - t / T)**power + end_lr after warmup
+  # step: multiply the lr by decay_factor at each boundary, counted from step 0 (Goyal: 30, 60, 80).
+  config.schedule.boundaries_epochs = ()
+  config.schedule.boundaries_steps = config_dict.placeholder(tuple)  # overrides boundaries_epochs
+  config.schedule.decay_factor = 0.1
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.every_epochs = 1.0
+  config.eval.global_batch_size = config_dict.placeholder(int)  # None = train global batch
+
+  config.checkpoint = ml_collections.ConfigDict()
+  config.checkpoint.every_steps = 1000
+  config.checkpoint.keep = 3  # most recent checkpoints kept on disk
+
+  return config

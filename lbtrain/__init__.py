@@ -1,0 +1,1 @@
+"""lbtrain: large-batch, data-parallel training in JAX."""

@@ -1,0 +1,100 @@
+"""Command line: `python -m lbtrain.main --config=configs/X.py --workdir=DIR [--config.a.b=v]`.
+
+Parses flags and hands over to `train.train_and_evaluate`. Bad input (a config that does not
+load, an override of a field that does not exist, a wrong type, anything the trainer rejects
+as a UserError) ends with one line on stderr and exit code 2, before the workdir is touched.
+"""
+
+import os
+import sys
+
+# Before tensorflow (in the data pipeline) loads: keep its C++ start-up chatter out of the log.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from lbtrain.errors import UserError
+
+USAGE_ERROR = 2
+
+config_flags.DEFINE_config_file(
+    'config', None, 'Training config file: a Python file with get_config().', lock_config=True)
+flags.DEFINE_string('workdir', None, 'Folder for checkpoints, metrics and the resolved config.')
+flags.DEFINE_bool('describe', False,
+                  'Print the recipe (batches, steps, lr schedule, masks) and exit without training.')
+FLAGS = flags.FLAGS
+
+
+def _one_line(message: str) -> str:
+  """ml_collections' multi-line messages (some embed a traceback) as one readable line."""
+  lines = [line.strip() for line in message.splitlines() if line.strip()]
+  if any(line.startswith('Traceback') for line in lines):
+    return f'{lines[0]} {lines[-1]}'  # what failed, and the exception that said why
+  return ' '.join(lines)
+
+
+def _fail(message: str) -> None:
+  sys.stderr.write(f'lbtrain: error: {_one_line(message)}\n')
+  sys.exit(USAGE_ERROR)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl parsing, with every way a config can fail to load reported as one line."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as error:
+    _fail(str(error))
+  except Exception as error:  # pylint: disable=broad-except
+    # A bad override value: ml_collections raises plain errors.
+    _fail(f'could not load the config: {type(error).__name__}: {error}')
+
+
+def _loaded_config():
+  """FLAGS.config; a file that could not be read is only reported when first accessed."""
+  try:
+    config = FLAGS.config
+    config.keys()
+    return config
+  except OSError as error:
+    _fail(str(error))
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    _fail(f'unexpected arguments {argv[1:]}; flags look like --config.train.seed=1.')
+  if not FLAGS['config'].present:
+    _fail('--config is required, e.g. --config=configs/quickstart.py.')
+  config = _loaded_config()
+  # Imported here so `--help` and flag errors stay fast and need no jax.
+  from lbtrain import train  # pylint: disable=g-import-not-at-top
+  try:
+    if FLAGS.describe:
+      print(train.describe(train.plan(config)))
+      return
+    if not FLAGS.workdir:
+      _fail('--workdir is required: the folder for checkpoints and metrics.')
+    train.train_and_evaluate(config, os.path.expanduser(FLAGS.workdir))
+  except UserError as error:
+    _fail(str(error))
+
+
+class _QuietLibraries:
+  """Drops INFO records of orbax and tfds, which log every step of every save."""
+
+  def filter(self, record) -> bool:
+    noisy = ('/orbax/', '/tensorflow_datasets/')
+    return record.levelno > logging.converter.ABSL_TO_STANDARD[logging.INFO] or not any(
+        part in record.pathname for part in noisy)
+
+
+def run() -> None:
+  logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == '__main__':
+  run()

@@ -1,0 +1,132 @@
+"""Where numbers go: metrics.jsonl, TensorBoard event files, and a console progress line.
+
+Only the primary process (index 0) writes; the others get a writer that does nothing, so the
+loop never branches on the process index.
+"""
+
+import json
+import math
+import os
+import sys
+import time
+from typing import Mapping
+
+METRICS_FILE = 'metrics.jsonl'
+
+
+class MetricWriter:
+  """Appends one JSON object per logging event and mirrors each scalar to TensorBoard."""
+
+  def __init__(self, workdir: str, enabled: bool, resume_step: int = 0):
+    """`resume_step`: records after it came from work the restored checkpoint does not hold;
+    they are dropped so the resumed run's records continue without duplicates."""
+    self._enabled = enabled
+    self._jsonl = None
+    self._tensorboard = None
+    if enabled:
+      _truncate_after(os.path.join(workdir, METRICS_FILE), resume_step)
+      # tensorboardX writes event files without TensorFlow, so the trainer also runs on
+      # machines that have jax but no tensorflow.
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._jsonl = open(os.path.join(workdir, METRICS_FILE), 'a', encoding='utf-8')
+      self._tensorboard = SummaryWriter(logdir=workdir, flush_secs=30)
+
+  def write(self, step: int, values: Mapping[str, float]) -> None:
+    if not self._enabled:
+      return
+    record = {'step': int(step)}
+    record.update({name: value if isinstance(value, int) else float(value)
+                   for name, value in values.items()})
+    self._jsonl.write(json.dumps(record) + '\n')
+    self._jsonl.flush()
+    for name, value in values.items():
+      self._tensorboard.add_scalar(name, float(value), int(step))
+
+  def close(self) -> None:
+    if self._enabled:
+      self._jsonl.close()
+      self._tensorboard.close()
+
+
+def _truncate_after(path: str, step: int) -> None:
+  """Keeps the records up to `step` (and no half-written last line), atomically."""
+  if not os.path.exists(path):
+    return
+  kept = []
+  with open(path, encoding='utf-8') as f:
+    for line in f:
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if record.get('step', 0) <= step:
+        kept.append(line if line.endswith('\n') else line + '\n')
+  with open(path + '.tmp', 'w', encoding='utf-8') as f:
+    f.writelines(kept)
+  os.replace(path + '.tmp', path)
+
+
+def _format_duration(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return '?'
+  seconds = int(seconds)
+  hours, rest = divmod(seconds, 3600)
+  minutes, seconds = divmod(rest, 60)
+  return f'{hours}h{minutes:02d}m' if hours else f'{minutes}m{seconds:02d}s'
+
+
+class ProgressBar:
+  """`[#####.....] 1200/5860 20% | ETA 2m13s | loss 0.4123 | 18,300 ex/s`.
+
+  Redrawn in place on a terminal; on a pipe or log file, printed as one line per update so
+  the output stays readable.
+  """
+
+  def __init__(self, total_steps: int, enabled: bool, stream=None, width: int = 24):
+    self._total = total_steps
+    self._enabled = enabled
+    self._stream = stream or sys.stdout
+    self._width = width
+    self._interactive = hasattr(self._stream, 'isatty') and self._stream.isatty()
+
+  def update(self, step: int, loss: float, examples_per_sec: float,
+             steps_per_sec: float) -> None:
+    if not self._enabled:
+      return
+    filled = int(self._width * step / max(self._total, 1))
+    eta = (self._total - step) / steps_per_sec if steps_per_sec > 0 else math.inf
+    line = (f'[{"#" * filled}{"." * (self._width - filled)}] {step}/{self._total} '
+            f'{100 * step / max(self._total, 1):.0f}% | ETA {_format_duration(eta)} | '
+            f'loss {loss:.4f} | {examples_per_sec:,.0f} ex/s')
+    self._stream.write(('\r' + line) if self._interactive else line + '\n')
+    self._stream.flush()
+
+  def close(self) -> None:
+    if self._enabled and self._interactive:
+      self._stream.write('\n')
+      self._stream.flush()
+
+
+class Stopwatch:
+  """Wall time of the training steps alone: eval and checkpoint pauses are excluded."""
+
+  def __init__(self):
+    self._start = time.perf_counter()
+    self._paused_at = None
+    self._paused_total = 0.0
+
+  def pause(self) -> None:
+    if self._paused_at is None:
+      self._paused_at = time.perf_counter()
+
+  def resume(self) -> None:
+    if self._paused_at is not None:
+      self._paused_total += time.perf_counter() - self._paused_at
+      self._paused_at = None
+
+  def lap(self) -> float:
+    """Running seconds since the last lap, then starts a new one."""
+    now = time.perf_counter()
+    elapsed = now - self._start - self._paused_total
+    self._start, self._paused_total = now, 0.0
+    return elapsed

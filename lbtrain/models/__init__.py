@@ -1,0 +1,60 @@
+"""The networks, built from `config.model` by name.
+
+Every model is called as `model.apply(variables, images, train=..., mutable=['batch_stats'])`
+(no `mutable` in eval) on float32 images [N, H, W, C] and returns float32 logits
+[N, num_classes]; `variables` holds float32 'params' and 'batch_stats' whatever the compute dtype.
+"""
+
+import functools
+from typing import Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from lbtrain.errors import UserError
+from lbtrain.models import batch_norm
+from lbtrain.models import cnn
+from lbtrain.models import resnet
+
+_MODELS = {
+    'cnn': cnn.CNN,
+    'resnet20': resnet.ResNet20,
+    'resnet18': resnet.ResNet18,
+    'resnet34': resnet.ResNet34,
+    'resnet50': resnet.ResNet50,
+    'resnet101': resnet.ResNet101,
+    'resnet152': resnet.ResNet152,
+}
+
+_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def create_model(model_config, num_classes: int,
+                 axis_name: Optional[str] = None) -> nn.Module:
+  """Builds the network `model_config` (= config.model) names, for `num_classes` classes.
+
+  `axis_name` is only for running the model under pmap/shard_map, where each call sees one
+  device's slice of the batch: BN then psums its sums and counts over that axis. Under jit over
+  a sharded global batch leave it None; the statistics are global already.
+
+  Raises UserError for an unknown name or dtype or a non-positive bn_group_size, so that a bad
+  config fails before anything is compiled or written.
+  """
+  if model_config.name not in _MODELS:
+    raise UserError(f'Unknown config.model.name {model_config.name!r}; '
+                    f'known names: {", ".join(_MODELS)}.')
+  if model_config.dtype not in _DTYPES:
+    raise UserError(f'Unknown config.model.dtype {model_config.dtype!r}; '
+                    f'known dtypes: {", ".join(_DTYPES)}.')
+  group_size = model_config.bn_group_size
+  if group_size is not None and group_size < 1:
+    raise UserError(f'config.model.bn_group_size must be None or a positive number of '
+                    f'examples, not {group_size}.')
+  dtype = _DTYPES[model_config.dtype]
+  norm = functools.partial(
+      batch_norm.BatchNorm, momentum=model_config.bn_momentum,
+      epsilon=model_config.bn_epsilon, group_size=group_size, axis_name=axis_name,
+      dtype=dtype)
+  return _MODELS[model_config.name](
+      num_classes=num_classes, dtype=dtype, norm=norm,
+      zero_init_last_bn=model_config.zero_init_last_bn)

@@ -1,0 +1,84 @@
+"""Devices: the mesh, the shardings, and the one place host data becomes a global array.
+
+Everything else in lbtrain sees either host-local numpy (the data package) or global
+`jax.Array`s (the step); only this module knows how one maps onto the other.
+"""
+
+import queue
+import threading
+from typing import Any, Iterator
+
+import jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = 'data'
+
+
+def create_mesh() -> Mesh:
+  """One `data` axis over every device of every process, ordered process by process.
+
+  `jax.make_mesh` orders devices so that each process's devices are contiguous, which is what
+  lets each process feed a contiguous slice of the global batch.
+  """
+  return jax.make_mesh((jax.device_count(),), (DATA_AXIS,),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+  """The global batch split on its first (example) axis over the data axis."""
+  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def host_local_to_global(batch: Any, mesh: Mesh) -> Any:
+  """This process's rows of a global batch -> global arrays sharded over the whole mesh."""
+  sharding = batch_sharded(mesh)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+
+
+def prefetch_to_mesh(batches: Iterator[Any], mesh: Mesh, size: int) -> Iterator[Any]:
+  """Moves up to `size` batches onto the devices ahead of the consumer, from a thread.
+
+  The host->device copy of batch n+1 then overlaps step n, so the step never waits on a
+  transfer unless the input pipeline itself is slower than the step. An exception in the
+  producer is re-raised in the consumer rather than silently ending the stream.
+  """
+  if size <= 0:
+    yield from (host_local_to_global(batch, mesh) for batch in batches)
+    return
+  buffer: queue.Queue = queue.Queue(maxsize=size)
+  end = object()
+  stop = threading.Event()
+
+  def produce():
+    try:
+      for batch in batches:
+        item = host_local_to_global(batch, mesh)
+        while not stop.is_set():
+          try:
+            buffer.put(item, timeout=0.1)
+            break
+          except queue.Full:
+            continue
+        if stop.is_set():
+          return
+      buffer.put(end)
+    except BaseException as error:  # pylint: disable=broad-except
+      buffer.put(error)
+
+  thread = threading.Thread(target=produce, name='prefetch_to_mesh', daemon=True)
+  thread.start()
+  try:
+    while True:
+      item = buffer.get()
+      if item is end:
+        return
+      if isinstance(item, BaseException):
+        raise item
+      yield item
+  finally:
+    stop.set()

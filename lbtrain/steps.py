@@ -1,0 +1,134 @@
+"""The maths of one step: pure functions of (state, batch), jitted once by the loop.
+
+Nothing here knows about files, hosts or the loop. Everything is computed on the GLOBAL batch:
+under `jax.jit` over the mesh, means and sums over the example axis are global, so a loss,
+gradient or BN statistic is the same whatever number of devices holds the batch.
+"""
+
+import functools
+from typing import Any, Callable
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from lbtrain import parallel
+
+Metrics = dict[str, jax.Array]
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a checkpoint must hold to continue training exactly.
+
+  The data position is `step` itself: the data stream is a pure function of (seed, step).
+  """
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def init_state(rng: jax.Array, model: nn.Module, tx: optax.GradientTransformation,
+               image_shape: tuple[int, ...]) -> TrainState:
+  # train=False: initialisation must not depend on (or require) a batch's statistics.
+  variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+  params = variables['params']
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params))
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float) -> jax.Array:
+  """Per-example softmax cross-entropy in float32, with optional label smoothing."""
+  targets = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
+  if label_smoothing:
+    targets = optax.smooth_labels(targets, label_smoothing)
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def _loss_and_grads(params, batch_stats, batch, *, model: nn.Module, label_smoothing: float):
+  """Mean loss, accuracy, gradient and updated BN statistics of one (micro-)batch."""
+
+  def loss_fn(params):
+    logits, updated = model.apply({'params': params, 'batch_stats': batch_stats},
+                                  batch['image'], train=True, mutable=['batch_stats'])
+    loss = cross_entropy(logits, batch['label'], label_smoothing).mean()
+    return loss, (logits, updated['batch_stats'])
+
+  (loss, (logits, new_batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
+  return loss, accuracy, grads, new_batch_stats
+
+
+def split_micro_batches(batch: Any, accum_steps: int, mesh: Mesh) -> Any:
+  """[B, ...] -> [accum_steps, B / accum_steps, ...] with every micro-batch on every device.
+
+  Micro-batch j takes the j-th consecutive chunk of each device's rows, so no example moves
+  between devices, and a BN group of consecutive examples that divides the per-device micro
+  batch stays whole: the groups, hence the statistics, are those of the un-accumulated step.
+  """
+  num_devices = mesh.size
+  sharding = NamedSharding(mesh, PartitionSpec(None, parallel.DATA_AXIS))
+
+  def split(x):
+    micro = x.shape[0] // (num_devices * accum_steps)
+    x = x.reshape(num_devices, accum_steps, micro, *x.shape[1:]).swapaxes(0, 1)
+    x = x.reshape(accum_steps, num_devices * micro, *x.shape[3:])
+    return jax.lax.with_sharding_constraint(x, sharding)
+
+  return jax.tree.map(split, batch)
+
+
+def train_step(state: TrainState, batch: Any, *, model: nn.Module,
+               tx: optax.GradientTransformation, schedule: Callable[[jax.Array], jax.Array],
+               label_smoothing: float, accum_steps: int, mesh: Mesh) -> tuple[TrainState, Metrics]:
+  """One optimizer step on one global batch, optionally as `accum_steps` micro-batches.
+
+  With accumulation the micro-batch gradients, losses and BN statistics are averaged (equal
+  micro-batch sizes make that the global-batch mean exactly); every micro-batch starts from
+  the same running BN statistics, so their average is the update one big batch would make.
+  """
+  compute = functools.partial(_loss_and_grads, model=model, label_smoothing=label_smoothing)
+  if accum_steps == 1:
+    loss, accuracy, grads, batch_stats = compute(state.params, state.batch_stats, batch)
+  else:
+    def accumulate(carry, micro_batch):
+      result = compute(state.params, state.batch_stats, micro_batch)
+      return jax.tree.map(jnp.add, carry, result), None
+
+    micro_batches = split_micro_batches(batch, accum_steps, mesh)
+    zeros = jax.tree.map(
+        jnp.zeros_like,
+        jax.eval_shape(compute, state.params, state.batch_stats,
+                       jax.tree.map(lambda x: x[0], micro_batches)))
+    sums, _ = jax.lax.scan(accumulate, zeros, micro_batches)
+    loss, accuracy, grads, batch_stats = jax.tree.map(lambda s: s / accum_steps, sums)
+
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {
+      'train/loss': loss,
+      'train/accuracy': accuracy,
+      'train/grad_norm': optax.global_norm(grads),
+      'train/lr': schedule(state.step),
+  }
+  new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                            opt_state=opt_state)
+  return new_state, metrics
+
+
+def eval_step(state: TrainState, batch: Any, *, model: nn.Module) -> Metrics:
+  """Sums (not means) over the real examples of a padded eval batch, so batches add up."""
+  logits = model.apply({'params': state.params, 'batch_stats': state.batch_stats},
+                       batch['image'], train=False)
+  mask = batch['mask'].astype(jnp.int32)
+  losses = cross_entropy(logits, batch['label'], 0.0)
+  correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.int32)
+  return {
+      'loss_sum': jnp.sum(losses * mask),
+      'correct': jnp.sum(correct * mask),
+      'count': jnp.sum(mask),
+  }

@@ -1,0 +1,344 @@
+"""The training loop: build, restore, train, evaluate, checkpoint, log. No maths lives here.
+
+`plan()` derives every number of a run from its config and the hardware and validates it,
+before anything is compiled or written; `train_and_evaluate()` carries the plan out.
+"""
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import time
+from typing import Any, Iterator
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from lbtrain import checkpoint
+from lbtrain import data
+from lbtrain import metrics as metrics_lib
+from lbtrain import models
+from lbtrain import optim
+from lbtrain import parallel
+from lbtrain import schedules
+from lbtrain import steps
+from lbtrain.errors import UserError
+
+CONFIG_FILE = 'config.json'
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """Every number a run derives from its config and the hardware, fixed before compiling."""
+  config: ml_collections.ConfigDict
+  dataset: data.DatasetInfo
+  schedule_info: schedules.ScheduleInfo
+  schedule: Any
+  model: Any
+  optimizer: Any
+  abstract_params: Any
+  num_devices: int
+  num_processes: int
+  per_device_batch_size: int
+  micro_batch_size: int  # per device
+  accum_steps: int
+  eval_global_batch_size: int
+  eval_every_steps: int
+
+  @property
+  def total_steps(self) -> int:
+    return self.schedule_info.total_steps
+
+
+def _require(condition: bool, message: str) -> None:
+  if not condition:
+    raise UserError(message)
+
+
+def _batch_layout(config, num_devices: int) -> tuple[int, int, int]:
+  """(per-device batch, per-device micro batch, accumulation steps), validated."""
+  global_batch = config.train.global_batch_size
+  _require(global_batch > 0, f'train.global_batch_size must be positive, got {global_batch}.')
+  _require(global_batch % num_devices == 0,
+           f'train.global_batch_size={global_batch} is not divisible by the {num_devices} '
+           f'devices; use a multiple of {num_devices} (e.g. '
+           f'--config.train.global_batch_size={max(1, global_batch // num_devices) * num_devices}).')
+  per_device = global_batch // num_devices
+  micro = config.train.micro_batch_size or per_device
+  _require(0 < micro <= per_device and per_device % micro == 0,
+           f'train.micro_batch_size={micro} must divide the per-device batch {per_device} '
+           f'(= {global_batch} / {num_devices} devices); pick a divisor of {per_device}.')
+  accum_steps = per_device // micro
+  group = config.model.bn_group_size
+  if group is not None:
+    step_examples = micro if accum_steps > 1 else global_batch
+    _require(group > 0 and step_examples % group == 0,
+             f'model.bn_group_size={group} must divide the '
+             + ('per-device micro batch' if accum_steps > 1 else 'global batch')
+             + f' {step_examples}; pick a divisor of it or None for global statistics.')
+  elif accum_steps > 1:
+    raise UserError(
+        f'gradient accumulation ({accum_steps} micro-batches of {micro} per device) computes BN '
+        f'statistics per micro-batch; set --config.model.bn_group_size to a divisor of {micro} '
+        'to make those groups explicit (the same value then gives the same training on any '
+        'number of devices).')
+  return per_device, micro, accum_steps
+
+
+def plan(config: ml_collections.ConfigDict) -> Plan:
+  """Validates the config against the data and hardware; raises UserError on bad input."""
+  _require(config.train.num_epochs > 0,
+           f'train.num_epochs must be positive, got {config.train.num_epochs}.')
+  num_devices, num_processes = jax.device_count(), jax.process_count()
+  per_device, micro, accum_steps = _batch_layout(config, num_devices)
+  eval_batch = config.eval.global_batch_size or config.train.global_batch_size
+  _require(eval_batch > 0 and eval_batch % num_devices == 0,
+           f'eval.global_batch_size={eval_batch} must be a positive multiple of the '
+           f'{num_devices} devices.')
+  dataset = data.get_dataset_info(config.data)
+  model = models.create_model(config.model, num_classes=dataset.num_classes)
+  schedule, schedule_info = schedules.create_schedule(config, dataset.num_train_examples)
+  abstract_params = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, *dataset.image_shape), jnp.float32),
+                         train=False))['params']
+  optimizer = optim.create_optimizer(config.optimizer, schedule, abstract_params)
+  eval_every_steps = max(1, schedules.to_steps(config.eval.every_epochs,
+                                               schedule_info.steps_per_epoch))
+  return Plan(config=config, dataset=dataset, schedule_info=schedule_info, schedule=schedule,
+              model=model, optimizer=optimizer, abstract_params=abstract_params,
+              num_devices=num_devices, num_processes=num_processes,
+              per_device_batch_size=per_device, micro_batch_size=micro,
+              accum_steps=accum_steps, eval_global_batch_size=eval_batch,
+              eval_every_steps=eval_every_steps)
+
+
+def describe(run: Plan) -> str:
+  """The recipe as a table a human can check against the paper, before anything runs."""
+  config = run.config
+  num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(run.abstract_params))
+  rows = [
+      ('dataset', f'{run.dataset.name}: {run.dataset.num_train_examples:,} train / '
+                  f'{run.dataset.num_eval_examples:,} eval examples, '
+                  f'{run.dataset.num_classes} classes, image {run.dataset.image_shape}'),
+      ('model', f'{config.model.name} ({num_params:,} parameters), dtype {config.model.dtype}'),
+      ('devices', f'{run.num_devices} devices on {run.num_processes} process(es), '
+                  f'mesh ({parallel.DATA_AXIS}: {run.num_devices})'),
+      ('per-device batch', f'{run.per_device_batch_size:,}'),
+      ('micro batch', f'{run.micro_batch_size:,} per device x {run.accum_steps} accumulation '
+                      f'step(s)'),
+      ('BN statistics', 'over the global batch' if config.model.bn_group_size is None else
+       f'over groups of {config.model.bn_group_size} consecutive examples'),
+      ('label smoothing', f'{config.train.label_smoothing}'),
+      ('eval', f'every {run.eval_every_steps} steps, global batch {run.eval_global_batch_size}'),
+      ('checkpoint', f'every {config.checkpoint.every_steps} steps, keep '
+                     f'{config.checkpoint.keep}'),
+  ]
+  for name, summary in optim.describe_masks(config.optimizer, run.abstract_params).items():
+    if summary is None:
+      rows.append((name.replace('_', ' '), 'not applied'))
+      continue
+    rows.append((name.replace('_', ' '),
+                 f'on {len(summary["on"])} tensors ({summary["on_params"]:,} parameters), '
+                 f'off {len(summary["off"])} tensors ({summary["off_params"]:,} parameters)'))
+    rows.append(('  off', _abbreviate(summary['off'])))
+  width = 17
+  lines = schedules.describe_schedule(run.schedule_info)
+  lines += [f'{name:<{width}} {value}' for name, value in rows]
+  return '\n'.join(lines)
+
+
+def _abbreviate(names: list[str], limit: int = 8) -> str:
+  shown = ', '.join(names[:limit])
+  return shown + (f', ... ({len(names) - limit} more)' if len(names) > limit else '') or '-'
+
+
+def _check_workdir(workdir: str) -> None:
+  """Fails before any file is written when the workdir cannot be used."""
+  _require(bool(workdir), '--workdir is required: the folder for checkpoints and metrics.')
+  existing = workdir
+  while not os.path.exists(existing):
+    existing = os.path.dirname(os.path.abspath(existing))
+  _require(os.path.isdir(existing),
+           f'workdir {workdir!r}: {existing!r} exists and is not a folder; choose another path.')
+  _require(os.access(existing, os.W_OK | os.X_OK),
+           f'workdir {workdir!r} is not writable ({existing!r}); choose a folder you can write.')
+
+
+def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  path = os.path.join(workdir, CONFIG_FILE)
+  with open(path + '.tmp', 'w', encoding='utf-8') as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True) + '\n')
+  os.replace(path + '.tmp', path)
+
+
+def _compile_steps(run: Plan, mesh):
+  """The train step, compiled ahead of time with explicit shardings and a donated state."""
+  replicated = parallel.replicated(mesh)
+  init_fn = functools.partial(steps.init_state, model=run.model, tx=run.optimizer,
+                              image_shape=run.dataset.image_shape)
+  state_shardings = jax.tree.map(lambda _: replicated,
+                                 jax.eval_shape(init_fn, jax.random.key(0)))
+  init = jax.jit(init_fn, out_shardings=state_shardings)
+  train_step = jax.jit(
+      functools.partial(steps.train_step, model=run.model, tx=run.optimizer,
+                        schedule=run.schedule, label_smoothing=run.config.train.label_smoothing,
+                        accum_steps=run.accum_steps, mesh=mesh),
+      in_shardings=(state_shardings, parallel.batch_sharded(mesh)),
+      out_shardings=(state_shardings, replicated),
+      donate_argnums=0)
+  eval_step = jax.jit(
+      functools.partial(steps.eval_step, model=run.model),
+      in_shardings=(state_shardings, parallel.batch_sharded(mesh)),
+      out_shardings=replicated)
+  return init, train_step, eval_step, state_shardings
+
+
+def _abstract_batch(run: Plan, mesh, batch_size: int, with_mask: bool) -> dict:
+  sharding = parallel.batch_sharded(mesh)
+  batch = {
+      'image': jax.ShapeDtypeStruct((batch_size, *run.dataset.image_shape), jnp.float32,
+                                    sharding=sharding),
+      'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=sharding),
+  }
+  if with_mask:
+    batch['mask'] = jax.ShapeDtypeStruct((batch_size,), jnp.bool_, sharding=sharding)
+  return batch
+
+
+def evaluate(run: Plan, eval_step, state, mesh) -> dict[str, float]:
+  """Loss and accuracy over every example of the eval split, each counted exactly once."""
+  batches = data.eval_batches(run.config.data, run.dataset,
+                              global_batch_size=run.eval_global_batch_size,
+                              process_index=jax.process_index(),
+                              process_count=jax.process_count())
+  totals = None
+  for batch in parallel.prefetch_to_mesh(batches, mesh, run.config.data.prefetch_batches):
+    sums = eval_step(state, batch)
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.device_get(totals)
+  count = int(totals['count'])
+  if count != run.dataset.num_eval_examples:
+    raise RuntimeError(f'evaluation counted {count} examples, the eval split has '
+                       f'{run.dataset.num_eval_examples}: the eval pipeline is broken.')
+  return {
+      'eval/loss': float(totals['loss_sum']) / count,
+      'eval/accuracy': float(totals['correct']) / count,
+      'eval/num_examples': count,
+  }
+
+
+def _summarise(pending: list, steps_done: int, seconds: float, input_wait: float,
+               run: Plan) -> dict[str, float]:
+  """Means over the steps since the last log; lr at the latest step; honest throughput."""
+  values = jax.device_get(pending)
+  summary = {name: float(np.mean([v[name] for v in values]))
+             for name in ('train/loss', 'train/accuracy', 'train/grad_norm')}
+  summary['train/lr'] = float(values[-1]['train/lr'])
+  examples_per_sec = steps_done * run.config.train.global_batch_size / max(seconds, 1e-9)
+  summary['train/examples_per_sec'] = examples_per_sec
+  summary['train/examples_per_sec_per_device'] = examples_per_sec / run.num_devices
+  summary['train/steps_per_sec'] = steps_done / max(seconds, 1e-9)
+  summary['train/input_wait_fraction'] = input_wait / max(seconds, 1e-9)
+  return summary
+
+
+def _check_finite(recent_metrics: list, step: int) -> None:
+  """Never checkpoint a state made by a non-finite loss or gradient."""
+  last = jax.device_get(recent_metrics[-1])
+  for name in ('train/loss', 'train/grad_norm'):
+    if not math.isfinite(float(last[name])):
+      raise RuntimeError(f'non-finite {name} at step {step}; stopping without saving this '
+                         'state (the last checkpoint in the workdir is still good).')
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns final metrics."""
+  _check_workdir(workdir)
+  run = plan(config)
+  is_primary = jax.process_index() == 0
+  mesh = parallel.create_mesh()
+
+  os.makedirs(workdir, exist_ok=True)
+  if is_primary:
+    _write_config(config, workdir)
+  logging.info('process %d of %d: %d local devices, %d global devices',
+               jax.process_index(), jax.process_count(), jax.local_device_count(),
+               jax.device_count())
+  for line in describe(run).splitlines():
+    logging.info('%s', line)
+
+  init, train_step, eval_step, state_shardings = _compile_steps(run, mesh)
+  checkpoints = checkpoint.Checkpointer(workdir, config.checkpoint.every_steps,
+                                        config.checkpoint.keep)
+  start_step = checkpoints.latest_step() or 0
+  if start_step:
+    abstract_state = jax.eval_shape(init, jax.random.key(config.train.seed))
+    state = checkpoints.restore(
+        start_step, checkpoint.abstract_like(abstract_state, state_shardings))
+    logging.info('resumed from the checkpoint at step %d', start_step)
+  else:
+    state = init(jax.random.key(config.train.seed))
+
+  writer = metrics_lib.MetricWriter(workdir, enabled=is_primary, resume_step=start_step)
+  final = {}
+  try:
+    if start_step >= run.total_steps:
+      logging.info('training already complete (%d steps); nothing to do', run.total_steps)
+      return final
+
+    compile_start = time.perf_counter()
+    compiled_step = train_step.lower(
+        state, _abstract_batch(run, mesh, config.train.global_batch_size, False)).compile()
+    logging.info('train step compiled in %.1f s', time.perf_counter() - compile_start)
+
+    batches = parallel.prefetch_to_mesh(
+        data.train_batches(config.data, run.dataset,
+                           global_batch_size=config.train.global_batch_size,
+                           seed=config.train.seed, start_step=start_step,
+                           num_steps=run.total_steps - start_step,
+                           process_index=jax.process_index(),
+                           process_count=jax.process_count()),
+        mesh, config.data.prefetch_batches)
+    progress = metrics_lib.ProgressBar(run.total_steps, enabled=is_primary)
+    stopwatch = metrics_lib.Stopwatch()
+    pending, input_wait = [], 0.0
+    for step in range(start_step, run.total_steps):
+      wait_start = time.perf_counter()
+      batch = next(batches)
+      input_wait += time.perf_counter() - wait_start
+      state, step_metrics = compiled_step(state, batch)
+      pending.append(step_metrics)
+      done = step + 1
+
+      if done % config.train.log_every_steps == 0 or done == run.total_steps:
+        summary = _summarise(pending, len(pending), stopwatch.lap(), input_wait, run)
+        pending, input_wait = [], 0.0
+        summary['train/epoch'] = done / run.schedule_info.steps_per_epoch
+        writer.write(done, summary)
+        progress.update(done, summary['train/loss'], summary['train/examples_per_sec'],
+                        summary['train/steps_per_sec'])
+        if not math.isfinite(summary['train/loss']):
+          raise RuntimeError(f'non-finite train/loss at step {done}; stopping without '
+                             'saving this state.')
+
+      if done % run.eval_every_steps == 0 or done == run.total_steps:
+        stopwatch.pause()
+        final = evaluate(run, eval_step, state, mesh)
+        writer.write(done, final)
+        logging.info('step %d: eval loss %.4f, accuracy %.4f over %d examples', done,
+                     final['eval/loss'], final['eval/accuracy'], final['eval/num_examples'])
+        stopwatch.resume()
+
+      if checkpoints.is_due(done) or done == run.total_steps:
+        _check_finite(pending or [step_metrics], done)
+        checkpoints.save(done, state)
+        logging.info('checkpoint saved at step %d', done)
+    progress.close()
+    return final
+  finally:
+    checkpoints.close()
+    writer.close()
