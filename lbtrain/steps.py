@@ -56,7 +56,7 @@ def _loss_and_grads(params, batch_stats, batch, *, model: nn.Module, label_smoot
     logits, updated = model.apply({'params': params, 'batch_stats': batch_stats},
                                   batch['image'], train=True, mutable=['batch_stats'])
     loss = cross_entropy(logits, batch['label'], label_smoothing).mean()
-    return loss, (logits, updated['batch_stats'])
+    return loss, (logits, updated.get('batch_stats', {}))
 
   (loss, (logits, new_batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
   accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])

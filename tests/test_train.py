@@ -74,3 +74,31 @@ def test_rerun_resumes_from_the_latest_checkpoint_and_matches(tiny_config, tmp_p
     np.testing.assert_array_equal(a, b)
   # Records written after step 6 by the lost work are replaced, not duplicated.
   assert [r['step'] for r in _records(interrupted) if 'train/loss' in r] == [4, 8, 12]
+
+
+@pytest.mark.parametrize('changes, fragment', [
+    ({'train.global_batch_size': 260}, 'not divisible by the 8 devices'),
+    ({'train.micro_batch_size': 5}, 'must divide the per-device batch 32'),
+    ({'train.micro_batch_size': 16}, 'set --config.model.bn_group_size'),
+    ({'train.micro_batch_size': 16, 'model.bn_group_size': 32}, 'per-device micro batch 16'),
+    ({'model.bn_group_size': 100}, 'must divide the global batch 256'),
+    ({'train.num_epochs': 0.0}, 'num_epochs must be positive'),
+    ({'optimizer.base_lr': -0.1}, 'base_lr'),
+    ({'schedule.warmup_epochs': 1.0}, 'warmup'),
+    ({'schedule.decay': 'exponential'}, 'exponential'),
+])
+def test_plan_rejects_bad_recipes_before_compiling(tiny_config, changes, fragment):
+  for path, value in changes.items():
+    block, field = path.split('.')
+    setattr(tiny_config[block], field, value)
+  with pytest.raises(train.UserError, match=fragment):
+    train.plan(tiny_config)
+
+
+def test_plan_derives_the_accumulation_layout(tiny_config):
+  tiny_config.train.micro_batch_size = 8
+  tiny_config.model.bn_group_size = 8
+  run = train.plan(tiny_config)
+  assert (run.per_device_batch_size, run.micro_batch_size, run.accum_steps) == (32, 8, 4)
+  assert run.total_steps == 12
+  assert 'micro batch' in train.describe(run) and '8 per device x 4' in train.describe(run)
