@@ -42,6 +42,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.micro_batch_size = config_dict.placeholder(int)
   config.train.label_smoothing = 0.0
   config.train.log_every_steps = 50
+  # A NaN/Inf loss or gradient: 'stop' (name the step, keep the last good checkpoint) or 'skip'
+  # (leave that update out, count it in train/skipped_steps, stop after too many in a row).
+  config.train.on_nonfinite = 'stop'
+  config.train.max_consecutive_nonfinite = 10
+  # XLA's persistent compilation cache, so a restarted run does not compile again:
+  # None = DIR/compilation_cache inside the workdir, '' = off, or a shared folder.
+  config.train.compilation_cache_dir = config_dict.placeholder(str)
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = 'sgd'  # sgd | nesterov | lars | lamb | adamw | adam
@@ -86,5 +93,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.every_steps = 1000
   config.checkpoint.keep = 3  # most recent checkpoints kept on disk
+  config.checkpoint.keep_every_steps = config_dict.placeholder(int)  # also keep multiples of this
 
   return config

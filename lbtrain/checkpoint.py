@@ -1,36 +1,66 @@
 """Saving and restoring the train state with orbax-checkpoint.
 
 Saves are asynchronous (training continues while the previous state is written) and atomic
-(orbax writes into a temporary folder and renames it), so a crash mid-save leaves the previous
-checkpoints intact. Restores go into an abstract target that carries the current mesh's
-shardings, so a checkpoint does not tie a run to the device count that wrote it.
+(orbax writes into `<step>.orbax-checkpoint-tmp*` and renames it when complete), so a process
+killed mid-save leaves the earlier checkpoints intact and the next start ignores the partial
+one. Restores go into an abstract target that carries the current mesh's shardings, so a
+checkpoint does not tie a run to the device count that wrote it.
 """
 
 import os
 from typing import Any
 
+from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
+from lbtrain.errors import UserError
+
 CHECKPOINT_DIR = 'checkpoints'
+_INCOMPLETE_MARK = '.orbax-checkpoint-tmp'
 
 
 class Checkpointer:
-  """The workdir's `checkpoints/` folder: every `every_steps` steps, keeping the last `keep`."""
+  """The workdir's `checkpoints/`: every `every_steps` steps, keeping the last `keep` (and,
+  when `keep_every_steps` is set, every multiple of it for good)."""
 
-  def __init__(self, workdir: str, every_steps: int, keep: int):
+  def __init__(self, workdir: str, every_steps: int, keep: int,
+               keep_every_steps: int | None = None):
     self._every_steps = every_steps
+    self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
     self._manager = ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                             enable_async_checkpointing=True))
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, keep_period=keep_every_steps, create=True,
+            cleanup_tmp_directories=True, enable_async_checkpointing=True))
 
-  def latest_step(self) -> int | None:
-    return self._manager.latest_step()
+  @staticmethod
+  def has_checkpoints(workdir: str) -> bool:
+    """Whether the workdir holds a complete checkpoint, without creating anything."""
+    directory = os.path.join(workdir, CHECKPOINT_DIR)
+    return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
 
-  def restore(self, step: int, abstract_state: Any) -> Any:
-    """`abstract_state`: a pytree of `jax.ShapeDtypeStruct` with the target shardings."""
-    return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+  def restore_latest(self, abstract_state: Any) -> tuple[Any, int] | None:
+    """(state, step) of the newest complete checkpoint, or None when there is none.
+
+    `abstract_state` is a pytree of `jax.ShapeDtypeStruct` with the target shardings. A
+    checkpoint that exists but cannot be read into it (truncated file, another model) is a
+    UserError that names it and says how to go on.
+    """
+    step = self._manager.latest_step()
+    if step is None:
+      return None
+    try:
+      state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    except Exception as error:  # pylint: disable=broad-except
+      older = [s for s in self._manager.all_steps() if s < step]
+      hint = (f'delete {os.path.join(self.directory, str(step))} to resume from step '
+              f'{max(older)}' if older else 'use a new workdir')
+      message = ' '.join(str(error).split())[:300]
+      raise UserError(f'checkpoint {os.path.join(self.directory, str(step))} cannot be '
+                      f'restored into this model ({type(error).__name__}: {message}); '
+                      f'{hint}.') from error
+    return state, step
 
   def is_due(self, step: int) -> bool:
     return step % self._every_steps == 0
@@ -46,7 +76,21 @@ class Checkpointer:
     self._manager.close()
 
 
+def incomplete_checkpoints(workdir: str) -> list[str]:
+  """Saves that a killed process left half-written (orbax deletes them when it starts)."""
+  directory = os.path.join(workdir, CHECKPOINT_DIR)
+  if not os.path.isdir(directory):
+    return []
+  return sorted(name for name in os.listdir(directory) if _INCOMPLETE_MARK in name)
+
+
 def abstract_like(state: Any, shardings: Any) -> Any:
   return jax.tree.map(
       lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
       state, shardings)
+
+
+def log_skipped(names: list[str]) -> None:
+  for name in names:
+    logging.warning('skipping incomplete checkpoint %s (a save was interrupted); it is removed',
+                    name)

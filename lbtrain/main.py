@@ -16,9 +16,12 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from lbtrain import distributed  # defines the multi-process flags
+from lbtrain.errors import TrainingStopped
 from lbtrain.errors import UserError
 
 USAGE_ERROR = 2
+TRAINING_STOPPED = 1
 
 config_flags.DEFINE_config_file(
     'config', None, 'Training config file: a Python file with get_config().', lock_config=True)
@@ -68,6 +71,10 @@ def main(argv: list[str]) -> None:
   if not FLAGS['config'].present:
     _fail('--config is required, e.g. --config=configs/quickstart.py.')
   config = _loaded_config()
+  try:
+    distributed.initialize()  # before any other jax call: joins the run's other processes
+  except UserError as error:
+    _fail(str(error))
   # Imported here so `--help` and flag errors stay fast and need no jax.
   from lbtrain import train  # pylint: disable=g-import-not-at-top
   try:
@@ -79,6 +86,9 @@ def main(argv: list[str]) -> None:
     train.train_and_evaluate(config, os.path.expanduser(FLAGS.workdir))
   except UserError as error:
     _fail(str(error))
+  except TrainingStopped as error:
+    sys.stderr.write(f'lbtrain: stopped: {error}\n')
+    sys.exit(TRAINING_STOPPED)
 
 
 class _QuietLibraries:

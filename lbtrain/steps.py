@@ -84,12 +84,17 @@ def split_micro_batches(batch: Any, accum_steps: int, mesh: Mesh) -> Any:
 
 def train_step(state: TrainState, batch: Any, *, model: nn.Module,
                tx: optax.GradientTransformation, schedule: Callable[[jax.Array], jax.Array],
-               label_smoothing: float, accum_steps: int, mesh: Mesh) -> tuple[TrainState, Metrics]:
+               label_smoothing: float, accum_steps: int, mesh: Mesh,
+               skip_nonfinite: bool = False) -> tuple[TrainState, Metrics]:
   """One optimizer step on one global batch, optionally as `accum_steps` micro-batches.
 
   With accumulation the micro-batch gradients, losses and BN statistics are averaged (equal
   micro-batch sizes make that the global-batch mean exactly); every micro-batch starts from
   the same running BN statistics, so their average is the update one big batch would make.
+
+  `train/nonfinite` is 1 when the loss or gradient is NaN/Inf. With `skip_nonfinite` such a
+  step leaves params, BN statistics and optimizer state as they were (the step counter, and
+  so the data, still moves on); otherwise the loop stops on it before saving anything.
   """
   compute = functools.partial(_loss_and_grads, model=model, label_smoothing=label_smoothing)
   if accum_steps == 1:
@@ -109,11 +114,18 @@ def train_step(state: TrainState, batch: Any, *, model: nn.Module,
 
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
+  grad_norm = optax.global_norm(grads)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  if skip_nonfinite:
+    params, batch_stats, opt_state = jax.tree.map(
+        lambda new, old: jnp.where(finite, new, old),
+        (params, batch_stats, opt_state), (state.params, state.batch_stats, state.opt_state))
   metrics = {
       'train/loss': loss,
       'train/accuracy': accuracy,
-      'train/grad_norm': optax.global_norm(grads),
+      'train/grad_norm': grad_norm,
       'train/lr': schedule(state.step),
+      'train/nonfinite': jnp.logical_not(finite).astype(jnp.int32),
   }
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                             opt_state=opt_state)

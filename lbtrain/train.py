@@ -26,10 +26,12 @@ from lbtrain import optim
 from lbtrain import parallel
 from lbtrain import schedules
 from lbtrain import steps
+from lbtrain import preemption
+from lbtrain import workdir as workdir_lib
+from lbtrain.errors import TrainingStopped
 from lbtrain.errors import UserError
 
-CONFIG_FILE = 'config.json'
-
+NONFINITE_POLICIES = ('stop', 'skip')
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
@@ -93,6 +95,9 @@ def plan(config: ml_collections.ConfigDict) -> Plan:
   """Validates the config against the data and hardware; raises UserError on bad input."""
   _require(config.train.num_epochs > 0,
            f'train.num_epochs must be positive, got {config.train.num_epochs}.')
+  _require(config.train.on_nonfinite in NONFINITE_POLICIES,
+           f'train.on_nonfinite={config.train.on_nonfinite!r}: use one of '
+           f'{", ".join(NONFINITE_POLICIES)}.')
   num_devices, num_processes = jax.device_count(), jax.process_count()
   per_device, micro, accum_steps = _batch_layout(config, num_devices)
   eval_batch = config.eval.global_batch_size or config.train.global_batch_size
@@ -156,27 +161,8 @@ def _abbreviate(names: list[str], limit: int = 8) -> str:
   return shown + (f', ... ({len(names) - limit} more)' if len(names) > limit else '') or '-'
 
 
-def _check_workdir(workdir: str) -> None:
-  """Fails before any file is written when the workdir cannot be used."""
-  _require(bool(workdir), '--workdir is required: the folder for checkpoints and metrics.')
-  existing = workdir
-  while not os.path.exists(existing):
-    existing = os.path.dirname(os.path.abspath(existing))
-  _require(os.path.isdir(existing),
-           f'workdir {workdir!r}: {existing!r} exists and is not a folder; choose another path.')
-  _require(os.access(existing, os.W_OK | os.X_OK),
-           f'workdir {workdir!r} is not writable ({existing!r}); choose a folder you can write.')
-
-
-def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  path = os.path.join(workdir, CONFIG_FILE)
-  with open(path + '.tmp', 'w', encoding='utf-8') as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True) + '\n')
-  os.replace(path + '.tmp', path)
-
-
 def _compile_steps(run: Plan, mesh):
-  """The train step, compiled ahead of time with explicit shardings and a donated state."""
+  """The jitted init/train/eval functions with explicit shardings and a donated state."""
   replicated = parallel.replicated(mesh)
   init_fn = functools.partial(steps.init_state, model=run.model, tx=run.optimizer,
                               image_shape=run.dataset.image_shape)
@@ -186,7 +172,8 @@ def _compile_steps(run: Plan, mesh):
   train_step = jax.jit(
       functools.partial(steps.train_step, model=run.model, tx=run.optimizer,
                         schedule=run.schedule, label_smoothing=run.config.train.label_smoothing,
-                        accum_steps=run.accum_steps, mesh=mesh),
+                        accum_steps=run.accum_steps, mesh=mesh,
+                        skip_nonfinite=run.config.train.on_nonfinite == 'skip'),
       in_shardings=(state_shardings, parallel.batch_sharded(mesh)),
       out_shardings=(state_shardings, replicated),
       donate_argnums=0)
@@ -197,16 +184,14 @@ def _compile_steps(run: Plan, mesh):
   return init, train_step, eval_step, state_shardings
 
 
-def _abstract_batch(run: Plan, mesh, batch_size: int, with_mask: bool) -> dict:
+def _abstract_batch(run: Plan, mesh) -> dict:
   sharding = parallel.batch_sharded(mesh)
-  batch = {
+  batch_size = run.config.train.global_batch_size
+  return {
       'image': jax.ShapeDtypeStruct((batch_size, *run.dataset.image_shape), jnp.float32,
                                     sharding=sharding),
       'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=sharding),
   }
-  if with_mask:
-    batch['mask'] = jax.ShapeDtypeStruct((batch_size,), jnp.bool_, sharding=sharding)
-  return batch
 
 
 def evaluate(run: Plan, eval_step, state, mesh) -> dict[str, float]:
@@ -231,58 +216,113 @@ def evaluate(run: Plan, eval_step, state, mesh) -> dict[str, float]:
   }
 
 
-def _summarise(pending: list, steps_done: int, seconds: float, input_wait: float,
+class _NonfiniteWatch:
+  """Reads each step's `train/nonfinite` flag when the loop syncs anyway (log, checkpoint).
+
+  'stop' raises on the first non-finite step; 'skip' counts them (the step already left the
+  state unchanged) and raises after `max_consecutive` in a row.
+  """
+
+  def __init__(self, policy: str, max_consecutive: int, checkpoint_dir: str):
+    self._policy = policy
+    self._max_consecutive = max_consecutive
+    self._checkpoint_dir = checkpoint_dir
+    self.last_good_checkpoint = None
+    self.skipped = 0
+    self._streak = 0
+
+  def check(self, values: list[dict], first_step: int) -> None:
+    for offset, step_values in enumerate(values):
+      step = first_step + offset
+      if not int(step_values['train/nonfinite']):
+        self._streak = 0
+        continue
+      self.skipped += 1
+      self._streak += 1
+      metric = next((name for name in ('train/loss', 'train/grad_norm')
+                     if not math.isfinite(float(step_values[name]))), 'train/grad_norm')
+      if self._policy == 'stop':
+        self._stop(f'non-finite {metric} at step {step}')
+      if self._streak >= self._max_consecutive:
+        self._stop(f'{self._streak} consecutive non-finite steps up to step {step} '
+                   f'({metric})')
+
+  def _stop(self, what: str) -> None:
+    where = (f'the last good checkpoint is step {self.last_good_checkpoint} in '
+             f'{self._checkpoint_dir}' if self.last_good_checkpoint is not None else
+             'no checkpoint was saved')
+    raise TrainingStopped(f'{what}; stopped without saving this state ({where}). Lower the lr, '
+                          'add --config.optimizer.grad_clip_norm, or set '
+                          '--config.train.on_nonfinite=skip.')
+
+
+def _summarise(values: list[dict], seconds: float, input_wait: float,
                run: Plan) -> dict[str, float]:
   """Means over the steps since the last log; lr at the latest step; honest throughput."""
-  values = jax.device_get(pending)
   summary = {name: float(np.mean([v[name] for v in values]))
              for name in ('train/loss', 'train/accuracy', 'train/grad_norm')}
   summary['train/lr'] = float(values[-1]['train/lr'])
-  examples_per_sec = steps_done * run.config.train.global_batch_size / max(seconds, 1e-9)
+  examples_per_sec = len(values) * run.config.train.global_batch_size / max(seconds, 1e-9)
   summary['train/examples_per_sec'] = examples_per_sec
   summary['train/examples_per_sec_per_device'] = examples_per_sec / run.num_devices
-  summary['train/steps_per_sec'] = steps_done / max(seconds, 1e-9)
+  summary['train/steps_per_sec'] = len(values) / max(seconds, 1e-9)
   summary['train/input_wait_fraction'] = input_wait / max(seconds, 1e-9)
   return summary
 
 
-def _check_finite(recent_metrics: list, step: int) -> None:
-  """Never checkpoint a state made by a non-finite loss or gradient."""
-  last = jax.device_get(recent_metrics[-1])
-  for name in ('train/loss', 'train/grad_norm'):
-    if not math.isfinite(float(last[name])):
-      raise RuntimeError(f'non-finite {name} at step {step}; stopping without saving this '
-                         'state (the last checkpoint in the workdir is still good).')
+def _enable_compilation_cache(config, workdir: str) -> None:
+  """Persists compiled XLA programs so a restart after preemption skips compiling."""
+  directory = config.train.compilation_cache_dir
+  if directory == '':
+    return
+  directory = directory or os.path.join(workdir, 'compilation_cache')
+  jax.config.update('jax_compilation_cache_dir', os.path.abspath(os.path.expanduser(directory)))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns final metrics."""
-  _check_workdir(workdir)
+  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the last eval.
+
+  Raises UserError (before writing anything) for a config, data or workdir that cannot work,
+  and TrainingStopped when training diverges.
+  """
+  workdir_lib.check_usable(workdir)
   run = plan(config)
   is_primary = jax.process_index() == 0
   mesh = parallel.create_mesh()
+  skipped_saves = checkpoint.incomplete_checkpoints(workdir)
+  resuming = checkpoint.Checkpointer.has_checkpoints(workdir)
+  changes = workdir_lib.resume_changes(config, workdir) if resuming else []
 
   os.makedirs(workdir, exist_ok=True)
   if is_primary:
-    _write_config(config, workdir)
+    workdir_lib.write_config(config, workdir)
+  _enable_compilation_cache(config, workdir)
   logging.info('process %d of %d: %d local devices, %d global devices',
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count())
   for line in describe(run).splitlines():
     logging.info('%s', line)
+  for change in changes:
+    logging.info('resuming with a changed field: %s', change)
+  checkpoint.log_skipped(skipped_saves)
 
   init, train_step, eval_step, state_shardings = _compile_steps(run, mesh)
   checkpoints = checkpoint.Checkpointer(workdir, config.checkpoint.every_steps,
-                                        config.checkpoint.keep)
-  start_step = checkpoints.latest_step() or 0
-  if start_step:
-    abstract_state = jax.eval_shape(init, jax.random.key(config.train.seed))
-    state = checkpoints.restore(
-        start_step, checkpoint.abstract_like(abstract_state, state_shardings))
+                                        config.checkpoint.keep,
+                                        config.checkpoint.keep_every_steps)
+  abstract_state = jax.eval_shape(init, jax.random.key(config.train.seed))
+  restored = checkpoints.restore_latest(checkpoint.abstract_like(abstract_state, state_shardings))
+  if restored:
+    state, start_step = restored
     logging.info('resumed from the checkpoint at step %d', start_step)
   else:
-    state = init(jax.random.key(config.train.seed))
+    state, start_step = init(jax.random.key(config.train.seed)), 0
 
+  nonfinite = _NonfiniteWatch(config.train.on_nonfinite, config.train.max_consecutive_nonfinite,
+                              checkpoints.directory)
+  nonfinite.last_good_checkpoint = start_step if restored else None
   writer = metrics_lib.MetricWriter(workdir, enabled=is_primary, resume_step=start_step)
   final = {}
   try:
@@ -291,8 +331,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       return final
 
     compile_start = time.perf_counter()
-    compiled_step = train_step.lower(
-        state, _abstract_batch(run, mesh, config.train.global_batch_size, False)).compile()
+    compiled_step = train_step.lower(state, _abstract_batch(run, mesh)).compile()
     logging.info('train step compiled in %.1f s', time.perf_counter() - compile_start)
 
     batches = parallel.prefetch_to_mesh(
@@ -306,37 +345,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     progress = metrics_lib.ProgressBar(run.total_steps, enabled=is_primary)
     stopwatch = metrics_lib.Stopwatch()
     pending, input_wait = [], 0.0
-    for step in range(start_step, run.total_steps):
-      wait_start = time.perf_counter()
-      batch = next(batches)
-      input_wait += time.perf_counter() - wait_start
-      state, step_metrics = compiled_step(state, batch)
-      pending.append(step_metrics)
-      done = step + 1
+    with preemption.StopSignal() as stop_signal:
+      for step in range(start_step, run.total_steps):
+        wait_start = time.perf_counter()
+        batch = next(batches)
+        input_wait += time.perf_counter() - wait_start
+        state, step_metrics = compiled_step(state, batch)
+        pending.append(step_metrics)
+        done = step + 1
+        stopping = stop_signal.should_stop(done)
+        last = done == run.total_steps
 
-      if done % config.train.log_every_steps == 0 or done == run.total_steps:
-        summary = _summarise(pending, len(pending), stopwatch.lap(), input_wait, run)
-        pending, input_wait = [], 0.0
-        summary['train/epoch'] = done / run.schedule_info.steps_per_epoch
-        writer.write(done, summary)
-        progress.update(done, summary['train/loss'], summary['train/examples_per_sec'],
-                        summary['train/steps_per_sec'])
-        if not math.isfinite(summary['train/loss']):
-          raise RuntimeError(f'non-finite train/loss at step {done}; stopping without '
-                             'saving this state.')
+        if done % config.train.log_every_steps == 0 or last or stopping:
+          values = jax.device_get(pending)
+          nonfinite.check(values, done - len(values) + 1)
+          summary = _summarise(values, stopwatch.lap(), input_wait, run)
+          pending, input_wait = [], 0.0
+          summary['train/epoch'] = done / run.schedule_info.steps_per_epoch
+          if config.train.on_nonfinite == 'skip':
+            summary['train/skipped_steps'] = nonfinite.skipped
+          writer.write(done, summary)
+          progress.update(done, summary['train/loss'], summary['train/examples_per_sec'],
+                          summary['train/steps_per_sec'])
 
-      if done % run.eval_every_steps == 0 or done == run.total_steps:
-        stopwatch.pause()
-        final = evaluate(run, eval_step, state, mesh)
-        writer.write(done, final)
-        logging.info('step %d: eval loss %.4f, accuracy %.4f over %d examples', done,
-                     final['eval/loss'], final['eval/accuracy'], final['eval/num_examples'])
-        stopwatch.resume()
+        if done % run.eval_every_steps == 0 or last:
+          stopwatch.pause()
+          final = evaluate(run, eval_step, state, mesh)
+          writer.write(done, final)
+          logging.info('step %d: eval loss %.4f, accuracy %.4f over %d examples', done,
+                       final['eval/loss'], final['eval/accuracy'], final['eval/num_examples'])
+          stopwatch.resume()
 
-      if checkpoints.is_due(done) or done == run.total_steps:
-        _check_finite(pending or [step_metrics], done)
-        checkpoints.save(done, state)
-        logging.info('checkpoint saved at step %d', done)
+        if checkpoints.is_due(done) or last or stopping:
+          if pending:
+            nonfinite.check(jax.device_get(pending), done - len(pending) + 1)
+          checkpoints.save(done, state)
+          nonfinite.last_good_checkpoint = done
+          logging.info('checkpoint saved at step %d', done)
+        if stopping:
+          logging.info('stopping at step %d on %s; run the same command to resume', done,
+                       stop_signal.signal_name or 'a preemption notice')
+          break
     progress.close()
     return final
   finally:

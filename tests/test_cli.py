@@ -1,19 +1,8 @@
 """The command line as a user meets it: real subprocesses, exit codes, one-line errors."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _run(args, tmp_path, devices=8):
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
-             TF_CPP_MIN_LOG_LEVEL='3', JAX_PLATFORMS='cpu')
-  return subprocess.run([sys.executable, '-m', 'lbtrain.main', *args], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=300)
+import lbtrain_process
 
 
 def _assert_usage_error(result, *fragments):
@@ -42,16 +31,16 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(overrides, fragments, t
   args = ['--config=configs/quickstart.py', f'--workdir={workdir}',
           f'--config.data.data_dir={fmnist_data_dir}']
   args += [o.format(tmp=tmp_path) for o in overrides]
-  result = _run(args, tmp_path)
+  result = lbtrain_process.run(args)
   _assert_usage_error(result, *fragments)
   assert not workdir.exists()
 
 
 def test_overrides_reach_the_recipe(tmp_path, fmnist_data_dir):
-  result = _run(['--config=configs/quickstart.py', '--describe',
-                 f'--config.data.data_dir={fmnist_data_dir}',
-                 '--config.train.global_batch_size=512', '--config.optimizer.base_lr=0.2'],
-                tmp_path)
+  result = lbtrain_process.run(['--config=configs/quickstart.py', '--describe',
+                                f'--config.data.data_dir={fmnist_data_dir}',
+                                '--config.train.global_batch_size=512',
+                                '--config.optimizer.base_lr=0.2'])
   assert result.returncode == 0, result.stderr
   out = result.stdout
   assert '512' in out and '64' in out  # global and per-device (8 devices) batch
@@ -62,6 +51,6 @@ def test_a_config_file_that_raises_is_one_line(tmp_path):
   config_file = tmp_path / 'broken.py'
   config_file.write_text('def get_config():\n  raise ValueError("boom in get_config")\n')
   workdir = tmp_path / 'run'
-  result = _run([f'--config={config_file}', f'--workdir={workdir}'], tmp_path)
+  result = lbtrain_process.run([f'--config={config_file}', f'--workdir={workdir}'])
   _assert_usage_error(result, 'broken.py', 'ValueError: boom in get_config')
   assert not workdir.exists()

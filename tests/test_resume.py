@@ -1,0 +1,184 @@
+"""Exact resume and failure safety, shown with real processes: SIGKILL, SIGTERM, corruption."""
+
+import json
+import os
+import shutil
+import signal
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+import lbtrain_process
+from lbtrain import checkpoint
+
+pytestmark = pytest.mark.slow
+
+TOTAL_STEPS = 24
+
+
+def _args(workdir, data_dir, *extra):
+  return ['--config=configs/quickstart.py', f'--workdir={workdir}',
+          f'--config.data.data_dir={data_dir}',
+          '--config.train.global_batch_size=256',
+          f'--config.train.num_epochs={TOTAL_STEPS * 256 / 60000}',
+          '--config.train.log_every_steps=1',
+          '--config.schedule.warmup_epochs=0.02',
+          '--config.eval.every_epochs=1.0',
+          '--config.checkpoint.every_steps=4', *extra]
+
+
+def _params(workdir, step):
+  path = os.path.join(workdir, checkpoint.CHECKPOINT_DIR, str(step), 'default')
+  return jax.tree.leaves(ocp.StandardCheckpointer().restore(path)['params'])
+
+
+def _checkpoint_steps(workdir):
+  return sorted(int(name) for name in os.listdir(os.path.join(workdir, 'checkpoints'))
+                if name.isdigit())
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(fmnist_data_dir, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('uninterrupted'))
+  result = lbtrain_process.run(_args(workdir, fmnist_data_dir))
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir
+
+
+def test_killed_and_signalled_runs_end_bitwise_equal(uninterrupted, fmnist_data_dir, tmp_path):
+  """SIGKILL twice, SIGTERM once, at different steps; each time the same command resumes."""
+  workdir = str(tmp_path / 'run')
+  args = _args(workdir, fmnist_data_dir)
+  report = []
+  for target, sig in ((3, signal.SIGKILL), (9, signal.SIGTERM), (15, signal.SIGKILL)):
+    process = lbtrain_process.start(args, tmp_path / f'log_{target}.txt')
+    reached = lbtrain_process.wait_for_step(process, workdir, target)
+    sent = time.monotonic()
+    process.send_signal(sig)
+    code = process.wait(timeout=120)
+    report.append((sig.name, reached, round(time.monotonic() - sent, 2), code))
+    if sig == signal.SIGTERM:
+      assert code == 0, (tmp_path / f'log_{target}.txt').read_text()[-3000:]
+      # The step it stopped at was checkpointed and is the last one logged.
+      assert _checkpoint_steps(workdir)[-1] == lbtrain_process.logged_steps(workdir)[-1]
+    else:
+      assert code == -signal.SIGKILL
+  print('kills (signal, step reached, seconds to exit, exit code):', report)
+
+  result = lbtrain_process.run(args)
+  assert result.returncode == 0, result.stderr[-3000:]
+  for expected, resumed in zip(_params(uninterrupted, TOTAL_STEPS),
+                               _params(workdir, TOTAL_STEPS), strict=True):
+    np.testing.assert_array_equal(expected, resumed)
+  assert lbtrain_process.logged_steps(workdir) == list(range(1, TOTAL_STEPS + 1))
+
+
+def _copy(workdir, tmp_path):
+  copy = str(tmp_path / 'copy')
+  shutil.copytree(workdir, copy)
+  return copy
+
+
+def test_a_checkpoint_from_8_devices_resumes_on_4(uninterrupted, fmnist_data_dir, tmp_path):
+  workdir = _copy(uninterrupted, tmp_path)
+  for step in (TOTAL_STEPS, TOTAL_STEPS - 4):
+    shutil.rmtree(os.path.join(workdir, 'checkpoints', str(step)))
+  result = lbtrain_process.run(_args(workdir, fmnist_data_dir), devices=4)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'resumed from the checkpoint at step 16' in result.stderr
+  for expected, resumed in zip(_params(uninterrupted, TOTAL_STEPS),
+                               _params(workdir, TOTAL_STEPS), strict=True):
+    np.testing.assert_allclose(expected, resumed, rtol=1e-4, atol=1e-5)
+
+
+def test_an_interrupted_save_is_skipped_and_named(uninterrupted, fmnist_data_dir, tmp_path):
+  workdir = _copy(uninterrupted, tmp_path)
+  shutil.rmtree(os.path.join(workdir, 'checkpoints', str(TOTAL_STEPS)))
+  # What a process killed mid-save leaves: orbax's temporary folder, half written.
+  partial = os.path.join(workdir, 'checkpoints', f'{TOTAL_STEPS}.orbax-checkpoint-tmp-1234')
+  shutil.copytree(os.path.join(workdir, 'checkpoints', str(TOTAL_STEPS - 4)), partial)
+  result = lbtrain_process.run(_args(workdir, fmnist_data_dir))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'skipping incomplete checkpoint {os.path.basename(partial)}' in result.stderr
+  assert f'resumed from the checkpoint at step {TOTAL_STEPS - 4}' in result.stderr
+  assert _checkpoint_steps(workdir)[-1] == TOTAL_STEPS
+
+
+def _assert_refused(result, *fragments):
+  assert result.returncode == 2, result.stderr[-3000:]
+  errors = [l for l in result.stderr.splitlines() if l.startswith('lbtrain: error:')]
+  assert len(errors) == 1 and 'Traceback' not in result.stderr, result.stderr[-3000:]
+  for fragment in fragments:
+    assert fragment in errors[0], errors[0]
+
+
+def _snapshot(workdir):
+  return {os.path.join(root, name): os.path.getsize(os.path.join(root, name))
+          for root, _, names in os.walk(workdir) for name in names}
+
+
+@pytest.mark.parametrize('overrides, fragments', [
+    (['--config.optimizer.base_lr=0.2'], ['optimizer.base_lr', '0.1', '0.2']),
+    (['--config.model.name=resnet20'], ['model.name', 'resnet20']),
+    (['--config.train.global_batch_size=512', '--config.train.seed=3'],
+     ['train.global_batch_size', 'train.seed']),
+])
+def test_resuming_with_a_different_recipe_is_refused(uninterrupted, fmnist_data_dir, tmp_path,
+                                                      overrides, fragments):
+  workdir = _copy(uninterrupted, tmp_path)
+  before = _snapshot(workdir)
+  _assert_refused(lbtrain_process.run(_args(workdir, fmnist_data_dir, *overrides)), *fragments)
+  assert _snapshot(workdir) == before
+
+
+def test_resuming_with_a_new_log_interval_is_allowed_and_logged(uninterrupted, fmnist_data_dir,
+                                                                 tmp_path):
+  workdir = _copy(uninterrupted, tmp_path)
+  shutil.rmtree(os.path.join(workdir, 'checkpoints', str(TOTAL_STEPS)))
+  result = lbtrain_process.run(_args(workdir, fmnist_data_dir,
+                                     '--config.train.log_every_steps=2'))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'resuming with a changed field: train.log_every_steps: 1 -> 2' in result.stderr
+  assert lbtrain_process.logged_steps(workdir)[-4:] == [19, 20, 22, 24]
+
+
+def test_a_truncated_checkpoint_is_reported_not_loaded(uninterrupted, fmnist_data_dir, tmp_path):
+  workdir = _copy(uninterrupted, tmp_path)
+  shutil.rmtree(os.path.join(workdir, 'checkpoints', str(TOTAL_STEPS)))
+  latest = os.path.join(workdir, 'checkpoints', str(TOTAL_STEPS - 4))
+  data_files = [os.path.join(root, name) for root, _, names in os.walk(latest)
+                for name in names if os.path.getsize(os.path.join(root, name)) > 1000]
+  biggest = max(data_files, key=os.path.getsize)
+  with open(biggest, 'r+b') as f:
+    f.truncate(os.path.getsize(biggest) // 2)
+  before = _snapshot(workdir)
+  _assert_refused(lbtrain_process.run(_args(workdir, fmnist_data_dir)),
+                  f'checkpoints/{TOTAL_STEPS - 4}', f'resume from step {TOTAL_STEPS - 8}')
+  assert _snapshot(workdir) == before
+
+
+def test_a_diverging_run_stops_without_saving_nan(fmnist_data_dir, tmp_path):
+  workdir = str(tmp_path / 'nan')
+  result = lbtrain_process.run(_args(workdir, fmnist_data_dir,
+                                     '--config.optimizer.base_lr=1e30'))
+  assert result.returncode == 1, result.stderr[-3000:]
+  stopped = [l for l in result.stderr.splitlines() if l.startswith('lbtrain: stopped:')]
+  assert len(stopped) == 1 and 'non-finite train/' in stopped[0] and 'at step' in stopped[0]
+  for step in (_checkpoint_steps(workdir) if os.path.isdir(
+      os.path.join(workdir, 'checkpoints')) else []):
+    assert all(np.isfinite(leaf).all() for leaf in _params(workdir, step))
+
+
+def test_skip_policy_drops_nonfinite_updates_then_gives_up(fmnist_data_dir, tmp_path):
+  workdir = str(tmp_path / 'skip')
+  result = lbtrain_process.run(_args(workdir, fmnist_data_dir, '--config.optimizer.base_lr=1e30',
+                                     '--config.train.on_nonfinite=skip',
+                                     '--config.train.max_consecutive_nonfinite=3'))
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert '3 consecutive non-finite steps' in result.stderr
+  with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
+    records = [json.loads(line) for line in f]
+  assert records[-1]['train/skipped_steps'] >= 3
