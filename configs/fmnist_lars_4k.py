@@ -21,7 +21,7 @@ def get_config():
   config.optimizer.weight_decay = 5e-4
   config.optimizer.weight_decay_mask = KERNELS_ONLY
   config.optimizer.trust_ratio_mask = KERNELS_ONLY
-  config.optimizer.base_lr = 10.0
+  config.optimizer.base_lr = 25.0
   config.optimizer.base_batch_size = 4096
   config.optimizer.scaling = 'none'
   config.schedule.warmup = 'linear'

@@ -13,22 +13,28 @@ A run spans several processes (hosts) when
 
 Then `initialize()` selects gloo for cross-process collectives on CPU and calls
 `jax.distributed.initialize` with bounded timeouts, so that no failure leaves a process waiting
-for CI's limit:
+for CI's limit (times measured with 2 processes on one machine):
 
-* a process that does not arrive: the others stop within about `--distributed_init_timeout`;
-* a process that dies (killed, out of memory, crashed): process 0's coordinator notices its
-  missing heartbeats after `--distributed_heartbeat_timeout` and every other process ends with
-  jax's "Terminating process because the JAX distributed service detected fatal errors ...
-  another task died" (exit code 134); if process 0 is the one that died, the others end at once;
+* a process that does not arrive: the others abort (jax: "DEADLINE_EXCEEDED ... RegisterTask")
+  about 5 s after `--distributed_init_timeout`;
+* a process that dies (killed, out of memory, crashed): its connections close, so a survivor in
+  an all-reduce fails at once ("Gloo all-reduce failed: ... Connection reset by peer", exit 1,
+  0.2 s); a survivor elsewhere, or any survivor of a process that hangs without dying (SIGSTOP,
+  a stuck host), is ended by jax when process 0's coordinator misses heartbeats for
+  `--distributed_heartbeat_timeout` ("Terminating process because the JAX distributed service
+  detected fatal errors ... stopped sending heartbeats", SIGABRT, exit 134; 26 s with the
+  default 30 s); if process 0 dies, the others lose the coordinator and end at once;
 * a process that fails with an exception while the others are inside a collective: it exits
   at once (see `_exit_at_once_on_uncaught_exception`), which the others see as a death (above);
 * a process that ends on its own (exit code 2 or 0) while others go on: jax's shutdown barrier
   gives up after `--distributed_shutdown_timeout` and ends them all.
 
-Bad flags are reported as a `UserError` (one line, exit code 2) before jax is touched.
+Bad flags are reported as a `UserError` (one line, exit code 2) before any jax backend or
+jax.distributed starts.
 """
 
 import dataclasses
+import importlib.util
 import os
 import re
 import sys
@@ -110,8 +116,8 @@ def _detect_cluster(environ: Mapping[str, str]) -> tuple[str, int | None] | None
   """(jax method name, process count if known) of the cluster this process runs in, or None.
 
   The same tests as jax's own detection (jax._src.clusters), in its order, reading only
-  environment variables: nothing here can wait. A SLURM batch script outside `srun`, or
-  `salloc`'s shell, has no SLURM_STEP_NODELIST and is one process, as in jax.
+  environment variables: nothing here can wait. Like jax, SLURM counts only inside `srun`
+  (SLURM_STEP_NODELIST): python started directly in a batch script is one process.
   """
   if 'OMPI_MCA_orte_hnp_uri' in environ:  # set by Open MPI's mpirun / mpiexec (up to 4.x)
     return 'ompi', _env_int(environ, 'OMPI_COMM_WORLD_SIZE')
@@ -185,6 +191,12 @@ def resolve(*, coordinator_address: str | None, num_processes: int | None,
       raise UserError(f'--cluster_detection={cluster}, but this process was not started by '
                       + ('srun (no SLURM_STEP_NODELIST, SLURM_PROCID, ...).' if cluster == 'slurm'
                          else "Open MPI's mpirun (no OMPI_MCA_orte_hnp_uri)."))
+    if cluster in ('gcetpu', 'gketpu') and not _in_cloud_tpu_vm():
+      raise UserError(f'--cluster_detection={cluster}, but this is not a Cloud TPU VM (jax '
+                      'found no TPU chips).')
+    if cluster == 'mpi4py' and importlib.util.find_spec('mpi4py') is None:
+      raise UserError('--cluster_detection=mpi4py needs the mpi4py package '
+                      '(pip install mpi4py) and an MPI launcher (mpirun, srun --mpi=...).')
 
   explicit = [name for name, value in (('--coordinator_address', coordinator_address),
                                        ('--num_processes', num_processes),
@@ -240,14 +252,18 @@ def initialize(flag_values=flags.FLAGS) -> Settings | None:
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   logging.info('jax.distributed: joining as %s', settings.describe())
   _flush_logs()  # if joining fails, jax aborts the process; this line must be out first
-  jax.distributed.initialize(
-      coordinator_address=settings.coordinator_address,
-      num_processes=settings.num_processes,
-      process_id=settings.process_id,
-      cluster_detection_method=settings.cluster or 'deactivate',
-      initialization_timeout=settings.init_timeout,
-      heartbeat_timeout_seconds=settings.heartbeat_timeout,
-      shutdown_timeout_seconds=settings.shutdown_timeout)
+  try:
+    jax.distributed.initialize(
+        coordinator_address=settings.coordinator_address,
+        num_processes=settings.num_processes,
+        process_id=settings.process_id,
+        cluster_detection_method=settings.cluster or 'deactivate',
+        initialization_timeout=settings.init_timeout,
+        heartbeat_timeout_seconds=settings.heartbeat_timeout,
+        shutdown_timeout_seconds=settings.shutdown_timeout)
+  except ValueError as error:  # what cluster detection could not find
+    raise UserError(f'jax.distributed cannot start ({settings.source}): {error} Pass '
+                    '--coordinator_address, --num_processes and --process_id.') from None
   _exit_at_once_on_uncaught_exception()
   logging.info('jax.distributed: process %d of %d: %d local devices, %d global devices (%s)',
                jax.process_index(), jax.process_count(), jax.local_device_count(),

@@ -28,6 +28,7 @@ config_flags.DEFINE_config_file(
 flags.DEFINE_string('workdir', None, 'Folder for checkpoints, metrics and the resolved config.')
 flags.DEFINE_bool('describe', False,
                   'Print the recipe (batches, steps, lr schedule, masks) and exit without training.')
+flags.adopt_module_key_flags(distributed)  # --help lists the multi-process flags too
 FLAGS = flags.FLAGS
 
 

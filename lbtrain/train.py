@@ -201,9 +201,12 @@ def evaluate(run: Plan, eval_step, state, mesh) -> dict[str, float]:
                               process_index=jax.process_index(),
                               process_count=jax.process_count())
   totals = None
+  one_at_a_time = parallel.one_program_at_a_time(mesh)
   for batch in parallel.prefetch_to_mesh(batches, mesh, run.config.data.prefetch_batches):
     sums = eval_step(state, batch)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    if one_at_a_time:
+      jax.block_until_ready(totals)
   totals = jax.device_get(totals)
   count = int(totals['count'])
   if count != run.dataset.num_eval_examples:
@@ -231,7 +234,9 @@ class _NonfiniteWatch:
     self.skipped = 0
     self._streak = 0
 
-  def check(self, values: list[dict], first_step: int) -> None:
+  def observe(self, values: list[dict], first_step: int) -> str | None:
+    """Counts the non-finite steps among `values`; returns why training must stop, if it must."""
+    problem = None
     for offset, step_values in enumerate(values):
       step = first_step + offset
       if not int(step_values['train/nonfinite']):
@@ -241,13 +246,14 @@ class _NonfiniteWatch:
       self._streak += 1
       metric = next((name for name in ('train/loss', 'train/grad_norm')
                      if not math.isfinite(float(step_values[name]))), 'train/grad_norm')
-      if self._policy == 'stop':
-        self._stop(f'non-finite {metric} at step {step}')
-      if self._streak >= self._max_consecutive:
-        self._stop(f'{self._streak} consecutive non-finite steps up to step {step} '
+      if problem is None and self._policy == 'stop':
+        problem = f'non-finite {metric} at step {step}'
+      if problem is None and self._streak >= self._max_consecutive:
+        problem = (f'{self._streak} consecutive non-finite steps up to step {step} '
                    f'({metric})')
+    return problem
 
-  def _stop(self, what: str) -> None:
+  def stop(self, what: str) -> None:
     where = (f'the last good checkpoint is step {self.last_good_checkpoint} in '
              f'{self._checkpoint_dir}' if self.last_good_checkpoint is not None else
              'no checkpoint was saved')
@@ -295,15 +301,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   resuming = checkpoint.Checkpointer.has_checkpoints(workdir)
   changes = workdir_lib.resume_changes(config, workdir) if resuming else []
 
-  os.makedirs(workdir, exist_ok=True)
-  if is_primary:
-    workdir_lib.write_config(config, workdir)
-  _enable_compilation_cache(config, workdir)
   logging.info('process %d of %d: %d local devices, %d global devices',
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count())
-  for line in describe(run).splitlines():
-    logging.info('%s', line)
+  if is_primary:
+    for line in describe(run).splitlines():
+      logging.info('%s', line)
   for change in changes:
     logging.info('resuming with a changed field: %s', change)
   checkpoint.log_skipped(skipped_saves)
@@ -314,6 +317,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                         config.checkpoint.keep_every_steps)
   abstract_state = jax.eval_shape(init, jax.random.key(config.train.seed))
   restored = checkpoints.restore_latest(checkpoint.abstract_like(abstract_state, state_shardings))
+  # Up to here the workdir was only read (orbax made checkpoints/ and removed interrupted
+  # saves), so a refused checkpoint leaves it as it was.
+  if is_primary:
+    workdir_lib.write_config(config, workdir)
+  _enable_compilation_cache(config, workdir)
   if restored:
     state, start_step = restored
     logging.info('resumed from the checkpoint at step %d', start_step)
@@ -345,12 +353,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     progress = metrics_lib.ProgressBar(run.total_steps, enabled=is_primary)
     stopwatch = metrics_lib.Stopwatch()
     pending, input_wait = [], 0.0
+    one_at_a_time = parallel.one_program_at_a_time(mesh)
     with preemption.StopSignal() as stop_signal:
       for step in range(start_step, run.total_steps):
         wait_start = time.perf_counter()
         batch = next(batches)
         input_wait += time.perf_counter() - wait_start
         state, step_metrics = compiled_step(state, batch)
+        if one_at_a_time:
+          jax.block_until_ready(step_metrics)
         pending.append(step_metrics)
         done = step + 1
         stopping = stop_signal.should_stop(done)
@@ -358,7 +369,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
         if done % config.train.log_every_steps == 0 or last or stopping:
           values = jax.device_get(pending)
-          nonfinite.check(values, done - len(values) + 1)
+          problem = nonfinite.observe(values, done - len(values) + 1)
           summary = _summarise(values, stopwatch.lap(), input_wait, run)
           pending, input_wait = [], 0.0
           summary['train/epoch'] = done / run.schedule_info.steps_per_epoch
@@ -367,6 +378,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           writer.write(done, summary)
           progress.update(done, summary['train/loss'], summary['train/examples_per_sec'],
                           summary['train/steps_per_sec'])
+          if problem:
+            nonfinite.stop(problem)
 
         if done % run.eval_every_steps == 0 or last:
           stopwatch.pause()
@@ -377,8 +390,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           stopwatch.resume()
 
         if checkpoints.is_due(done) or last or stopping:
-          if pending:
-            nonfinite.check(jax.device_get(pending), done - len(pending) + 1)
+          if pending and config.train.on_nonfinite == 'stop':
+            # Steps since the last log: none may have produced this state from a NaN/Inf.
+            # (With 'skip' the state is finite by construction; they are counted at the log.)
+            problem = nonfinite.observe(jax.device_get(pending), done - len(pending) + 1)
+            if problem:
+              nonfinite.stop(problem)
           checkpoints.save(done, state)
           nonfinite.last_good_checkpoint = done
           logging.info('checkpoint saved at step %d', done)

@@ -12,9 +12,10 @@ is interleaved line by line, each line prefixed with `[pI]`.
 When a process exits with a non-zero status, the others get --grace_period seconds to stop on
 their own (jax.distributed stops them within its heartbeat timeout), then are killed; the
 launcher then exits with the first failure's status (128 + signal for a signal). SIGTERM or
-SIGINT to the launcher is passed on to every process (under jax.distributed, SIGTERM asks all
-processes to stop at the same step, see lbtrain/preemption.py), and the processes are killed if
-they have not ended after the grace period. --timeout bounds the whole run.
+SIGINT (Ctrl-C) to the launcher sends SIGTERM to every process, which under jax.distributed makes
+all of them save a checkpoint at the same step and exit 0 (lbtrain/preemption.py); they are
+killed if still running after the grace period, or at once on a second Ctrl-C. --timeout bounds
+the whole run.
 
 Standard library only: it starts quickly and needs no jax.
 """
@@ -48,19 +49,31 @@ def process_environment(devices: int, base=None) -> dict:
   env['PYTHONUNBUFFERED'] = '1'  # lines appear as they are written, in order
   env['PYTHONPATH'] = os.pathsep.join(
       [ROOT] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p])
-  # These would make jax's cluster detection see a cluster the flags do not describe.
+  # The flags added below say it all; a stale variable from the caller's shell must not count.
   for name in ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID'):
     env.pop(name, None)
   return env
 
 
-def _die_with_parent() -> None:
-  """In the child (Linux): SIGKILL when the launcher dies, so no process is left behind."""
+def _libc_prctl():
   try:
     import ctypes  # pylint: disable=g-import-not-at-top
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    return ctypes.CDLL(None, use_errno=True).prctl
   except (OSError, AttributeError):
-    pass
+    return None  # not Linux: children outlive a killed launcher
+
+
+_PRCTL = _libc_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+  """In the child, before exec: SIGKILL when the launcher dies, so no process is left behind.
+
+  Only a call into libc prepared beforehand: nothing here may take a lock (pump threads run).
+  """
+  if _PRCTL is not None:
+    _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
 
 
 def _describe_status(code: int) -> str:
@@ -105,37 +118,48 @@ def launch(num_processes: int, args: list[str], *, devices_per_process: int = 4,
   start = time.monotonic()
   _log(f'{num_processes} processes x {devices_per_process} CPU devices, coordinator '
        f'{coordinator}', lock)
-  for index in range(num_processes):
-    command = [sys.executable, '-m', module, *args, f'--coordinator_address={coordinator}',
-               f'--num_processes={num_processes}', f'--process_id={index}']
-    # Own process group: a Ctrl-C reaches them once, through `forward` below.
-    process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               start_new_session=True, preexec_fn=_die_with_parent)
-    processes.append(process)
-    _log(f'process {index}: pid {process.pid}', lock)
-    pump = threading.Thread(target=_pump, args=(index, process.stdout, lock), daemon=True)
-    pump.start()
-    pumps.append(pump)
+  signals = []  # (signal, time) received by the launcher, acted on by the loop below
 
-  stop_requested = []
-
-  def forward(signum, frame):
+  def record(signum, frame):
     del frame
-    stop_requested.append((signum, time.monotonic()))
-    for process in processes:
-      if process.poll() is None:
-        try:
-          process.send_signal(signum)
-        except OSError:
-          pass
+    signals.append((signum, time.monotonic()))
 
-  previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGINT)}
+  previous = {signum: signal.signal(signum, record) for signum in (signal.SIGTERM, signal.SIGINT)}
   first_failure = None  # (index, status, time)
   reported = set()
+  stop_requested = None  # when the first SIGTERM / SIGINT was passed on
+  handled = 0
   try:
+    for index in range(num_processes):
+      command = [sys.executable, '-m', module, *args, f'--coordinator_address={coordinator}',
+                 f'--num_processes={num_processes}', f'--process_id={index}']
+      # Own session: a Ctrl-C in the terminal reaches only the launcher, which passes it on.
+      process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 start_new_session=True, preexec_fn=_die_with_parent)
+      processes.append(process)
+      _log(f'process {index}: pid {process.pid}', lock)
+      pump = threading.Thread(target=_pump, args=(index, process.stdout, lock), daemon=True)
+      pump.start()
+      pumps.append(pump)
+
     while True:
       now = time.monotonic()
+      for signum, _ in signals[handled:]:
+        handled += 1
+        name = signal.Signals(signum).name
+        if stop_requested is None:
+          stop_requested = now
+          _log(f'{name}: asking every process to stop (SIGTERM: save and exit at the same '
+               f'step); they are killed if still running in {grace_period:g} s', lock)
+          for process in processes:
+            if process.poll() is None:
+              process.send_signal(signal.SIGTERM)
+        elif signum == signal.SIGINT:
+          _log(f'second {name}: killing every process now', lock)
+          for process in processes:
+            if process.poll() is None:
+              process.kill()
       for index, process in enumerate(processes):
         code = process.poll()
         if code is None or index in reported:
@@ -152,7 +176,7 @@ def launch(num_processes: int, args: list[str], *, devices_per_process: int = 4,
       deadline_reasons = []
       if first_failure is not None and now - first_failure[2] > grace_period:
         deadline_reasons.append(f'process {first_failure[0]} failed {grace_period:g} s ago')
-      if stop_requested and now - stop_requested[0][1] > grace_period:
+      if stop_requested is not None and now - stop_requested > grace_period:
         deadline_reasons.append(f'stop requested {grace_period:g} s ago')
       if timeout and now - start > timeout:
         deadline_reasons.append(f'--timeout={timeout:g} s reached')

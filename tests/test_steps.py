@@ -68,6 +68,7 @@ def _train(model, *, num_devices, accum_steps, batches=None):
       out_shardings=parallel.replicated(mesh))
   for batch in batches or _batches():
     state, metrics = step(state, jax.device_put(batch, parallel.batch_sharded(mesh)))
+    jax.block_until_ready(metrics)  # see parallel.one_program_at_a_time
   return jax.device_get(state), jax.device_get(metrics)
 
 
