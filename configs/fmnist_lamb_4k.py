@@ -20,7 +20,7 @@ def get_config():
   config.optimizer.weight_decay = 0.01
   config.optimizer.weight_decay_mask = fmnist_lars_4k.KERNELS_ONLY
   config.optimizer.trust_ratio_mask = fmnist_lars_4k.KERNELS_ONLY
-  config.optimizer.base_lr = 0.005
+  config.optimizer.base_lr = 0.0125
   config.optimizer.base_batch_size = 256
   config.optimizer.scaling = 'sqrt'
   config.schedule.warmup = 'linear'

@@ -80,7 +80,7 @@ def main(argv: list[str]) -> None:
   from lbtrain import train  # pylint: disable=g-import-not-at-top
   try:
     if FLAGS.describe:
-      print(train.describe(train.plan(config)))
+      print(train.describe(train.plan(config, describe_only=True)))
       return
     if not FLAGS.workdir:
       _fail('--workdir is required: the folder for checkpoints and metrics.')

@@ -91,8 +91,12 @@ def _batch_layout(config, num_devices: int) -> tuple[int, int, int]:
   return per_device, micro, accum_steps
 
 
-def plan(config: ml_collections.ConfigDict) -> Plan:
-  """Validates the config against the data and hardware; raises UserError on bad input."""
+def plan(config: ml_collections.ConfigDict, describe_only: bool = False) -> Plan:
+  """Validates the config against the data and hardware; raises UserError on bad input.
+
+  `describe_only`: a data set that is not prepared here is described from its published split
+  sizes, so a recipe can be checked on a machine without the data.
+  """
   _require(config.train.num_epochs > 0,
            f'train.num_epochs must be positive, got {config.train.num_epochs}.')
   _require(config.train.on_nonfinite in NONFINITE_POLICIES,
@@ -104,7 +108,13 @@ def plan(config: ml_collections.ConfigDict) -> Plan:
   _require(eval_batch > 0 and eval_batch % num_devices == 0,
            f'eval.global_batch_size={eval_batch} must be a positive multiple of the '
            f'{num_devices} devices.')
-  dataset = data.get_dataset_info(config.data)
+  try:
+    dataset = data.get_dataset_info(config.data)
+  except UserError as error:
+    dataset = data.published_dataset_info(config.data) if describe_only else None
+    if dataset is None:
+      raise
+    logging.warning('%s; describing it from its published split sizes.', str(error).rstrip('.'))
   model = models.create_model(config.model, num_classes=dataset.num_classes)
   schedule, schedule_info = schedules.create_schedule(config, dataset.num_train_examples)
   abstract_params = jax.eval_shape(

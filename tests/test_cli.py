@@ -24,6 +24,10 @@ def _assert_usage_error(result, *fragments):
     (['--config.data.source_dir=/nonexistent/fmnist', '--config.data.data_dir={tmp}/fresh'],
      ['/nonexistent/fmnist', 'dataset-fashion-mnist']),
     (['--config=configs/does_not_exist.py'], ['does_not_exist.py']),
+    (['--config.train.num_epochs=0'], ['num_epochs must be positive']),
+    (['--config.data.eval_split=validation'], ["no split 'validation'", 'eval_split']),
+    (['--config.data.dataset=imagenet2012', '--config.data.data_dir={tmp}'],
+     ['imagenet2012 is not prepared', 'tfds build imagenet2012']),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(overrides, fragments, tmp_path,
                                                          fmnist_data_dir):
@@ -34,6 +38,16 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(overrides, fragments, t
   result = lbtrain_process.run(args)
   _assert_usage_error(result, *fragments)
   assert not workdir.exists()
+
+
+def test_a_workdir_inside_a_file_is_refused(tmp_path, fmnist_data_dir):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('not a folder')
+  result = lbtrain_process.run(['--config=configs/quickstart.py',
+                                f'--workdir={blocker}/run',
+                                f'--config.data.data_dir={fmnist_data_dir}'])
+  _assert_usage_error(result, 'is not a folder')
+  assert blocker.read_text() == 'not a folder'
 
 
 def test_overrides_reach_the_recipe(tmp_path, fmnist_data_dir):
@@ -54,3 +68,17 @@ def test_a_config_file_that_raises_is_one_line(tmp_path):
   result = lbtrain_process.run([f'--config={config_file}', f'--workdir={workdir}'])
   _assert_usage_error(result, 'broken.py', 'ValueError: boom in get_config')
   assert not workdir.exists()
+
+
+def test_describe_a_recipe_without_its_data(tmp_path):
+  """Goyal et al. 2017 at 8k, checked against the paper on a machine without ImageNet."""
+  result = lbtrain_process.run(['--config=configs/resnet50_8k.py', '--describe',
+                                f'--config.data.data_dir={tmp_path}'])
+  assert result.returncode == 0, result.stderr[-2000:]
+  out = result.stdout
+  assert '0.1 x 8192 / 256 = 3.2 (linear)' in out
+  assert '156.3925 steps/epoch' in out and '14075 steps' in out
+  for step in ('782', '4692', '9384', '12511'):  # warmup end; epochs 30, 60, 80
+    assert f'\n{step:>10}' in out
+  assert 'published split sizes' in result.stderr
+  assert '25,557,032 parameters' in out

@@ -42,6 +42,10 @@ class _Dataset:
   std: tuple[float, ...]
   in_memory: bool  # whether the splits are small enough to decode once and gather by index
   image_shape: Optional[tuple[int, int, int]] = None  # None: as stored
+  # Published split sizes and class count, so that a recipe can be described (steps, lr
+  # milestones) on a machine that does not hold the data.
+  published_splits: Optional[dict[str, int]] = None
+  published_classes: Optional[int] = None
 
 
 def _find_prepared(tfds_name: str, how_to_prepare: str,
@@ -67,7 +71,10 @@ _DATASETS = {
                                                          data_config.data_dir),
         mean=(0.2860,),
         std=(0.3530,),
-        in_memory=True),
+        in_memory=True,
+        image_shape=(28, 28, 1),
+        published_splits={'train': 60_000, 'test': 10_000},
+        published_classes=10),
     'imagenet2012': _Dataset(
         locate=functools.partial(
             _find_prepared, 'imagenet2012',
@@ -77,8 +84,23 @@ _DATASETS = {
         mean=(0.485, 0.456, 0.406),
         std=(0.229, 0.224, 0.225),
         in_memory=False,
-        image_shape=(224, 224, 3)),
+        image_shape=(224, 224, 3),
+        published_splits={'train': 1_281_167, 'validation': 50_000},
+        published_classes=1000),
 }
+
+
+def published_dataset_info(data_config: ml_collections.ConfigDict) -> Optional[DatasetInfo]:
+  """The data set's published sizes, or None when they are unknown for these splits."""
+  dataset = _dataset(data_config.dataset)
+  splits = dataset.published_splits or {}
+  if data_config.train_split not in splits or data_config.eval_split not in splits:
+    return None
+  return DatasetInfo(name=data_config.dataset,
+                     num_train_examples=splits[data_config.train_split],
+                     num_eval_examples=splits[data_config.eval_split],
+                     num_classes=dataset.published_classes,
+                     image_shape=dataset.image_shape)
 
 
 def get_dataset_info(data_config: ml_collections.ConfigDict) -> DatasetInfo:
