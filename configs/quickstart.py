@@ -14,7 +14,7 @@ def get_config():
   config.model.name = 'cnn'
   config.data.dataset = 'fashion_mnist'
   config.train.global_batch_size = 1024
-  config.train.num_epochs = 5.0
+  config.train.num_epochs = 4.0
   config.train.log_every_steps = 20
   config.optimizer.name = 'nesterov'
   config.optimizer.base_lr = 0.1

@@ -15,7 +15,8 @@ The recipes' data augmentation is therefore not a config field; each recipe note
 
 from configs import base
 
-NUM_TRAIN_EXAMPLES = 1_281_167  # imagenet2012 'train'; for reading the comments, not read by lbtrain
+# imagenet2012 'train' size, for the comments' arithmetic; lbtrain reads it from the data set.
+NUM_TRAIN_EXAMPLES = 1_281_167
 
 
 def get_config():

@@ -392,6 +392,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             nonfinite.stop(problem)
 
         if done % run.eval_every_steps == 0 or last:
+          jax.block_until_ready(state)  # steps still running count as training, not eval
           stopwatch.pause()
           final = evaluate(run, eval_step, state, mesh)
           writer.write(done, final)
