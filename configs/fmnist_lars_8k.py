@@ -12,7 +12,7 @@ def get_config():
   config.train.global_batch_size = 8192
   config.train.log_every_steps = 5
   config.optimizer.momentum = 0.95
-  config.optimizer.base_lr = 25.0
+  config.optimizer.base_lr = 10.0
   config.optimizer.base_batch_size = 8192
   config.optimizer.scaling = 'none'
   # MLPerf v0.7 JAX warms up for 33 of 92 epochs; the same share of 8 epochs.
