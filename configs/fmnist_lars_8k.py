@@ -1,10 +1,18 @@
 """Fashion-MNIST counterpart of resnet50_64k_lars.py: MLPerf-style LARS at global batch 8192.
 
-The 64k recipe's shape (LARS on kernels only, momentum 0.95, warmup for 33/92 of training,
-poly decay) at 8192 = 13.7 % of the 60,000 images per step: 8 epochs are only 59 steps.
-  peak lr            25, given directly (scaling 'none'), as fmnist_lars_4k.py; not tuned here
-  measured           85.14 % eval accuracy (one run, README's table); fmnist_256.py 91.99 %
-At this batch the epoch budget, not the optimizer, is the limit: few steps remain after warmup.
+MLPerf v0.7 JAX's recipe shape (warmup over 33 of the 92 epochs, i.e. 36 % of training, then
+polynomial decay) on fmnist_lars_4k.py's setup, at twice its batch and the same 8 epochs:
+
+  global batch       8192, 8 epochs x 7.324 steps/epoch = 59 steps
+  optimizer          LARS, eta 0.001, LARS epsilon 0; weight decay 5e-4, kernels only
+  momentum           0.9: TUNED. MLPerf's 0.95372 (tried as 0.95) averages over ~20 steps, a
+                     third of this run: 86.17 % with 0.95 against 88.43 % with 0.9 (lr 10)
+  peak lr            10, given directly: TUNED over 25 / 10 with momentum 0.95
+                     (85.14 / 86.17 %)
+  warmup             8 x 33/92 = 2.87 epochs (21 steps), linear from 0 (MLPerf's share)
+  decay              polynomial, power 2, to 1e-4 at step 59
+  BN                 groups of 64 examples; label smoothing 0.1; float32
+  measured           88.43 % eval accuracy; fmnist_256.py 91.99 %, fmnist_lars_4k.py 91.04 %
 """
 
 from configs import fmnist_256
@@ -15,8 +23,8 @@ def get_config():
   config = fmnist_lars_4k.get_config()
   config.train.global_batch_size = 8192
   config.train.log_every_steps = 5
-  config.optimizer.momentum = 0.95
-  config.optimizer.base_lr = 25.0
+  config.optimizer.momentum = 0.9
+  config.optimizer.base_lr = 10.0
   config.optimizer.base_batch_size = 8192
   config.optimizer.scaling = 'none'
   # MLPerf v0.7 JAX warms up for 33 of 92 epochs; the same share of 8 epochs.

@@ -22,14 +22,15 @@ The paper's numbers, all of which this config sets:
                      sqrt scaling 26.22; lr 0.1: 41.67.
 
 Weight decay and the fc bias: the paper excludes only BN's gamma and beta. The fc (head) bias,
-1,000 of ResNet-50's 25,557,032 parameters, is therefore decayed here, as in the paper (Caffe2's
-ResNet-50 decays every non-BN parameter); base.py's default mask, which also spares every bias,
-is the MLPerf/Jia choice. The difference is 1,000 parameters of a 1e-4 penalty.
+1,000 of ResNet-50's 25,557,032 parameters, is therefore decayed here, as the paper's wording
+says; base.py's default mask, which also spares every bias, is the MLPerf/Jia choice. The
+difference is 1,000 parameters under a 1e-4 penalty.
 
 Not expressible in lbtrain (the config cannot say it):
   * data augmentation (Goyal: scale + aspect-ratio random crops, flips, as fb.resnet.torch);
     lbtrain has no ImageNet training pipeline yet (configs/resnet50_imagenet.py).
-  * the fc layer's init, N(0, 0.01) in the paper; lbtrain's head uses flax's Dense default.
+  * the fc layer's init (the paper draws it from N(0, 0.01), as we recall its text; unconfirmed
+    against RECIPES.md); lbtrain's head uses flax's Dense default and has no init field.
   * the reported statistic (median of the last 5 epochs' errors): eval runs every epoch, so the
     metrics hold the 5 numbers, but lbtrain does not compute the median.
 """

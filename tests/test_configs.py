@@ -112,9 +112,42 @@ RECIPES = {
     'resnet50_32k_nesterov': dict(
         steps_per_epoch=39.09811401367188, total_steps=3519, peak_lr=12.8, warmup_steps=704,
         points=[(0, 0.0), (352, 6.4), (704, 12.8), (1267, 8.192036), (3519, 1e-4)]),
-    # FMNIST_RECIPES
+    # Fashion-MNIST, 60000 images, 8 epochs. Batch 256: 234.375 steps/epoch, 1875 steps; x0.1 at
+    # 8 x 30/90 = 2.67 epochs = 625 steps, 5.33 = 1250, 7.11 = 1666.67 -> 1667.
+    'fmnist_256': dict(
+        steps_per_epoch=234.375, total_steps=1875, peak_lr=0.1, warmup_steps=0,
+        points=[(0, 0.1), (624, 0.1), (625, 0.01), (1249, 0.01), (1250, 0.001), (1666, 0.001),
+                (1667, 0.0001), (1875, 0.0001)]),
+    # Batch 4096: 14.6484375 steps/epoch, 117.19 -> 117 steps. Goyal: 0.1 x 16 = 1.6; warmup 2.5
+    # epochs = 36.62 -> 37 steps from 0.1 (step 10: 0.1 + 1.5 x 10/37 = 0.5054054); x0.1 at
+    # 39.06 -> 39, 78.13 -> 78, 104.17 -> 104.
+    'fmnist_goyal_4k': dict(
+        steps_per_epoch=14.6484375, total_steps=117, peak_lr=1.6, warmup_steps=37,
+        points=[(0, 0.1), (10, 0.5054054), (37, 1.6), (38, 1.6), (39, 0.16), (78, 0.016),
+                (104, 0.0016), (117, 0.0016)]),
+    # LARS 4096: peak 25; warmup 1 epoch = 14.65 -> 15 steps (step 6: 10); poly power 2 over
+    # 117 - 15 = 102 steps to 1e-4: halfway (step 66) (25 - 1e-4) / 4 + 1e-4 = 6.250075.
+    'fmnist_lars_4k': dict(
+        steps_per_epoch=14.6484375, total_steps=117, peak_lr=25.0, warmup_steps=15,
+        points=[(0, 0.0), (6, 10.0), (15, 25.0), (66, 6.250075), (117, 1e-4)]),
+    # LAMB 4096: 0.0125 x sqrt(16) = 0.05; warmup 15 steps (step 3: 0.01); poly to 0 over 102
+    # steps: halfway (step 66) 0.0125.
+    'fmnist_lamb_4k': dict(
+        steps_per_epoch=14.6484375, total_steps=117, peak_lr=0.05, warmup_steps=15,
+        points=[(0, 0.0), (3, 0.01), (15, 0.05), (66, 0.0125), (117, 0.0)]),
+    # Nesterov 4096: 0.05 x 16 = 0.8; warmup 2 epochs = 29.30 -> 29 steps (step 10: 8/29 =
+    # 0.2758621); poly over 88 steps to 1e-4: halfway (step 73) (0.8 - 1e-4) / 4 + 1e-4 = 0.200075.
+    'fmnist_nesterov_4k': dict(
+        steps_per_epoch=14.6484375, total_steps=117, peak_lr=0.8, warmup_steps=29,
+        points=[(0, 0.0), (10, 0.2758621), (29, 0.8), (73, 0.200075), (117, 1e-4)]),
+    # LARS 8192: 7.32421875 steps/epoch, 58.59 -> 59 steps; peak 10; warmup 8 x 33/92 = 2.870
+    # epochs = 21.02 -> 21 steps (step 7: 10/3); poly over 38 steps: halfway (step 40)
+    # (10 - 1e-4) / 4 + 1e-4 = 2.500075.
+    'fmnist_lars_8k': dict(
+        steps_per_epoch=7.32421875, total_steps=59, peak_lr=10.0, warmup_steps=21,
+        points=[(0, 0.0), (7, 3.3333333), (21, 10.0), (40, 2.500075), (59, 1e-4)]),
 }
-NOT_RECIPES = {'base', 'quickstart', 'resnet50_imagenet', 'fmnist_256', 'fmnist_goyal_4k', 'fmnist_lars_4k', 'fmnist_lamb_4k', 'fmnist_nesterov_4k', 'fmnist_lars_8k'}  # TEMP
+NOT_RECIPES = {'base', 'quickstart', 'resnet50_imagenet'}
 
 
 @pytest.mark.parametrize('name', sorted(RECIPES))
@@ -239,3 +272,33 @@ def test_32k_recipes_share_everything_but_the_optimizer_and_schedule():
     other = _load(name).to_dict()
     for section in ('model', 'data', 'train', 'eval', 'checkpoint'):
       assert other[section] == lars[section], (name, section)
+
+
+# The cnn: BN bn1 (16), bn2 (32), fc_bn (128) channels x (scale, bias) = 352 parameters in 6
+# tensors; head bias 10. Of 207,098 parameters.
+FMNIST_MASKS = {
+    'fmnist_256': ((352, 6), None),  # Goyal's mask: the head bias is decayed
+    'fmnist_goyal_4k': ((352, 6), None),
+    'fmnist_lars_4k': ((362, 7), (362, 7)),
+    'fmnist_lamb_4k': ((362, 7), (362, 7)),
+    'fmnist_nesterov_4k': ((362, 7), None),
+    'fmnist_lars_8k': ((362, 7), (362, 7)),
+}
+
+
+@pytest.mark.parametrize('name', sorted(FMNIST_MASKS))
+def test_fmnist_configs_share_the_budget_and_mask_as_their_imagenet_recipe(name):
+  config = _load(name)
+  assert (config.model.name, config.data.dataset, config.train.num_epochs) == (
+      'cnn', 'fashion_mnist', 8.0)
+  model = models.create_model(config.model, 10)
+  params = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1), jnp.float32),
+                         train=False))['params']
+  assert sum(x.size for x in jax.tree.leaves(params)) == 207_098
+  masks = optim.describe_masks(config.optimizer, params)
+  for kind, expected in zip(('weight_decay', 'trust_ratio'), FMNIST_MASKS[name]):
+    if expected is None:
+      assert masks[kind] is None, (name, kind)
+    else:
+      assert (masks[kind]['off_params'], len(masks[kind]['off'])) == expected, (name, kind)
