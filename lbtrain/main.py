@@ -82,9 +82,7 @@ def main(argv: list[str]) -> None:
     if FLAGS.describe:
       print(train.describe(train.plan(config, describe_only=True)))
       return
-    if not FLAGS.workdir:
-      _fail('--workdir is required: the folder for checkpoints and metrics.')
-    train.train_and_evaluate(config, os.path.expanduser(FLAGS.workdir))
+    train.train_and_evaluate(config, os.path.expanduser(FLAGS.workdir or ''))
   except UserError as error:
     _fail(str(error))
   except TrainingStopped as error:

@@ -82,3 +82,8 @@ def test_describe_a_recipe_without_its_data(tmp_path):
     assert f'\n{step:>10}' in out
   assert 'published split sizes' in result.stderr
   assert '25,557,032 parameters' in out
+
+
+def test_a_missing_workdir_is_one_line():
+  result = lbtrain_process.run(['--config=configs/quickstart.py'])
+  _assert_usage_error(result, '--workdir is required')
