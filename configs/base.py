@@ -86,6 +86,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.schedule.boundaries_steps = config_dict.placeholder(tuple)  # overrides boundaries_epochs
   config.schedule.decay_factor = 0.1
 
+  config.parallel = ml_collections.ConfigDict()
+  # jit: one program over the mesh of all devices, seeing the global batch (pjit semantics).
+  # pmap: the same step as a per-device program that sees its own rows and averages gradients
+  # with an explicit pmean. Both give the same training; a run may switch on resume.
+  config.parallel.strategy = 'jit'
+
   config.eval = ml_collections.ConfigDict()
   config.eval.every_epochs = 1.0
   config.eval.global_batch_size = config_dict.placeholder(int)  # None = train global batch

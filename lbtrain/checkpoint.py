@@ -8,6 +8,7 @@ checkpoint does not tie a run to the device count that wrote it.
 """
 
 import os
+import sys
 from typing import Any
 
 from absl import logging
@@ -50,6 +51,10 @@ class Checkpointer:
     step = self._manager.latest_step()
     if step is None:
       return None
+    # When one array cannot be read, orbax abandons the reads still in flight, and Python
+    # would print each one's traceback as it is collected, burying the one-line error.
+    printing_hook = sys.unraisablehook
+    sys.unraisablehook = _log_abandoned_read
     try:
       state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
     except Exception as error:  # pylint: disable=broad-except
@@ -60,6 +65,7 @@ class Checkpointer:
       raise UserError(f'checkpoint {os.path.join(self.directory, str(step))} cannot be '
                       f'restored into this model ({type(error).__name__}: {message}); '
                       f'{hint}.') from error
+    sys.unraisablehook = printing_hook
     return state, step
 
   def is_due(self, step: int) -> bool:
@@ -74,6 +80,10 @@ class Checkpointer:
     """Blocks until the last asynchronous save is on disk."""
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def _log_abandoned_read(unraisable: Any) -> None:
+  logging.debug('abandoned checkpoint read: %s', unraisable.exc_value)
 
 
 def incomplete_checkpoints(workdir: str) -> list[str]:

@@ -4,14 +4,19 @@ Everything else in lbtrain sees either host-local numpy (the data package) or gl
 `jax.Array`s (the step); only this module knows how one maps onto the other.
 """
 
+import functools
 import queue
 import threading
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = 'data'
+# 'jit': one program over the global mesh; each step function sees the global batch (pjit).
+# 'pmap': the same functions as a per-device program that sees one device's rows and reduces
+# over DATA_AXIS explicitly.
+STRATEGIES = ('jit', 'pmap')
 
 
 def create_mesh() -> Mesh:
@@ -43,6 +48,30 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def batch_sharded(mesh: Mesh) -> NamedSharding:
   """The global batch split on its first (example) axis over the data axis."""
   return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def distribute(step_fn: Callable[..., Any], mesh: Mesh, strategy: str,
+               donate_state: bool = False) -> Callable[[Any, Any], Any]:
+  """`step_fn(state, batch, axis_name=...)` jitted over `mesh`: replicated state, batch split
+  on its first axis, replicated outputs, under either strategy.
+
+  'pmap' runs `step_fn(..., axis_name=DATA_AXIS)` under `jax.shard_map` with pmap's semantics
+  (`check_vma=False`: a gradient is this device's until the step `pmean`s it). That is what
+  `jax.pmap` itself has lowered to since jax 0.8; calling shard_map directly keeps the state a
+  global replicated array, so both strategies share the data path, the ahead-of-time compile
+  and the checkpoints (a run may switch strategy on resume), with no per-device copies of the
+  state to stack and unstack around every save.
+  """
+  if strategy == 'pmap':
+    body = jax.shard_map(functools.partial(step_fn, axis_name=DATA_AXIS), mesh=mesh,
+                         in_specs=(PartitionSpec(), PartitionSpec(DATA_AXIS)),
+                         out_specs=PartitionSpec(), check_vma=False)
+  elif strategy == 'jit':
+    body = functools.partial(step_fn, axis_name=None)
+  else:
+    raise ValueError(f'unknown strategy {strategy!r}; expected one of {STRATEGIES}')
+  return jax.jit(body, in_shardings=(replicated(mesh), batch_sharded(mesh)),
+                 out_shardings=replicated(mesh), donate_argnums=0 if donate_state else ())
 
 
 def host_local_to_global(batch: Any, mesh: Mesh) -> Any:

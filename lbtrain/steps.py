@@ -2,7 +2,9 @@
 
 Nothing here knows about files, hosts or the loop. Everything is computed on the GLOBAL batch:
 under `jax.jit` over the mesh, means and sums over the example axis are global, so a loss,
-gradient or BN statistic is the same whatever number of devices holds the batch.
+gradient or BN statistic is the same whatever number of devices holds the batch. Under the
+`pmap` strategy the same functions run per device (`axis_name` set): each sees its own rows and
+reduces over `axis_name` explicitly, which gives the same global means.
 """
 
 import functools
@@ -63,21 +65,24 @@ def _loss_and_grads(params, batch_stats, batch, *, model: nn.Module, label_smoot
   return loss, accuracy, grads, new_batch_stats
 
 
-def split_micro_batches(batch: Any, accum_steps: int, mesh: Mesh) -> Any:
+def split_micro_batches(batch: Any, accum_steps: int, mesh: Mesh | None) -> Any:
   """[B, ...] -> [accum_steps, B / accum_steps, ...] with every micro-batch on every device.
 
   Micro-batch j takes the j-th consecutive chunk of each device's rows, so no example moves
   between devices, and a BN group of consecutive examples that divides the per-device micro
   batch stays whole: the groups, hence the statistics, are those of the un-accumulated step.
+  `mesh` None: `batch` is one device's rows (the pmap strategy), split the same way.
   """
-  num_devices = mesh.size
-  sharding = NamedSharding(mesh, PartitionSpec(None, parallel.DATA_AXIS))
+  num_devices = 1 if mesh is None else mesh.size
 
   def split(x):
     micro = x.shape[0] // (num_devices * accum_steps)
     x = x.reshape(num_devices, accum_steps, micro, *x.shape[1:]).swapaxes(0, 1)
     x = x.reshape(accum_steps, num_devices * micro, *x.shape[3:])
-    return jax.lax.with_sharding_constraint(x, sharding)
+    if mesh is None:
+      return x
+    return jax.lax.with_sharding_constraint(
+        x, NamedSharding(mesh, PartitionSpec(None, parallel.DATA_AXIS)))
 
   return jax.tree.map(split, batch)
 
@@ -85,7 +90,8 @@ def split_micro_batches(batch: Any, accum_steps: int, mesh: Mesh) -> Any:
 def train_step(state: TrainState, batch: Any, *, model: nn.Module,
                tx: optax.GradientTransformation, schedule: Callable[[jax.Array], jax.Array],
                label_smoothing: float, accum_steps: int, mesh: Mesh,
-               skip_nonfinite: bool = False) -> tuple[TrainState, Metrics]:
+               skip_nonfinite: bool = False,
+               axis_name: str | None = None) -> tuple[TrainState, Metrics]:
   """One optimizer step on one global batch, optionally as `accum_steps` micro-batches.
 
   With accumulation the micro-batch gradients, losses and BN statistics are averaged (equal
@@ -95,6 +101,10 @@ def train_step(state: TrainState, batch: Any, *, model: nn.Module,
   `train/nonfinite` is 1 when the loss or gradient is NaN/Inf. With `skip_nonfinite` such a
   step leaves params, BN statistics and optimizer state as they were (the step counter, and
   so the data, still moves on); otherwise the loop stops on it before saving anything.
+
+  `axis_name` set (the pmap strategy): `batch` holds this device's rows only, the model's BN
+  sums its statistics over that axis, and the per-device mean loss, accuracy and gradient are
+  averaged over it (`pmean`: every device holds as many examples, so that is the global mean).
   """
   compute = functools.partial(_loss_and_grads, model=model, label_smoothing=label_smoothing)
   if accum_steps == 1:
@@ -104,13 +114,15 @@ def train_step(state: TrainState, batch: Any, *, model: nn.Module,
       result = compute(state.params, state.batch_stats, micro_batch)
       return jax.tree.map(jnp.add, carry, result), None
 
-    micro_batches = split_micro_batches(batch, accum_steps, mesh)
+    micro_batches = split_micro_batches(batch, accum_steps, None if axis_name else mesh)
     zeros = jax.tree.map(
         jnp.zeros_like,
         jax.eval_shape(compute, state.params, state.batch_stats,
                        jax.tree.map(lambda x: x[0], micro_batches)))
     sums, _ = jax.lax.scan(accumulate, zeros, micro_batches)
     loss, accuracy, grads, batch_stats = jax.tree.map(lambda s: s / accum_steps, sums)
+  if axis_name is not None:
+    loss, accuracy, grads = jax.lax.pmean((loss, accuracy, grads), axis_name)
 
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
@@ -132,15 +144,20 @@ def train_step(state: TrainState, batch: Any, *, model: nn.Module,
   return new_state, metrics
 
 
-def eval_step(state: TrainState, batch: Any, *, model: nn.Module) -> Metrics:
-  """Sums (not means) over the real examples of a padded eval batch, so batches add up."""
+def eval_step(state: TrainState, batch: Any, *, model: nn.Module,
+              axis_name: str | None = None) -> Metrics:
+  """Sums (not means) over the real examples of a padded eval batch, so batches add up.
+
+  `axis_name` set (the pmap strategy): `batch` is this device's rows; the sums are psum-ed.
+  """
   logits = model.apply({'params': state.params, 'batch_stats': state.batch_stats},
                        batch['image'], train=False)
   mask = batch['mask'].astype(jnp.int32)
   losses = cross_entropy(logits, batch['label'], 0.0)
   correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.int32)
-  return {
+  sums = {
       'loss_sum': jnp.sum(losses * mask),
       'correct': jnp.sum(correct * mask),
       'count': jnp.sum(mask),
   }
+  return sums if axis_name is None else jax.lax.psum(sums, axis_name)

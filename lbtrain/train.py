@@ -102,6 +102,9 @@ def plan(config: ml_collections.ConfigDict, describe_only: bool = False) -> Plan
   _require(config.train.on_nonfinite in NONFINITE_POLICIES,
            f'train.on_nonfinite={config.train.on_nonfinite!r}: use one of '
            f'{", ".join(NONFINITE_POLICIES)}.')
+  _require(config.parallel.strategy in parallel.STRATEGIES,
+           f'parallel.strategy={config.parallel.strategy!r}: use one of '
+           f'{", ".join(parallel.STRATEGIES)}.')
   num_devices, num_processes = jax.device_count(), jax.process_count()
   per_device, micro, accum_steps = _batch_layout(config, num_devices)
   eval_batch = config.eval.global_batch_size or config.train.global_batch_size
@@ -115,7 +118,9 @@ def plan(config: ml_collections.ConfigDict, describe_only: bool = False) -> Plan
     if dataset is None:
       raise
     logging.warning('%s; describing it from its published split sizes.', str(error).rstrip('.'))
-  model = models.create_model(config.model, num_classes=dataset.num_classes)
+  per_device_program = config.parallel.strategy == 'pmap'
+  model = models.create_model(config.model, num_classes=dataset.num_classes,
+                              axis_name=parallel.DATA_AXIS if per_device_program else None)
   schedule, schedule_info = schedules.create_schedule(config, dataset.num_train_examples)
   abstract_params = jax.eval_shape(
       lambda: model.init(jax.random.key(0), jnp.zeros((1, *dataset.image_shape), jnp.float32),
@@ -142,6 +147,9 @@ def describe(run: Plan) -> str:
       ('model', f'{config.model.name} ({num_params:,} parameters), dtype {config.model.dtype}'),
       ('devices', f'{run.num_devices} devices on {run.num_processes} process(es), '
                   f'mesh ({parallel.DATA_AXIS}: {run.num_devices})'),
+      ('strategy', {'jit': 'jit: one program over the global batch',
+                    'pmap': 'pmap: a per-device program, explicit pmean/psum over '
+                            f'{parallel.DATA_AXIS!r}'}[config.parallel.strategy]),
       ('per-device batch', f'{run.per_device_batch_size:,}'),
       ('micro batch', f'{run.micro_batch_size:,} per device x {run.accum_steps} accumulation '
                       f'step(s)'),
@@ -179,18 +187,15 @@ def _compile_steps(run: Plan, mesh):
   state_shardings = jax.tree.map(lambda _: replicated,
                                  jax.eval_shape(init_fn, jax.random.key(0)))
   init = jax.jit(init_fn, out_shardings=state_shardings)
-  train_step = jax.jit(
+  strategy = run.config.parallel.strategy
+  train_step = parallel.distribute(
       functools.partial(steps.train_step, model=run.model, tx=run.optimizer,
                         schedule=run.schedule, label_smoothing=run.config.train.label_smoothing,
                         accum_steps=run.accum_steps, mesh=mesh,
                         skip_nonfinite=run.config.train.on_nonfinite == 'skip'),
-      in_shardings=(state_shardings, parallel.batch_sharded(mesh)),
-      out_shardings=(state_shardings, replicated),
-      donate_argnums=0)
-  eval_step = jax.jit(
-      functools.partial(steps.eval_step, model=run.model),
-      in_shardings=(state_shardings, parallel.batch_sharded(mesh)),
-      out_shardings=replicated)
+      mesh, strategy, donate_state=True)
+  eval_step = parallel.distribute(functools.partial(steps.eval_step, model=run.model), mesh,
+                                  strategy)
   return init, train_step, eval_step, state_shardings
 
 

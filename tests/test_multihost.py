@@ -164,6 +164,26 @@ def test_two_processes_train_like_one(reference_runs):
 
 
 @pytest.mark.slow
+def test_the_pmap_strategy_on_two_processes_trains_like_jit_on_one(reference_runs, tmp_path):
+  """The per-device program with explicit pmean, across processes, against 1x8 jit."""
+  workdir = str(tmp_path / 'pmap_two_by_4')
+  code, output = _launch(2, _tiny_args(reference_runs['data_dir'], workdir,
+                                       **{'parallel.strategy': 'pmap'}),
+                         str(tmp_path / 'pmap.log'), '--devices_per_process=4')
+  assert code == 0, output[-4000:]
+  one = reference_runs['one']
+  assert [r['step'] for r in _records(workdir)] == [r['step'] for r in _records(one)]
+  assert _final_eval(workdir)['eval/num_examples'] == 10000
+  assert abs(_final_eval(workdir)['eval/accuracy']
+             - _final_eval(one)['eval/accuracy']) <= _ACCURACY_TOL
+  difference = _relative_difference(workdir, one)
+  print(f'\npmap 2x4 vs jit 1x8: params differ by {difference:.2%} of the last 6 steps\' '
+        f'movement; eval accuracy {_final_eval(workdir)["eval/accuracy"]} vs '
+        f'{_final_eval(one)["eval/accuracy"]}')
+  assert difference < _PARAMS_REL_TOL
+
+
+@pytest.mark.slow
 def test_a_checkpoint_of_two_processes_resumes_in_one(reference_runs, tmp_path):
   """2x4 writes steps 6 and 12; without 12, one process of 8 devices redoes steps 7..12."""
   resumed = str(tmp_path / 'resumed')

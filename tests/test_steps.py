@@ -42,14 +42,15 @@ def _mesh(num_devices):
   return Mesh(np.array(jax.devices()[:num_devices]), (parallel.DATA_AXIS,))
 
 
-def _cnn(bn_group_size):
+def _cnn(bn_group_size, axis_name=None):
   model_config = base.get_config().model
   model_config.bn_group_size = bn_group_size
-  return models.create_model(model_config, num_classes=10)
+  return models.create_model(model_config, num_classes=10, axis_name=axis_name)
 
 
-def _train(model, *, num_devices, accum_steps, batches=None):
-  """Trains NUM_STEPS steps of SGD + momentum + wd on a `num_devices` mesh; returns the state."""
+def _train(model, *, num_devices, accum_steps, batches=None, strategy='jit'):
+  """Trains NUM_STEPS steps of SGD + momentum + wd on a `num_devices` mesh; returns the state
+  and the last step's metrics."""
   optimizer_config = base.get_config().optimizer
   optimizer_config.weight_decay = 1e-3
   optimizer_config.weight_decay_mask = '.*:on'
@@ -61,11 +62,10 @@ def _train(model, *, num_devices, accum_steps, batches=None):
   tx = optim.create_optimizer(optimizer_config, schedule, abstract_params)
   state = jax.jit(functools.partial(init_fn, tx=tx),
                   out_shardings=parallel.replicated(mesh))(jax.random.key(0))
-  step = jax.jit(
+  step = parallel.distribute(
       functools.partial(steps.train_step, model=model, tx=tx, schedule=schedule,
                         label_smoothing=0.1, accum_steps=accum_steps, mesh=mesh),
-      in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
-      out_shardings=parallel.replicated(mesh))
+      mesh, strategy)
   for batch in batches or _batches():
     state, metrics = step(state, jax.device_put(batch, parallel.batch_sharded(mesh)))
     jax.block_until_ready(metrics)  # see parallel.one_program_at_a_time
@@ -127,6 +127,47 @@ def test_one_device_and_eight_devices_train_the_same(bn_group_size):
   if bn_group_size is not None:
     _assert_same_training(_train(model, num_devices=1, accum_steps=GLOBAL_BATCH // 4), eight)
     _assert_same_training(_train(model, num_devices=2, accum_steps=4), eight)
+
+
+@pytest.mark.parametrize('bn_group_size, accum_steps', [(None, 1), (16, 1), (4, 2)],
+                         ids=['global_bn', 'groups_span_two_devices', 'accumulation'])
+def test_pmap_strategy_trains_like_jit(bn_group_size, accum_steps):
+  """The per-device program (explicit pmean, BN sums psum-ed) against the global program.
+
+  Groups of 16 over 8 examples per device straddle devices, so BN must combine two devices'
+  sums; with accumulation each device splits its own rows as jit splits the global batch.
+  """
+  jit = _train(_cnn(bn_group_size), num_devices=8, accum_steps=accum_steps)
+  pmap = _train(_cnn(bn_group_size, axis_name=parallel.DATA_AXIS), num_devices=8,
+                accum_steps=accum_steps, strategy='pmap')
+  _assert_same_training(pmap, jit)
+
+
+def test_pmap_strategy_is_not_one_devices_training():
+  """Guards the test above: without its pmean, the per-device program would return device 0's
+  update, which is training on device 0's 8 rows alone, and that is far from the global one."""
+  first_rows = [{name: rows[:GLOBAL_BATCH // 8] for name, rows in batch.items()}
+                for batch in _batches()]
+  device_zero_alone, _ = _train(_MLP(), num_devices=1, accum_steps=1, batches=first_rows)
+  pmap, _ = _train(_MLP(), num_devices=8, accum_steps=1, strategy='pmap')
+  assert max(float(np.max(np.abs(a - b))) for a, b in zip(
+      jax.tree.leaves(device_zero_alone.params), jax.tree.leaves(pmap.params))) > 1e-3
+
+
+def test_pmap_eval_sums_every_device():
+  mesh = _mesh(8)
+  state, _ = _train(_cnn(None), num_devices=8, accum_steps=1)
+  batch = dict(_batches(1)[0], mask=np.arange(GLOBAL_BATCH) < 50)  # padding on 2 devices
+  sums = {}
+  for strategy, eval_model in (('jit', _cnn(None)),
+                               ('pmap', _cnn(None, axis_name=parallel.DATA_AXIS))):
+    eval_step = parallel.distribute(functools.partial(steps.eval_step, model=eval_model), mesh,
+                                    strategy)
+    sums[strategy] = jax.device_get(eval_step(state, jax.device_put(batch,
+                                                                    parallel.batch_sharded(mesh))))
+  assert sums['pmap']['count'] == sums['jit']['count'] == 50
+  assert sums['pmap']['correct'] == sums['jit']['correct']
+  np.testing.assert_allclose(sums['pmap']['loss_sum'], sums['jit']['loss_sum'], rtol=1e-5)
 
 
 def test_label_smoothing_changes_the_loss_as_defined():
