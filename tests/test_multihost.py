@@ -201,6 +201,35 @@ def test_a_checkpoint_of_two_processes_resumes_in_one(reference_runs, tmp_path):
              - _final_eval(reference_runs['one'])['eval/accuracy']) <= _ACCURACY_TOL
 
 
+def _start_and_wait_for_training(args: list[str], workdir: str, log_path: str):
+  """Starts 2 processes x 1 device; returns (launcher, output reader, pid of process 1) once
+  process 0 has logged a training step."""
+  with open(log_path, 'w', encoding='utf-8') as log:
+    # A long grace period: the launcher must not be what stops a survivor.
+    launcher = subprocess.Popen(
+        [sys.executable, LAUNCHER, '2', '--devices_per_process=1', '--grace_period=200', '--',
+         *args], cwd=ROOT,
+        env=_environment(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+  def output():
+    with open(log_path, encoding='utf-8') as f:
+      return f.read()
+
+  deadline = time.monotonic() + _TIMEOUT
+  second = None
+  while True:
+    if time.monotonic() > deadline or launcher.poll() is not None:
+      os.killpg(launcher.pid, signal.SIGKILL)
+      launcher.wait()
+      raise AssertionError('training did not start in time:\n' + output()[-4000:])
+    match = re.search(r'process 1: pid (\d+)', output())
+    second = second or (match and int(match.group(1)))
+    if second and os.path.exists(os.path.join(workdir, 'metrics.jsonl')) and any(
+        'train/loss' in r for r in _records(workdir)):
+      return launcher, output, second
+    time.sleep(0.2)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('signum', [signal.SIGKILL, signal.SIGSTOP], ids=['killed', 'frozen'])
 def test_when_one_process_dies_or_hangs_the_other_stops_in_bounded_time(signum, fmnist_data_dir,
@@ -212,30 +241,9 @@ def test_when_one_process_dies_or_hangs_the_other_stops_in_bounded_time(signum, 
   workdir = str(tmp_path / 'run')
   args = _tiny_args(fmnist_data_dir, workdir, steps=2000, **{'train.log_every_steps': 1})
   args.append(f'--distributed_heartbeat_timeout={heartbeat}')
-  log_path = str(tmp_path / 'launcher.log')
-
-  def output():
-    with open(log_path, encoding='utf-8') as f:
-      return f.read()
-
-  with open(log_path, 'w', encoding='utf-8') as log:
-    # A long grace period: the launcher must not be what stops the survivor.
-    launcher = subprocess.Popen(
-        [sys.executable, LAUNCHER, '2', '--devices_per_process=1', '--grace_period=200', '--',
-         *args], cwd=ROOT,
-        env=_environment(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-  victim = None
+  launcher, output, victim = _start_and_wait_for_training(args, workdir,
+                                                          str(tmp_path / 'launcher.log'))
   try:
-    deadline = time.monotonic() + _TIMEOUT
-    while True:
-      assert time.monotonic() < deadline, 'training did not start in time'
-      assert launcher.poll() is None, output()[-4000:]
-      match = re.search(r'process 1: pid (\d+)', output())
-      victim = victim or (match and int(match.group(1)))
-      if victim and os.path.exists(os.path.join(workdir, 'metrics.jsonl')) and any(
-          'train/loss' in r for r in _records(workdir)):
-        break
-      time.sleep(0.2)
     os.kill(victim, signum)
     signalled_at = time.monotonic()
     while 'process 0 ended' not in output():
@@ -259,6 +267,38 @@ def test_when_one_process_dies_or_hangs_the_other_stops_in_bounded_time(signum, 
   assert re.search(r'\[p0\] .*(Gloo .* failed|another task died|stopped sending heartbeats)',
                    output()), output()[-4000:]
   assert seconds < heartbeat + 20
+
+
+@pytest.mark.slow
+def test_sigterm_on_one_host_stops_every_host_at_the_same_step(fmnist_data_dir, tmp_path):
+  """A scheduler preempting one host: jax's preemption sync point tells every process, they
+  all save the same step, and all exit 0, so the same command resumes there."""
+  workdir = str(tmp_path / 'run')
+  args = _tiny_args(fmnist_data_dir, workdir, steps=2000,
+                    **{'train.log_every_steps': 1, 'checkpoint.every_steps': 1000})
+  launcher, output, second = _start_and_wait_for_training(args, workdir,
+                                                          str(tmp_path / 'launcher.log'))
+  try:
+    os.kill(second, signal.SIGTERM)
+    signalled_at = time.monotonic()
+    code = launcher.wait(timeout=120)
+    seconds = time.monotonic() - signalled_at
+  finally:
+    if launcher.poll() is None:
+      os.killpg(launcher.pid, signal.SIGKILL)
+      launcher.wait()
+  text = output()
+  assert code == 0, text[-4000:]
+  assert 'all 2 processes succeeded' in text
+  stopped_at = {int(index): int(step) for index, step in re.findall(
+      r'\[p(\d)\] .*stopping at step (\d+) on a preemption notice', text)}
+  assert set(stopped_at) == {0, 1} and stopped_at[0] == stopped_at[1], text[-4000:]
+  step = stopped_at[0]
+  assert 0 < step < 2000
+  saved = sorted(int(p) for p in os.listdir(os.path.join(workdir, 'checkpoints')) if p.isdigit())
+  assert saved == [step]
+  assert max(r['step'] for r in _records(workdir)) <= step
+  print(f'\nSIGTERM to process 1: both saved step {step} and exited 0 in {seconds:.1f} s')
 
 
 def test_the_launcher_kills_the_others_after_one_fails(tmp_path):
