@@ -51,12 +51,26 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float) 
   return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
-def _loss_and_grads(params, batch_stats, batch, *, model: nn.Module, label_smoothing: float):
+PixelStats = tuple[tuple[float, ...], tuple[float, ...]]  # per-channel (mean, std) of x / 255
+
+
+def model_input(images: jax.Array, pixel_stats: PixelStats | None) -> jax.Array:
+  """uint8 pixels become normalised float32 here, on the device, so the host sends a quarter
+  of the bytes and skips the arithmetic; pipelines that yield floats are already normalised."""
+  if images.dtype != jnp.uint8:
+    return images
+  mean, std = (jnp.asarray(values, jnp.float32) * 255.0 for values in pixel_stats)
+  return (images.astype(jnp.float32) - mean) / std
+
+
+def _loss_and_grads(params, batch_stats, batch, *, model: nn.Module, label_smoothing: float,
+                    pixel_stats: PixelStats | None):
   """Mean loss, accuracy, gradient and updated BN statistics of one (micro-)batch."""
+  images = model_input(batch['image'], pixel_stats)
 
   def loss_fn(params):
     logits, updated = model.apply({'params': params, 'batch_stats': batch_stats},
-                                  batch['image'], train=True, mutable=['batch_stats'])
+                                  images, train=True, mutable=['batch_stats'])
     loss = cross_entropy(logits, batch['label'], label_smoothing).mean()
     return loss, (logits, updated.get('batch_stats', {}))
 
@@ -90,7 +104,7 @@ def split_micro_batches(batch: Any, accum_steps: int, mesh: Mesh | None) -> Any:
 def train_step(state: TrainState, batch: Any, *, model: nn.Module,
                tx: optax.GradientTransformation, schedule: Callable[[jax.Array], jax.Array],
                label_smoothing: float, accum_steps: int, mesh: Mesh,
-               skip_nonfinite: bool = False,
+               skip_nonfinite: bool = False, pixel_stats: PixelStats | None = None,
                axis_name: str | None = None) -> tuple[TrainState, Metrics]:
   """One optimizer step on one global batch, optionally as `accum_steps` micro-batches.
 
@@ -106,7 +120,8 @@ def train_step(state: TrainState, batch: Any, *, model: nn.Module,
   sums its statistics over that axis, and the per-device mean loss, accuracy and gradient are
   averaged over it (`pmean`: every device holds as many examples, so that is the global mean).
   """
-  compute = functools.partial(_loss_and_grads, model=model, label_smoothing=label_smoothing)
+  compute = functools.partial(_loss_and_grads, model=model, label_smoothing=label_smoothing,
+                              pixel_stats=pixel_stats)
   if accum_steps == 1:
     loss, accuracy, grads, batch_stats = compute(state.params, state.batch_stats, batch)
   else:
@@ -145,13 +160,13 @@ def train_step(state: TrainState, batch: Any, *, model: nn.Module,
 
 
 def eval_step(state: TrainState, batch: Any, *, model: nn.Module,
-              axis_name: str | None = None) -> Metrics:
+              pixel_stats: PixelStats | None = None, axis_name: str | None = None) -> Metrics:
   """Sums (not means) over the real examples of a padded eval batch, so batches add up.
 
   `axis_name` set (the pmap strategy): `batch` is this device's rows; the sums are psum-ed.
   """
   logits = model.apply({'params': state.params, 'batch_stats': state.batch_stats},
-                       batch['image'], train=False)
+                       model_input(batch['image'], pixel_stats), train=False)
   mask = batch['mask'].astype(jnp.int32)
   losses = cross_entropy(logits, batch['label'], 0.0)
   correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.int32)

@@ -26,6 +26,7 @@ from lbtrain import optim
 from lbtrain import parallel
 from lbtrain import schedules
 from lbtrain import steps
+from lbtrain import synthetic
 from lbtrain import preemption
 from lbtrain import workdir as workdir_lib
 from lbtrain.errors import TrainingStopped
@@ -179,7 +180,7 @@ def _abbreviate(names: list[str], limit: int = 8) -> str:
   return shown + (f', ... ({len(names) - limit} more)' if len(names) > limit else '') or '-'
 
 
-def _compile_steps(run: Plan, mesh):
+def build_steps(run: Plan, mesh):
   """The jitted init/train/eval functions with explicit shardings and a donated state."""
   replicated = parallel.replicated(mesh)
   init_fn = functools.partial(steps.init_state, model=run.model, tx=run.optimizer,
@@ -188,14 +189,17 @@ def _compile_steps(run: Plan, mesh):
                                  jax.eval_shape(init_fn, jax.random.key(0)))
   init = jax.jit(init_fn, out_shardings=state_shardings)
   strategy = run.config.parallel.strategy
+  pixel_stats = (run.dataset.mean, run.dataset.std)
   train_step = parallel.distribute(
       functools.partial(steps.train_step, model=run.model, tx=run.optimizer,
                         schedule=run.schedule, label_smoothing=run.config.train.label_smoothing,
                         accum_steps=run.accum_steps, mesh=mesh,
-                        skip_nonfinite=run.config.train.on_nonfinite == 'skip'),
+                        skip_nonfinite=run.config.train.on_nonfinite == 'skip',
+                        pixel_stats=pixel_stats),
       mesh, strategy, donate_state=True)
-  eval_step = parallel.distribute(functools.partial(steps.eval_step, model=run.model), mesh,
-                                  strategy)
+  eval_step = parallel.distribute(
+      functools.partial(steps.eval_step, model=run.model, pixel_stats=pixel_stats), mesh,
+      strategy)
   return init, train_step, eval_step, state_shardings
 
 
@@ -203,21 +207,43 @@ def _abstract_batch(run: Plan, mesh) -> dict:
   sharding = parallel.batch_sharded(mesh)
   batch_size = run.config.train.global_batch_size
   return {
-      'image': jax.ShapeDtypeStruct((batch_size, *run.dataset.image_shape), jnp.float32,
-                                    sharding=sharding),
+      'image': jax.ShapeDtypeStruct((batch_size, *run.dataset.image_shape),
+                                    jnp.dtype(run.dataset.image_dtype), sharding=sharding),
       'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=sharding),
   }
 
 
+def _train_inputs(run: Plan, mesh, start_step: int) -> Iterator[Any]:
+  """Global batches of steps [start_step, total_steps), on the devices ahead of the step."""
+  config = run.config
+  if run.dataset.name == 'synthetic':
+    return synthetic.train_batches(run.dataset, mesh,
+                                   global_batch_size=config.train.global_batch_size,
+                                   seed=config.train.seed, num_steps=run.total_steps - start_step)
+  return parallel.prefetch_to_mesh(
+      data.train_batches(config.data, run.dataset,
+                         global_batch_size=config.train.global_batch_size,
+                         seed=config.train.seed, start_step=start_step,
+                         num_steps=run.total_steps - start_step,
+                         process_index=jax.process_index(), process_count=jax.process_count()),
+      mesh, config.data.prefetch_batches)
+
+
+def _eval_inputs(run: Plan, mesh) -> Iterator[Any]:
+  if run.dataset.name == 'synthetic':
+    return synthetic.eval_batches(run.dataset, mesh, global_batch_size=run.eval_global_batch_size)
+  return parallel.prefetch_to_mesh(
+      data.eval_batches(run.config.data, run.dataset,
+                        global_batch_size=run.eval_global_batch_size,
+                        process_index=jax.process_index(), process_count=jax.process_count()),
+      mesh, run.config.data.prefetch_batches)
+
+
 def evaluate(run: Plan, eval_step, state, mesh) -> dict[str, float]:
   """Loss and accuracy over every example of the eval split, each counted exactly once."""
-  batches = data.eval_batches(run.config.data, run.dataset,
-                              global_batch_size=run.eval_global_batch_size,
-                              process_index=jax.process_index(),
-                              process_count=jax.process_count())
   totals = None
   one_at_a_time = parallel.one_program_at_a_time(mesh)
-  for batch in parallel.prefetch_to_mesh(batches, mesh, run.config.data.prefetch_batches):
+  for batch in _eval_inputs(run, mesh):
     sums = eval_step(state, batch)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     if one_at_a_time:
@@ -326,7 +352,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     logging.info('resuming with a changed field: %s', change)
   checkpoint.log_skipped(skipped_saves)
 
-  init, train_step, eval_step, state_shardings = _compile_steps(run, mesh)
+  init, train_step, eval_step, state_shardings = build_steps(run, mesh)
   checkpoints = checkpoint.Checkpointer(workdir, config.checkpoint.every_steps,
                                         config.checkpoint.keep,
                                         config.checkpoint.keep_every_steps)
@@ -357,17 +383,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     compiled_step = train_step.lower(state, _abstract_batch(run, mesh)).compile()
     logging.info('train step compiled in %.1f s', time.perf_counter() - compile_start)
 
-    batches = parallel.prefetch_to_mesh(
-        data.train_batches(config.data, run.dataset,
-                           global_batch_size=config.train.global_batch_size,
-                           seed=config.train.seed, start_step=start_step,
-                           num_steps=run.total_steps - start_step,
-                           process_index=jax.process_index(),
-                           process_count=jax.process_count()),
-        mesh, config.data.prefetch_batches)
+    batches = _train_inputs(run, mesh, start_step)
     progress = metrics_lib.ProgressBar(run.total_steps, enabled=is_primary)
     stopwatch = metrics_lib.Stopwatch()
     pending, input_wait = [], 0.0
+    # Where this process's loop time goes, so eval and checkpoint cost read as fractions.
+    loop_start, eval_seconds, checkpoint_seconds = time.perf_counter(), 0.0, 0.0
     one_at_a_time = parallel.one_program_at_a_time(mesh)
     with preemption.StopSignal() as stop_signal:
       for step in range(start_step, run.total_steps):
@@ -388,6 +409,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           summary = _summarise(values, stopwatch.lap(), input_wait, run)
           pending, input_wait = [], 0.0
           summary['train/epoch'] = done / run.schedule_info.steps_per_epoch
+          summary['time/loop_seconds'] = time.perf_counter() - loop_start
+          summary['time/eval_seconds'] = eval_seconds
+          summary['time/checkpoint_seconds'] = checkpoint_seconds
           if config.train.on_nonfinite == 'skip':
             summary['train/skipped_steps'] = nonfinite.skipped
           writer.write(done, summary)
@@ -399,7 +423,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if done % run.eval_every_steps == 0 or last:
           jax.block_until_ready(state)  # steps still running count as training, not eval
           stopwatch.pause()
+          eval_start = time.perf_counter()
           final = evaluate(run, eval_step, state, mesh)
+          eval_seconds += time.perf_counter() - eval_start
           writer.write(done, final)
           logging.info('step %d: eval loss %.4f, accuracy %.4f over %d examples', done,
                        final['eval/loss'], final['eval/accuracy'], final['eval/num_examples'])
@@ -412,7 +438,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             problem = nonfinite.observe(jax.device_get(pending), done - len(pending) + 1)
             if problem:
               nonfinite.stop(problem)
+          save_start = time.perf_counter()
           checkpoints.save(done, state)
+          checkpoint_seconds += time.perf_counter() - save_start
           nonfinite.last_good_checkpoint = done
           logging.info('checkpoint saved at step %d', done)
         if stopping:

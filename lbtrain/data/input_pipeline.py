@@ -31,6 +31,11 @@ class DatasetInfo:
   num_eval_examples: int
   num_classes: int
   image_shape: tuple  # (H, W, C) of the batches the pipeline yields
+  # Per-channel mean and std of pixels scaled to [0, 1]; the device normalises 'uint8' images
+  # with them, 'float32' ones arrive normalised.
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  image_dtype: str  # of the 'image' batches the pipeline yields: 'float32' or 'uint8'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +105,8 @@ def published_dataset_info(data_config: ml_collections.ConfigDict) -> Optional[D
                      num_train_examples=splits[data_config.train_split],
                      num_eval_examples=splits[data_config.eval_split],
                      num_classes=dataset.published_classes,
-                     image_shape=dataset.image_shape)
+                     image_shape=dataset.image_shape, mean=dataset.mean, std=dataset.std,
+                     image_dtype='float32')
 
 
 def get_dataset_info(data_config: ml_collections.ConfigDict) -> DatasetInfo:
@@ -122,7 +128,8 @@ def get_dataset_info(data_config: ml_collections.ConfigDict) -> DatasetInfo:
       num_train_examples=sizes['train_split'],
       num_eval_examples=sizes['eval_split'],
       num_classes=info.features['label'].num_classes,
-      image_shape=dataset.image_shape or tuple(info.features['image'].shape))
+      image_shape=dataset.image_shape or tuple(info.features['image'].shape),
+      mean=dataset.mean, std=dataset.std, image_dtype='float32')
 
 
 def train_batches(data_config: ml_collections.ConfigDict, info: DatasetInfo, *,
