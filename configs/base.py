@@ -23,7 +23,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.bn_group_size = config_dict.placeholder(int)
 
   config.data = ml_collections.ConfigDict()
-  config.data.dataset = 'fashion_mnist'  # fashion_mnist | imagenet2012
+  # fashion_mnist | imagenet2012 | synthetic (ImageNet-shaped batches made on the devices)
+  config.data.dataset = 'fashion_mnist'
   config.data.data_dir = '~/tensorflow_datasets'  # tfds data_dir
   # Folder holding the four Fashion-MNIST idx files (Debian: apt-get install dataset-fashion-mnist);
   # read once to prepare the tfds data set in data_dir.
@@ -31,6 +32,23 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.train_split = 'train'
   config.data.eval_split = 'test'
   config.data.prefetch_batches = 2  # global batches placed on device ahead of the step
+  # ImageNet (image_size also shapes synthetic batches). Train: Inception crop resized to
+  # image_size. Eval: the central eval_crop_ratio of the shorter side resized to image_size,
+  # i.e. 0.875 = resize the shorter side to 256 and crop the central 224.
+  config.data.image_size = 224
+  config.data.eval_crop_ratio = 0.875
+  # ImageNet: serialized records each process shuffles (~110 KB each: ~1.1 GB), after reading its
+  # shards in a new order each epoch, 16 at a time. Part of the data order, like the seed.
+  config.data.shuffle_buffer = 10_000
+  # ImageNet tf.data: threads of its private pool and parallel JPEG decodes (None = all cores);
+  # the autotuner instead of those fixed counts (off: its thread has held iterators open for up to
+  # a minute at their end); a deterministic order (False may be faster, but resume is then inexact).
+  config.data.threads = config_dict.placeholder(int)
+  config.data.autotune = False
+  config.data.deterministic = True
+  # ImageNet: keep each process's serialized records in host memory after the first read, for
+  # every later epoch and eval (small data sets only; decoding still runs each time).
+  config.data.cache = False
 
   config.train = ml_collections.ConfigDict()
   config.train.global_batch_size = 1024  # the hyperparameter: summed over all devices and hosts
@@ -49,6 +67,11 @@ def get_config() -> ml_collections.ConfigDict:
   # XLA's persistent compilation cache, so a restarted run does not compile again:
   # None = DIR/compilation_cache inside the workdir, '' = off, or a shared folder.
   config.train.compilation_cache_dir = config_dict.placeholder(str)
+  # Gradient noise scale B_simple (McCandlish et al. 2018), logged as train/noise_scale: fold
+  # a new estimate into its EMAs every this many steps; None = off. Needs per-device gradients
+  # (parallel.strategy='pmap') or micro-batches (micro_batch_size), which the step has anyway.
+  config.train.noise_scale_every = config_dict.placeholder(int)
+  config.train.noise_scale_decay = 0.99  # EMA decay per update
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = 'sgd'  # sgd | nesterov | lars | lamb | adamw | adam

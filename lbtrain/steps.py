@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from lbtrain import noise_scale
 from lbtrain import parallel
 
 Metrics = dict[str, jax.Array]
@@ -32,6 +33,7 @@ class TrainState:
   params: Any
   batch_stats: Any
   opt_state: Any
+  noise_scale: noise_scale.NoiseScaleState  # zeros unless config.train.noise_scale_every
 
 
 def init_state(rng: jax.Array, model: nn.Module, tx: optax.GradientTransformation,
@@ -40,7 +42,8 @@ def init_state(rng: jax.Array, model: nn.Module, tx: optax.GradientTransformatio
   variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
   params = variables['params']
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params))
+                    batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
+                    noise_scale=noise_scale.NoiseScaleState.zeros())
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float) -> jax.Array:
@@ -105,6 +108,7 @@ def train_step(state: TrainState, batch: Any, *, model: nn.Module,
                tx: optax.GradientTransformation, schedule: Callable[[jax.Array], jax.Array],
                label_smoothing: float, accum_steps: int, mesh: Mesh,
                skip_nonfinite: bool = False, pixel_stats: PixelStats | None = None,
+               noise_scale_every: int | None = None, noise_scale_decay: float = 0.99,
                axis_name: str | None = None) -> tuple[TrainState, Metrics]:
   """One optimizer step on one global batch, optionally as `accum_steps` micro-batches.
 
@@ -119,24 +123,37 @@ def train_step(state: TrainState, batch: Any, *, model: nn.Module,
   `axis_name` set (the pmap strategy): `batch` holds this device's rows only, the model's BN
   sums its statistics over that axis, and the per-device mean loss, accuracy and gradient are
   averaged over it (`pmean`: every device holds as many examples, so that is the global mean).
+
+  `noise_scale_every`: every that many steps, fold the gradient noise scale's two estimates into
+  their EMAs (see `noise_scale`). The small-batch gradients are the ones the step computes
+  anyway: each device's under the pmap strategy, else each micro-batch's (accumulation).
   """
+  track_noise = noise_scale_every is not None
   compute = functools.partial(_loss_and_grads, model=model, label_smoothing=label_smoothing,
                               pixel_stats=pixel_stats)
+  small_sq_norm = None
   if accum_steps == 1:
     loss, accuracy, grads, batch_stats = compute(state.params, state.batch_stats, batch)
   else:
+    def compute_micro(params, batch_stats, micro_batch):
+      result = compute(params, batch_stats, micro_batch)
+      return (*result, noise_scale.sq_norm(result[2])) if track_noise else result
+
     def accumulate(carry, micro_batch):
-      result = compute(state.params, state.batch_stats, micro_batch)
+      result = compute_micro(state.params, state.batch_stats, micro_batch)
       return jax.tree.map(jnp.add, carry, result), None
 
     micro_batches = split_micro_batches(batch, accum_steps, None if axis_name else mesh)
     zeros = jax.tree.map(
         jnp.zeros_like,
-        jax.eval_shape(compute, state.params, state.batch_stats,
+        jax.eval_shape(compute_micro, state.params, state.batch_stats,
                        jax.tree.map(lambda x: x[0], micro_batches)))
     sums, _ = jax.lax.scan(accumulate, zeros, micro_batches)
-    loss, accuracy, grads, batch_stats = jax.tree.map(lambda s: s / accum_steps, sums)
+    loss, accuracy, grads, batch_stats, *small = jax.tree.map(lambda s: s / accum_steps, sums)
+    small_sq_norm = small[0] if small else None
   if axis_name is not None:
+    if track_noise:  # this device's gradient is the small batch
+      small_sq_norm = jax.lax.pmean(noise_scale.sq_norm(grads), axis_name)
     loss, accuracy, grads = jax.lax.pmean((loss, accuracy, grads), axis_name)
 
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -154,8 +171,18 @@ def train_step(state: TrainState, batch: Any, *, model: nn.Module,
       'train/lr': schedule(state.step),
       'train/nonfinite': jnp.logical_not(finite).astype(jnp.int32),
   }
+  noise = state.noise_scale
+  if track_noise:
+    rows = batch['label'].shape[0]  # the global batch, or this device's rows under pmap
+    big_batch = rows * mesh.size if axis_name else rows
+    small_batch = rows // accum_steps if axis_name is None else rows
+    noise = noise_scale.update(
+        noise, *noise_scale.estimate(small_sq_norm, jnp.square(grad_norm), small_batch,
+                                     big_batch),
+        decay=noise_scale_decay, apply=finite & (state.step % noise_scale_every == 0))
+    metrics['train/noise_scale'] = noise_scale.value(noise)
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                            opt_state=opt_state)
+                            opt_state=opt_state, noise_scale=noise)
   return new_state, metrics
 
 

@@ -92,6 +92,22 @@ def _batch_layout(config, num_devices: int) -> tuple[int, int, int]:
   return per_device, micro, accum_steps
 
 
+def _check_noise_scale(config, accum_steps: int, num_devices: int) -> None:
+  every = config.train.noise_scale_every
+  if every is None:
+    return
+  _require(every > 0, f'train.noise_scale_every={every} must be a positive number of steps '
+                      '(or None for no noise scale).')
+  _require(0 <= config.train.noise_scale_decay < 1,
+           f'train.noise_scale_decay={config.train.noise_scale_decay} must be in [0, 1).')
+  per_device_gradients = config.parallel.strategy == 'pmap' and num_devices > 1
+  _require(per_device_gradients or accum_steps > 1,
+           'train.noise_scale_every needs gradients of small batches that the step computes '
+           'anyway: set --config.parallel.strategy=pmap on more than one device (per-device '
+           'gradients, same training) or accumulate micro-batches '
+           '(--config.train.micro_batch_size).')
+
+
 def plan(config: ml_collections.ConfigDict, describe_only: bool = False) -> Plan:
   """Validates the config against the data and hardware; raises UserError on bad input.
 
@@ -108,6 +124,7 @@ def plan(config: ml_collections.ConfigDict, describe_only: bool = False) -> Plan
            f'{", ".join(parallel.STRATEGIES)}.')
   num_devices, num_processes = jax.device_count(), jax.process_count()
   per_device, micro, accum_steps = _batch_layout(config, num_devices)
+  _check_noise_scale(config, accum_steps, num_devices)
   eval_batch = config.eval.global_batch_size or config.train.global_batch_size
   _require(eval_batch > 0 and eval_batch % num_devices == 0,
            f'eval.global_batch_size={eval_batch} must be a positive multiple of the '
@@ -157,6 +174,11 @@ def describe(run: Plan) -> str:
       ('BN statistics', 'over the global batch' if config.model.bn_group_size is None else
        f'over groups of {config.model.bn_group_size} consecutive examples'),
       ('label smoothing', f'{config.train.label_smoothing}'),
+      ('noise scale', 'off' if config.train.noise_scale_every is None else
+       f'every {config.train.noise_scale_every} steps, EMA decay '
+       f'{config.train.noise_scale_decay}, small batches of '
+       + (f'{run.per_device_batch_size} (one device)' if config.parallel.strategy == 'pmap'
+          else f'{config.train.global_batch_size // run.accum_steps} (one micro-batch)')),
       ('eval', f'every {run.eval_every_steps} steps, global batch {run.eval_global_batch_size}'),
       ('checkpoint', f'every {config.checkpoint.every_steps} steps, keep '
                      f'{config.checkpoint.keep}'),
@@ -195,7 +217,9 @@ def build_steps(run: Plan, mesh):
                         schedule=run.schedule, label_smoothing=run.config.train.label_smoothing,
                         accum_steps=run.accum_steps, mesh=mesh,
                         skip_nonfinite=run.config.train.on_nonfinite == 'skip',
-                        pixel_stats=pixel_stats),
+                        pixel_stats=pixel_stats,
+                        noise_scale_every=run.config.train.noise_scale_every,
+                        noise_scale_decay=run.config.train.noise_scale_decay),
       mesh, strategy, donate_state=True)
   eval_step = parallel.distribute(
       functools.partial(steps.eval_step, model=run.model, pixel_stats=pixel_stats), mesh,
@@ -309,6 +333,8 @@ def _summarise(values: list[dict], seconds: float, input_wait: float,
   summary = {name: float(np.mean([v[name] for v in values]))
              for name in ('train/loss', 'train/accuracy', 'train/grad_norm')}
   summary['train/lr'] = float(values[-1]['train/lr'])
+  if 'train/noise_scale' in values[-1]:
+    summary['train/noise_scale'] = float(values[-1]['train/noise_scale'])  # an EMA already
   examples_per_sec = len(values) * run.config.train.global_batch_size / max(seconds, 1e-9)
   summary['train/examples_per_sec'] = examples_per_sec
   summary['train/examples_per_sec_per_device'] = examples_per_sec / run.num_devices

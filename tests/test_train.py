@@ -102,3 +102,21 @@ def test_plan_derives_the_accumulation_layout(tiny_config):
   assert (run.per_device_batch_size, run.micro_batch_size, run.accum_steps) == (32, 8, 4)
   assert run.total_steps == 12
   assert 'micro batch' in train.describe(run) and '8 per device x 4' in train.describe(run)
+
+
+@pytest.mark.slow
+def test_noise_scale_and_time_split_reach_the_metrics(tiny_config, tmp_path):
+  tiny_config.parallel.strategy = 'pmap'
+  tiny_config.train.noise_scale_every = 2
+  tiny_config.train.noise_scale_decay = 0.5
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(tiny_config, workdir)
+  train_records = [r for r in _records(workdir) if 'train/loss' in r]
+  noise_scales = [r['train/noise_scale'] for r in train_records]
+  # B_simple in examples: positive, finite, and moving as the EMAs take new estimates.
+  assert all(np.isfinite(n) and n > 0 for n in noise_scales), noise_scales
+  assert len(set(noise_scales)) == len(noise_scales)
+  last = train_records[-1]
+  # The eval at step 6 happened before the last log: its time is counted, within the loop's.
+  assert 0 < last['time/eval_seconds'] < last['time/loop_seconds']
+  assert 0 < last['time/checkpoint_seconds'] < last['time/loop_seconds']
