@@ -56,8 +56,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.seed = 0  # parameter init and data order
   # Examples per device per forward/backward pass; the step accumulates
   # per_device_batch / micro_batch_size of them (inside one jitted step) into one update.
-  # None = the whole per-device batch at once (no accumulation).
-  config.train.micro_batch_size = config_dict.placeholder(int)
+  # None = the whole per-device batch at once (no accumulation); 'auto' = the largest size
+  # whose compiled step fits memory_fraction of a device's memory (logged with the figures).
+  config.train.micro_batch_size = config_dict.placeholder(object)
+  config.train.memory_fraction = 0.9
   config.train.label_smoothing = 0.0
   config.train.log_every_steps = 50
   # A NaN/Inf loss or gradient: 'stop' (name the step, keep the last good checkpoint) or 'skip'

@@ -20,6 +20,7 @@ import numpy as np
 
 from lbtrain import checkpoint
 from lbtrain import data
+from lbtrain import memory
 from lbtrain import metrics as metrics_lib
 from lbtrain import models
 from lbtrain import optim
@@ -49,6 +50,7 @@ class Plan:
   per_device_batch_size: int
   micro_batch_size: int  # per device
   accum_steps: int
+  auto_micro_batch: bool  # micro_batch_size='auto': the two above are chosen at start
   eval_global_batch_size: int
   eval_every_steps: int
 
@@ -62,8 +64,13 @@ def _require(condition: bool, message: str) -> None:
     raise UserError(message)
 
 
-def _batch_layout(config, num_devices: int) -> tuple[int, int, int]:
-  """(per-device batch, per-device micro batch, accumulation steps), validated."""
+def _batch_layout(config, num_devices: int,
+                  micro: int | None = None) -> tuple[int, int, int]:
+  """(per-device batch, per-device micro batch, accumulation steps), validated.
+
+  `micro` overrides the config's micro_batch_size ('auto' is resolved by its caller; until then
+  the layout is that of no accumulation).
+  """
   global_batch = config.train.global_batch_size
   _require(global_batch > 0, f'train.global_batch_size must be positive, got {global_batch}.')
   _require(global_batch % num_devices == 0,
@@ -71,7 +78,12 @@ def _batch_layout(config, num_devices: int) -> tuple[int, int, int]:
            f'devices; use a multiple of {num_devices} (e.g. '
            f'--config.train.global_batch_size={max(1, global_batch // num_devices) * num_devices}).')
   per_device = global_batch // num_devices
-  micro = config.train.micro_batch_size or per_device
+  configured = config.train.micro_batch_size
+  _require(configured in (None, 'auto') or (type(configured) is int and configured > 0),
+           f'train.micro_batch_size={configured!r} must be a positive number of examples per '
+           "device, None (no accumulation) or 'auto' (the largest that fits in memory).")
+  if micro is None:
+    micro = per_device if configured in (None, 'auto') else configured
   _require(0 < micro <= per_device and per_device % micro == 0,
            f'train.micro_batch_size={micro} must divide the per-device batch {per_device} '
            f'(= {global_batch} / {num_devices} devices); pick a divisor of {per_device}.')
@@ -150,7 +162,9 @@ def plan(config: ml_collections.ConfigDict, describe_only: bool = False) -> Plan
               model=model, optimizer=optimizer, abstract_params=abstract_params,
               num_devices=num_devices, num_processes=num_processes,
               per_device_batch_size=per_device, micro_batch_size=micro,
-              accum_steps=accum_steps, eval_global_batch_size=eval_batch,
+              accum_steps=accum_steps,
+              auto_micro_batch=config.train.micro_batch_size == 'auto',
+              eval_global_batch_size=eval_batch,
               eval_every_steps=eval_every_steps)
 
 
@@ -170,7 +184,8 @@ def describe(run: Plan) -> str:
                             f'{parallel.DATA_AXIS!r}'}[config.parallel.strategy]),
       ('per-device batch', f'{run.per_device_batch_size:,}'),
       ('micro batch', f'{run.micro_batch_size:,} per device x {run.accum_steps} accumulation '
-                      f'step(s)'),
+                      'step(s)' + (', chosen from the compiled step\'s memory'
+                                   if run.auto_micro_batch else '')),
       ('BN statistics', 'over the global batch' if config.model.bn_group_size is None else
        f'over groups of {config.model.bn_group_size} consecutive examples'),
       ('label smoothing', f'{config.train.label_smoothing}'),
@@ -225,6 +240,44 @@ def build_steps(run: Plan, mesh):
       functools.partial(steps.eval_step, model=run.model, pixel_stats=pixel_stats), mesh,
       strategy)
   return init, train_step, eval_step, state_shardings
+
+
+def _choose_micro_batch(run: Plan, mesh, abstract_state) -> Plan:
+  """Resolves micro_batch_size='auto': the largest allowed micro-batch whose compiled train
+  step fits `train.memory_fraction` of a device's memory (see `memory`)."""
+  config = run.config
+  limit = memory.device_memory_limit()
+  budget = int(limit.bytes_per_device * config.train.memory_fraction)
+
+  def with_micro_batch(size: int) -> Plan:
+    _, micro, accum_steps = _batch_layout(config, run.num_devices, micro=size)
+    return dataclasses.replace(run, micro_batch_size=micro, accum_steps=accum_steps)
+
+  def bytes_of(size: int) -> int:
+    candidate = with_micro_batch(size)
+    _, train_step, _, _ = build_steps(candidate, mesh)
+    compiled = train_step.lower(abstract_state, _abstract_batch(candidate, mesh)).compile()
+    return memory.step_bytes(compiled)
+
+  sizes = memory.candidates(run.per_device_batch_size, config.model.bn_group_size)
+  chosen, measured = memory.largest_fitting(sizes, bytes_of, budget)
+  logging.info('micro_batch_size=auto: budget %.2f GiB per device = %.2f x %s (%.2f GiB)',
+               budget / memory.GiB, config.train.memory_fraction, limit.source,
+               limit.bytes_per_device / memory.GiB)
+  for size, size_bytes in sorted(measured.items()):
+    logging.info('  micro-batch %d per device (%d accumulation steps): step needs %.2f GiB',
+                 size, run.per_device_batch_size // size, size_bytes / memory.GiB)
+  if chosen is None:
+    smallest = min(measured)
+    hint = ('set --config.model.bn_group_size so that accumulation may split the per-device '
+            'batch' if config.model.bn_group_size is None else
+            'use more devices, a smaller model.bn_group_size, or model.dtype=bfloat16')
+    raise UserError(f'train.micro_batch_size=auto: even a micro-batch of {smallest} per device '
+                    f'needs {measured[smallest] / memory.GiB:.2f} GiB, over the '
+                    f'{budget / memory.GiB:.2f} GiB budget ({limit.source}); {hint}.')
+  logging.info('micro_batch_size=auto: chose %d per device, %d accumulation steps (the '
+               'largest allowed size that fits)', chosen, run.per_device_batch_size // chosen)
+  return with_micro_batch(chosen)
 
 
 def _abstract_batch(run: Plan, mesh) -> dict:
@@ -371,6 +424,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   logging.info('process %d of %d: %d local devices, %d global devices',
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count())
+  init, train_step, eval_step, state_shardings = build_steps(run, mesh)
+  abstract_state = checkpoint.abstract_like(jax.eval_shape(init, jax.random.key(0)),
+                                            state_shardings)
+  if run.auto_micro_batch:
+    run = _choose_micro_batch(run, mesh, abstract_state)
+    init, train_step, eval_step, state_shardings = build_steps(run, mesh)
   if is_primary:
     for line in describe(run).splitlines():
       logging.info('%s', line)
@@ -378,12 +437,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     logging.info('resuming with a changed field: %s', change)
   checkpoint.log_skipped(skipped_saves)
 
-  init, train_step, eval_step, state_shardings = build_steps(run, mesh)
   checkpoints = checkpoint.Checkpointer(workdir, config.checkpoint.every_steps,
                                         config.checkpoint.keep,
                                         config.checkpoint.keep_every_steps)
-  abstract_state = jax.eval_shape(init, jax.random.key(config.train.seed))
-  restored = checkpoints.restore_latest(checkpoint.abstract_like(abstract_state, state_shardings))
+  restored = checkpoints.restore_latest(abstract_state)
   # Up to here the workdir was only read (orbax made checkpoints/ and removed interrupted
   # saves), so a refused checkpoint leaves it as it was.
   if is_primary:

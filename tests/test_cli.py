@@ -26,6 +26,7 @@ def _assert_usage_error(result, *fragments):
     (['--config=configs/does_not_exist.py'], ['does_not_exist.py']),
     (['--config.train.num_epochs=0'], ['num_epochs must be positive']),
     (['--config.parallel.strategy=pjit'], ["parallel.strategy='pjit'", 'jit, pmap']),
+    (['--config.train.micro_batch_size=half'], ["micro_batch_size='half'", "'auto'"]),
     (['--config.train.noise_scale_every=10'], ['noise_scale_every', 'parallel.strategy=pmap']),
     (['--config.data.eval_split=validation'], ["no split 'validation'", 'eval_split']),
     (['--config.data.dataset=imagenet2012', '--config.data.data_dir={tmp}'],
