@@ -118,7 +118,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.parallel.strategy = 'jit'
 
   config.eval = ml_collections.ConfigDict()
-  config.eval.every_epochs = 1.0
+  config.eval.every_epochs = 1.0  # and at the end; 0 = never (e.g. throughput runs)
   config.eval.global_batch_size = config_dict.placeholder(int)  # None = train global batch
 
   config.checkpoint = ml_collections.ConfigDict()

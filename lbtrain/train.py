@@ -52,7 +52,7 @@ class Plan:
   accum_steps: int
   auto_micro_batch: bool  # micro_batch_size='auto': the two above are chosen at start
   eval_global_batch_size: int
-  eval_every_steps: int
+  eval_every_steps: int | None  # None: no evaluation (eval.every_epochs=0)
 
   @property
   def total_steps(self) -> int:
@@ -156,8 +156,12 @@ def plan(config: ml_collections.ConfigDict, describe_only: bool = False) -> Plan
       lambda: model.init(jax.random.key(0), jnp.zeros((1, *dataset.image_shape), jnp.float32),
                          train=False))['params']
   optimizer = optim.create_optimizer(config.optimizer, schedule, abstract_params)
+  _require(config.eval.every_epochs >= 0,
+           f'eval.every_epochs={config.eval.every_epochs} must be positive, or 0 for no '
+           'evaluation.')
   eval_every_steps = max(1, schedules.to_steps(config.eval.every_epochs,
-                                               schedule_info.steps_per_epoch))
+                                               schedule_info.steps_per_epoch)
+                         ) if config.eval.every_epochs else None
   return Plan(config=config, dataset=dataset, schedule_info=schedule_info, schedule=schedule,
               model=model, optimizer=optimizer, abstract_params=abstract_params,
               num_devices=num_devices, num_processes=num_processes,
@@ -194,7 +198,9 @@ def describe(run: Plan) -> str:
        f'{config.train.noise_scale_decay}, small batches of '
        + (f'{run.per_device_batch_size} (one device)' if config.parallel.strategy == 'pmap'
           else f'{config.train.global_batch_size // run.accum_steps} (one micro-batch)')),
-      ('eval', f'every {run.eval_every_steps} steps, global batch {run.eval_global_batch_size}'),
+      ('eval', 'none (eval.every_epochs=0)' if run.eval_every_steps is None else
+               f'every {run.eval_every_steps} steps and at the end, global batch '
+               f'{run.eval_global_batch_size}'),
       ('checkpoint', f'every {config.checkpoint.every_steps} steps, keep '
                      f'{config.checkpoint.keep}'),
   ]
@@ -503,7 +509,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           if problem:
             nonfinite.stop(problem)
 
-        if done % run.eval_every_steps == 0 or last:
+        if run.eval_every_steps and (done % run.eval_every_steps == 0 or last):
           jax.block_until_ready(state)  # steps still running count as training, not eval
           stopwatch.pause()
           eval_start = time.perf_counter()

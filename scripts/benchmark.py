@@ -1,0 +1,283 @@
+"""Throughput of lbtrain's train step and loop, printed as tables; nothing here asserts a target.
+
+The step, overhead and accumulation figures come from `config.data.dataset='synthetic'` (one
+batch made on the devices), so the host's input pipeline is out of the picture;
+`scripts/benchmark_input.py` measures that.
+
+  step          images/sec of the train step alone, per dtype and per-device batch, with compile
+                time, TFLOP/s from the compiled program's cost analysis, and MFU
+  overhead      lbtrain's whole loop (train_and_evaluate: metrics, logging, checkpoint hooks)
+                against a bare `jax.jit` loop over the same compiled step and on-device batch
+  accumulation  k micro-batches per step against one batch of the same global size
+  costs         how much of a run's loop time goes to evaluation and to checkpoint saves
+
+Examples (the README's Performance section lists what was measured with which command):
+
+  python scripts/benchmark.py step --model=resnet50 --per_device_batch=128,256 \\
+      --dtype=float32,bfloat16
+  XLA_FLAGS=--xla_force_host_platform_device_count=1 python scripts/benchmark.py overhead \\
+      --model=resnet20 --image_size=32 --per_device_batch=64
+"""
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # pylint: disable=g-import-not-at-top
+import numpy as np
+
+from lbtrain import parallel
+from lbtrain import synthetic
+from lbtrain import train
+
+# Dense peak TFLOP/s per device from the vendors' datasheets, by (device_kind substring, dtype).
+# float32 on NVIDIA GPUs: XLA runs f32 convolutions and matmuls on TF32 tensor cores by default.
+_PEAK_TFLOPS = {
+    ('H200', 'bfloat16'): 989.4, ('H200', 'float32'): 494.7,
+    ('H100', 'bfloat16'): 989.4, ('H100', 'float32'): 494.7,
+    ('A100', 'bfloat16'): 312.0, ('A100', 'float32'): 156.0,
+    ('TPU v4', 'bfloat16'): 275.0, ('TPU v5 lite', 'bfloat16'): 197.0,
+    ('TPU v5p', 'bfloat16'): 459.0, ('TPU v6', 'bfloat16'): 918.0,
+}
+
+
+def _config(args, per_device_batch: int, dtype: str, accum_steps: int = 1,
+            dataset: str = 'synthetic'):
+  """The recipe config with the model, dtype, batch and data set of this measurement."""
+  config = importlib.import_module(f'configs.{args.config}').get_config()
+  config.data.dataset = dataset
+  config.data.image_size = args.image_size
+  if args.data_dir:
+    config.data.data_dir = args.data_dir
+  config.model.name = args.model
+  config.model.dtype = dtype
+  config.train.global_batch_size = per_device_batch * jax.device_count()
+  if accum_steps > 1 or args.bn_group_size:
+    # Accumulation needs explicit BN groups; the same groups make k = 1 the same computation.
+    config.model.bn_group_size = args.bn_group_size or per_device_batch // accum_steps
+    config.train.micro_batch_size = per_device_batch // accum_steps
+  # The lr schedule is evaluated inside the step; its shape does not change the step's cost,
+  # and a benchmark's few steps cannot hold the recipe's warmup.
+  config.schedule.warmup_epochs, config.schedule.warmup_steps = 0.0, None
+  config.schedule.decay = 'constant'
+  config.checkpoint.every_steps = 10**9  # only at the end
+  config.train.compilation_cache_dir = ''  # compile time is one of the figures
+  return config
+
+
+def _num_epochs(run_or_config, num_steps: int, num_train_examples: int) -> float:
+  return num_steps * run_or_config.train.global_batch_size / num_train_examples
+
+
+class _CompiledStep:
+  """The run's train step compiled ahead of time, its state, and one on-device batch."""
+
+  def __init__(self, config):
+    self.run = train.plan(config)
+    self.mesh = parallel.create_mesh()
+    init, train_step, _, _ = train.build_steps(self.run, self.mesh)
+    self.state = init(jax.random.key(0))
+    self.batch = next(synthetic.train_batches(
+        self.run.dataset, self.mesh, global_batch_size=config.train.global_batch_size, seed=0,
+        num_steps=1))
+    start = time.perf_counter()
+    self.compiled = train_step.lower(self.state, self.batch).compile()
+    self.compile_seconds = time.perf_counter() - start
+    self.sync_each_step = parallel.one_program_at_a_time(self.mesh)
+
+  def flops_per_device(self) -> float | None:
+    """FLOPs of one step of the per-device program, as XLA counts them."""
+    analysis = self.compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):
+      analysis = analysis[0] if analysis else None
+    return float(analysis['flops']) if analysis and analysis.get('flops') else None
+
+  def seconds_per_step(self, num_steps: int, warmup_steps: int = 3) -> float:
+    """Bare `jax.jit` loop: dispatch, and wait once at the end (per step where XLA:CPU
+    must, as lbtrain's loop does: see parallel.one_program_at_a_time)."""
+    state = self.state
+    for _ in range(warmup_steps):
+      state, metrics = self.compiled(state, self.batch)
+      jax.block_until_ready(metrics)
+    start = time.perf_counter()
+    for _ in range(num_steps):
+      state, metrics = self.compiled(state, self.batch)
+      if self.sync_each_step:
+        jax.block_until_ready(metrics)
+    jax.block_until_ready((state, metrics))
+    elapsed = time.perf_counter() - start
+    self.state = state
+    return elapsed / num_steps
+
+
+def _peak_tflops(args, dtype: str) -> float | None:
+  if args.peak_tflops:
+    return args.peak_tflops
+  kind = jax.devices()[0].device_kind
+  return next((peak for (name, peak_dtype), peak in _PEAK_TFLOPS.items()
+               if name in kind and peak_dtype == dtype), None)
+
+
+def _print_table(header: list[str], rows: list[list[str]]) -> None:
+  widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+  line = lambda cells: '| ' + ' | '.join(f'{c!s:>{w}}' for c, w in zip(cells, widths)) + ' |'
+  print(line(header))
+  print('|' + '|'.join('-' * (w + 2) for w in widths) + '|')
+  for row in rows:
+    print(line(row))
+
+
+def _describe_devices() -> str:
+  device = jax.devices()[0]
+  return (f'{jax.device_count()} x {device.device_kind} ({device.platform}), '
+          f'{jax.process_count()} process(es), jax {jax.__version__}')
+
+
+def benchmark_step(args) -> None:
+  print(f'train step, synthetic data: {args.model} at {args.image_size}px, {args.config} '
+        f'recipe; {_describe_devices()}')
+  rows = []
+  for dtype in args.dtype:
+    for per_device in args.per_device_batch:
+      step = _CompiledStep(_config(args, per_device, dtype))
+      seconds = step.seconds_per_step(args.steps)
+      images_per_sec = step.run.config.train.global_batch_size / seconds
+      flops = step.flops_per_device()
+      tflops = flops / seconds / 1e12 if flops else None
+      peak = _peak_tflops(args, dtype)
+      rows.append([dtype, per_device, step.run.config.train.global_batch_size,
+                   f'{images_per_sec:,.0f}', f'{images_per_sec / jax.device_count():,.0f}',
+                   f'{seconds * 1e3:.1f}', f'{step.compile_seconds:.1f}',
+                   f'{tflops:.2f}' if tflops else '-',
+                   f'{100 * tflops / peak:.1f} %' if tflops and peak else '-'])
+      del step
+  _print_table(['dtype', 'batch/device', 'global batch', 'img/s', 'img/s/device', 'ms/step',
+                'compile s', 'TFLOP/s/device', 'MFU'], rows)
+
+
+def _loop_seconds_per_step(config, workdir: str, skip_records: int) -> float:
+  """lbtrain's loop: mean seconds per step over the logged intervals after the first ones."""
+  train.train_and_evaluate(config, workdir)
+  with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
+    records = [json.loads(line) for line in f]
+  records = [r for r in records if 'train/steps_per_sec' in r][skip_records:]
+  steps = [b['step'] - a['step'] for a, b in zip(records, records[1:])]
+  seconds = [n / b['train/steps_per_sec'] for n, b in zip(steps, records[1:])]
+  return sum(seconds) / sum(steps)
+
+
+def benchmark_overhead(args) -> None:
+  print(f'lbtrain loop vs bare jit loop: {args.model} at {args.image_size}px, '
+        f'{_describe_devices()}')
+  rows = []
+  for per_device in args.per_device_batch:
+    config = _config(args, per_device, args.dtype[0])
+    log_every = args.log_every_steps
+    num_steps = log_every * (args.steps // log_every + 2)
+    step = _CompiledStep(config)
+    config.train.num_epochs = _num_epochs(config, num_steps, step.run.dataset.num_train_examples)
+    config.train.log_every_steps = log_every
+    config.eval.every_epochs = 0  # none: only the training steps are compared
+    bare, loop = [], []
+    for _ in range(args.repeats):  # alternated, so load changes on a shared machine hit both
+      bare.append(step.seconds_per_step(num_steps - 2 * log_every))
+      with tempfile.TemporaryDirectory() as workdir:
+        loop.append(_loop_seconds_per_step(config, workdir, skip_records=1))
+    bare_s, loop_s = float(np.median(bare)), float(np.median(loop))
+    rows.append([per_device, config.train.global_batch_size, f'{1e3 * bare_s:.1f}',
+                 f'{1e3 * loop_s:.1f}', f'{bare_s / loop_s:.3f}',
+                 ' '.join(f'{b / l:.3f}' for b, l in zip(bare, loop))])
+  _print_table(['batch/device', 'global batch', 'bare ms/step', 'lbtrain ms/step',
+                'ratio (median)', 'ratio per repeat'], rows)
+
+
+def benchmark_accumulation(args) -> None:
+  print(f'accumulation: {args.model} at {args.image_size}px, {args.dtype[0]}, '
+        f'{_describe_devices()}')
+  rows = []
+  for per_device in args.per_device_batch:
+    timings = {}
+    for accum_steps in [1, *args.accum_steps]:
+      step = _CompiledStep(_config(args, per_device, args.dtype[0], accum_steps))
+      timings[accum_steps] = [step.seconds_per_step(args.steps) for _ in range(args.repeats)]
+      del step
+    one = float(np.median(timings[1]))
+    for accum_steps in args.accum_steps:
+      k = float(np.median(timings[accum_steps]))
+      rows.append([per_device, accum_steps, per_device // accum_steps, f'{1e3 * one:.1f}',
+                   f'{1e3 * k:.1f}', f'{one / k:.3f}'])
+  _print_table(['batch/device', 'k', 'micro batch/device', 'one batch ms/step',
+                'k micro-batches ms/step', 'throughput ratio'], rows)
+
+
+def benchmark_costs(args) -> None:
+  """A run with evaluations and checkpoints; fractions of its loop time."""
+  config = _config(args, args.per_device_batch[0], args.dtype[0], dataset=args.dataset)
+  num_steps = args.steps
+  run = train.plan(config)
+  config.train.num_epochs = _num_epochs(config, num_steps, run.dataset.num_train_examples)
+  config.train.log_every_steps = args.log_every_steps
+  config.eval.every_epochs = config.train.num_epochs / args.evals
+  config.eval.global_batch_size = args.eval_batch or config.train.global_batch_size
+  config.checkpoint.every_steps = max(1, num_steps // args.checkpoints)
+  with tempfile.TemporaryDirectory() as workdir:
+    start = time.perf_counter()
+    train.train_and_evaluate(config, workdir)
+    total = time.perf_counter() - start
+    with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
+      last = [r for r in map(json.loads, f) if 'time/loop_seconds' in r][-1]
+  loop = last['time/loop_seconds']
+  print(f'costs: {args.model} at {args.image_size}px, {num_steps} steps of global batch '
+        f'{config.train.global_batch_size}, {args.evals} evaluations of '
+        f'{run.dataset.num_eval_examples:,} examples, {args.checkpoints} checkpoints; '
+        f'{_describe_devices()}')
+  _print_table(['part', 'seconds', 'fraction of the loop'], [
+      ['loop (to the last log)', f'{loop:.1f}', '1.000'],
+      ['evaluation', f'{last["time/eval_seconds"]:.1f}',
+       f'{last["time/eval_seconds"] / loop:.3f}'],
+      ['checkpoint saves (blocking part)', f'{last["time/checkpoint_seconds"]:.1f}',
+       f'{last["time/checkpoint_seconds"] / loop:.3f}'],
+      ['whole train_and_evaluate', f'{total:.1f}', '-'],
+  ])
+
+
+def _ints(text: str) -> list[int]:
+  return [int(x) for x in text.split(',')]
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('benchmark', choices=['step', 'overhead', 'accumulation', 'costs'])
+  parser.add_argument('--config', default='resnet50_8k',
+                      help='recipe in configs/ whose optimizer and schedule the step runs')
+  parser.add_argument('--dataset', default='synthetic',
+                      help='step/overhead/accumulation compare steps on synthetic data; costs '
+                           'may use a real data set (e.g. fashion_mnist with --model=cnn)')
+  parser.add_argument('--data_dir', default=None)
+  parser.add_argument('--model', default='resnet50')
+  parser.add_argument('--image_size', type=int, default=224)
+  parser.add_argument('--per_device_batch', type=_ints, default=[128])
+  parser.add_argument('--dtype', type=lambda s: s.split(','), default=['bfloat16'])
+  parser.add_argument('--accum_steps', type=_ints, default=[2, 4])
+  parser.add_argument('--bn_group_size', type=int, default=None)
+  parser.add_argument('--steps', type=int, default=20, help='timed steps per measurement')
+  parser.add_argument('--repeats', type=int, default=3)
+  parser.add_argument('--log_every_steps', type=int, default=10)
+  parser.add_argument('--evals', type=int, default=2)
+  parser.add_argument('--checkpoints', type=int, default=2)
+  parser.add_argument('--eval_batch', type=int, default=None)
+  parser.add_argument('--peak_tflops', type=float, default=None,
+                      help='per-device peak for MFU where the device is not in the table')
+  args = parser.parse_args()
+  {'step': benchmark_step, 'overhead': benchmark_overhead,
+   'accumulation': benchmark_accumulation, 'costs': benchmark_costs}[args.benchmark](args)
+
+
+if __name__ == '__main__':
+  main()
