@@ -28,7 +28,7 @@ are our choices, flagged as such:
                      so that the two 32k optimizers differ only in the optimizer block
   result             76.3 % top-1 (authors' README, unconfirmed; not reproduced here)
 
-Not expressible in lbtrain: the data augmentation (no ImageNet training pipeline yet, see
+Data augmentation: lbtrain's Inception crop + flip, the MLPerf reference's (see
 configs/resnet50_imagenet.py).
 """
 

@@ -32,7 +32,7 @@ power 2 (10 / 5 below 16K, 25 / 5 below 32K); its poly decay spans train_steps -
 steps, so it reaches end_lr one step later than lbtrain's. MLPerf v0.7's JAX submission at 32K
 used lr 29, 18 warmup epochs, momentum 0.929.
 
-Not expressible in lbtrain: the data augmentation (no ImageNet training pipeline yet, see
+Data augmentation: lbtrain's Inception crop + flip, the MLPerf reference's (see
 configs/resnet50_imagenet.py).
 """
 

@@ -22,7 +22,7 @@ comparison the paper makes:
   result             Nado et al. report matching LARS at 32K (MLPerf target 75.9 %); these
                      untuned values are not theirs and are not measured on ImageNet here.
 
-Not expressible in lbtrain: the data augmentation (no ImageNet training pipeline yet, see
+Data augmentation: lbtrain's Inception crop + flip, the MLPerf reference's (see
 configs/resnet50_imagenet.py).
 """
 

@@ -27,7 +27,6 @@ Not expressible in lbtrain:
   * The reference's poly decay spans train_steps - warmup_steps + 1 steps and its warmup the
     unrounded 33 x 19.549 = 645.12 steps; lbtrain rounds warmup to whole steps (645) and its
     decay reaches end_lr at step 1799, one step earlier than the reference's.
-  * The data augmentation (no ImageNet training pipeline yet, see configs/resnet50_imagenet.py).
 """
 
 from configs import resnet50_32k_lars

@@ -27,8 +27,9 @@ says; base.py's default mask, which also spares every bias, is the MLPerf/Jia ch
 difference is 1,000 parameters under a 1e-4 penalty.
 
 Not expressible in lbtrain (the config cannot say it):
-  * data augmentation (Goyal: scale + aspect-ratio random crops, flips, as fb.resnet.torch);
-    lbtrain has no ImageNet training pipeline yet (configs/resnet50_imagenet.py).
+  * data augmentation beyond the crop and flip: Goyal uses scale + aspect-ratio random crops and
+    flips as fb.resnet.torch, which lbtrain's Inception crop + flip matches; fb.resnet.torch's
+    colour and lighting jitter, if the paper kept them, lbtrain does not have.
   * the fc layer's init (the paper draws it from N(0, 0.01), as we recall its text; unconfirmed
     against RECIPES.md); lbtrain's head uses flax's Dense default and has no init field.
   * the reported statistic (median of the last 5 epochs' errors): eval runs every epoch, so the

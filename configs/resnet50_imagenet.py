@@ -7,10 +7,10 @@ batch, optimizer, schedule and BN settings and cite their paper.
   An epoch at global batch B is 1,281,167 / B steps (8192: 156.39; 32768: 39.10; 65536: 19.55).
 
 Data: `--config.data.data_dir=DIR` must hold the user-prepared tfds `imagenet2012`
-(`tfds build imagenet2012 --manual_dir=...`). lbtrain does not build the ImageNet training
-pipeline yet (Inception-style random-resized crop + flip, center-crop eval): these configs
-describe the recipes exactly, but they do not train today (README, "What works today").
-The recipes' data augmentation is therefore not a config field; each recipe notes its paper's.
+(`tfds build imagenet2012 --manual_dir=...`). lbtrain's ImageNet pipeline (lbtrain/data/imagenet.py)
+trains with the Inception crop (8-100 % of the area, aspect 3/4-4/3) resized to 224 and a
+horizontal flip, and evaluates on the central 87.5 % of the shorter side resized to 224 (the
+classic resize-256/crop-224); each recipe notes where its paper's augmentation differs.
 """
 
 from configs import base

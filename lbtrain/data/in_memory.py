@@ -73,7 +73,7 @@ def train_batches(images: np.ndarray, labels: np.ndarray, *, mean: Sequence[floa
   Returns:
     Batches {'image': float32 [b, H, W, C], 'label': int32 [b]}, b = global / process_count.
   """
-  rows = _rows_per_process(global_batch_size, process_index, process_count)
+  rows = rows_per_process(global_batch_size, process_index, process_count)
   num_examples = len(labels)
   normalize = _normalizer(mean, std)
   images = tf.constant(images)
@@ -107,7 +107,7 @@ def eval_batches(images: np.ndarray, labels: np.ndarray, *, mean: Sequence[float
   Returns:
     Batches {'image': float32 [b, H, W, C], 'label': int32 [b], 'mask': bool [b]}.
   """
-  rows = _rows_per_process(global_batch_size, process_index, process_count)
+  rows = rows_per_process(global_batch_size, process_index, process_count)
   num_examples = len(labels)
   normalize = _normalizer(mean, std)
   images = tf.constant(images)
@@ -130,7 +130,7 @@ def eval_batches(images: np.ndarray, labels: np.ndarray, *, mean: Sequence[float
       batch, num_parallel_calls=_PARALLEL_BATCHES))
 
 
-def _rows_per_process(global_batch_size: int, process_index: int, process_count: int) -> int:
+def rows_per_process(global_batch_size: int, process_index: int, process_count: int) -> int:
   if global_batch_size % process_count:
     raise UserError(f'global batch size {global_batch_size} is not divisible by the '
                     f'{process_count} processes; choose a multiple of {process_count}.')

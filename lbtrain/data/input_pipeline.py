@@ -1,13 +1,18 @@
-"""Host-local numpy batches in an order that neither the hardware nor a restart can change.
+"""Host-local numpy batches in an order that a restart cannot change.
 
 Training data is one endless stream of examples: the concatenation of per-epoch permutations of
 the train split, each a pure function of (seed, epoch). Global step s consumes stream positions
 [s*B, (s+1)*B) for global batch B, so batches span epoch boundaries, and process p of P takes
-rows [p*B/P, (p+1)*B/P) of every global batch. Hence the global batch of a step is the same on
-any number of processes, and resuming at step k needs nothing but k.
+rows [p*B/P, (p+1)*B/P) of every global batch. Hence resuming at step k needs nothing but k.
+
+Data sets small enough to decode into memory (Fashion-MNIST, `in_memory`) are gathered by index,
+so their global batch of a step is also the same on any number of processes. ImageNet
+(`imagenet`) is read shard by shard, each process from its own slice of the split, so its
+global batch depends on the process count; its module docstring gives the order.
+`synthetic` has no host pipeline: the trainer makes its batches on the devices.
 
 TensorFlow is imported only when a data set is first touched, so code that merely imports this
-package (the model, the training step) runs without it.
+package (the model, the training step, a synthetic run) runs without it.
 """
 
 import dataclasses
@@ -35,29 +40,44 @@ class DatasetInfo:
   # with them, 'float32' ones arrive normalised.
   mean: tuple[float, ...]
   std: tuple[float, ...]
-  image_dtype: str  # of the 'image' batches the pipeline yields: 'float32' or 'uint8'
+  # dtype of the yielded images: 'float32' (normalised on the host) or 'uint8' (a quarter of the
+  # bytes to move and no normalisation on the host: the device does it).
+  image_dtype: str
 
 
 @dataclasses.dataclass(frozen=True)
 class _Dataset:
   """A known data set: the only place its location, preparation and constants are spelled out."""
-  # Returns the folder of the prepared tfds data set, or raises UserError saying how to make it.
-  locate: Callable[[ml_collections.ConfigDict], str]
+  # Returns the folder of the prepared tfds data set, or raises UserError saying how to make it;
+  # None for a data set made on the devices, which has no files.
+  locate: Optional[Callable[[ml_collections.ConfigDict], str]]
   mean: tuple[float, ...]  # per channel, of pixels scaled to [0, 1]
   std: tuple[float, ...]
-  in_memory: bool  # whether the splits are small enough to decode once and gather by index
-  image_shape: Optional[tuple[int, int, int]] = None  # None: as stored
+  image_dtype: str  # see DatasetInfo
+  # 'in_memory': decoded once and gathered by index; 'imagenet': tf.data over JPEG shards;
+  # 'device': batches made on the devices by the trainer.
+  pipeline: str
+  image_shape: Callable[[ml_collections.ConfigDict], tuple[int, int, int]]
   # Published split sizes and class count, so that a recipe can be described (steps, lr
   # milestones) on a machine that does not hold the data.
   published_splits: Optional[dict[str, int]] = None
   published_classes: Optional[int] = None
 
 
-def _find_prepared(tfds_name: str, how_to_prepare: str,
+def _find_prepared(tfds_name: str, build_command: str, manual_files: tuple[str, ...],
                    data_config: ml_collections.ConfigDict) -> str:
-  """Returns the newest prepared version of a user-built tfds data set in data_dir."""
+  """Returns the newest prepared version of a user-built tfds data set in data_dir.
+
+  Args:
+    tfds_name: the data set's tfds name.
+    build_command: the command that prepares it, with {data_dir} and {manual_dir} to fill in.
+    manual_files: the downloads it is built from. Finding them instead of the prepared data set
+      means it was downloaded but never built, and the command then names their folder.
+    data_config: the data block of the config.
+  """
   data_dir = epath.Path(data_config.data_dir).expanduser()
-  fix = how_to_prepare.format(data_dir=data_dir)
+  fix = (f'run `{build_command.format(data_dir=data_dir, manual_dir="DIR")}` with DIR holding '
+         f'{" and ".join(manual_files)}, or set --config.data.data_dir= to where it is prepared')
   if not data_dir.is_dir():
     raise UserError(f'data_dir {data_dir} does not exist: {fix}.')
   versions = []
@@ -65,10 +85,42 @@ def _find_prepared(tfds_name: str, how_to_prepare: str,
     versions = [path for path in (data_dir / tfds_name).iterdir()
                 if re.fullmatch(r'\d+\.\d+\.\d+', path.name)
                 and (path / 'dataset_info.json').exists()]
-  if not versions:
-    raise UserError(f'{tfds_name} is not prepared in data_dir {data_dir}: {fix}.')
-  return str(max(versions, key=lambda path: tuple(map(int, path.name.split('.')))))
+  if versions:
+    return str(max(versions, key=lambda path: tuple(map(int, path.name.split('.')))))
+  for manual_dir in (data_dir / 'downloads' / 'manual', data_dir):  # tfds's default, or data_dir
+    found = [name for name in manual_files if (manual_dir / name).exists()]
+    if found:
+      missing = [name for name in manual_files if name not in found]
+      raise UserError(
+          f'{tfds_name} is not prepared in data_dir {data_dir} yet: {" and ".join(found)} '
+          f'found in {manual_dir}; '
+          + (f'add {" and ".join(missing)} there, then ' if missing else '')
+          + f'run `{build_command.format(data_dir=data_dir, manual_dir=manual_dir)}` once '
+          '(it takes hours).')
+  raise UserError(f'{tfds_name} is not prepared in data_dir {data_dir}: {fix}.')
 
+
+def _imagenet_shape(data_config: ml_collections.ConfigDict) -> tuple[int, int, int]:
+  """(image_size, image_size, 3), once the ImageNet fields are checked: before anything runs."""
+  for valid, problem in (
+      (data_config.image_size >= 1, f'data.image_size={data_config.image_size} must be positive'),
+      (0 < data_config.eval_crop_ratio <= 1,
+       f'data.eval_crop_ratio={data_config.eval_crop_ratio} must be in (0, 1] (0.875: resize '
+       'the shorter side to 256 and crop 224)'),
+      (data_config.shuffle_buffer >= 1,
+       f'data.shuffle_buffer={data_config.shuffle_buffer} must be at least 1 (1: no shuffling)'),
+      (data_config.threads is None or data_config.threads >= 1,
+       f'data.threads={data_config.threads} must be positive, or None for every core'),
+  ):
+    if not valid:
+      raise UserError(f'{problem}.')
+  return (data_config.image_size, data_config.image_size, 3)
+
+
+_IMAGENET_MANUAL_FILES = ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar')
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+_IMAGENET_SPLITS = {'train': 1_281_167, 'validation': 50_000}
 
 _DATASETS = {
     'fashion_mnist': _Dataset(
@@ -76,21 +128,33 @@ _DATASETS = {
                                                          data_config.data_dir),
         mean=(0.2860,),
         std=(0.3530,),
-        in_memory=True,
-        image_shape=(28, 28, 1),
+        image_dtype='float32',
+        pipeline='in_memory',
+        image_shape=lambda unused_data_config: (28, 28, 1),
         published_splits={'train': 60_000, 'test': 10_000},
         published_classes=10),
     'imagenet2012': _Dataset(
         locate=functools.partial(
             _find_prepared, 'imagenet2012',
-            'run `tfds build imagenet2012 --data_dir={data_dir} --manual_dir=DIR` with DIR '
-            'holding ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar, or set '
-            '--config.data.data_dir= to where it is prepared'),
-        mean=(0.485, 0.456, 0.406),
-        std=(0.229, 0.224, 0.225),
-        in_memory=False,
-        image_shape=(224, 224, 3),
-        published_splits={'train': 1_281_167, 'validation': 50_000},
+            'tfds build imagenet2012 --data_dir={data_dir} --manual_dir={manual_dir}',
+            _IMAGENET_MANUAL_FILES),
+        mean=_IMAGENET_MEAN,
+        std=_IMAGENET_STD,
+        image_dtype='uint8',
+        pipeline='imagenet',
+        image_shape=_imagenet_shape,
+        published_splits=_IMAGENET_SPLITS,
+        published_classes=1000),
+    # ImageNet-shaped batches made on the devices, to measure the step without any input
+    # pipeline; ImageNet's sizes, so that epochs and schedules mean what they mean there.
+    'synthetic': _Dataset(
+        locate=None,
+        mean=_IMAGENET_MEAN,
+        std=_IMAGENET_STD,
+        image_dtype='uint8',
+        pipeline='device',
+        image_shape=_imagenet_shape,
+        published_splits=_IMAGENET_SPLITS,
         published_classes=1000),
 }
 
@@ -99,21 +163,22 @@ def published_dataset_info(data_config: ml_collections.ConfigDict) -> Optional[D
   """The data set's published sizes, or None when they are unknown for these splits."""
   dataset = _dataset(data_config.dataset)
   splits = dataset.published_splits or {}
+  if dataset.locate is None:
+    return _synthetic_info(data_config, dataset)
   if data_config.train_split not in splits or data_config.eval_split not in splits:
     return None
-  return DatasetInfo(name=data_config.dataset,
-                     num_train_examples=splits[data_config.train_split],
-                     num_eval_examples=splits[data_config.eval_split],
-                     num_classes=dataset.published_classes,
-                     image_shape=dataset.image_shape, mean=dataset.mean, std=dataset.std,
-                     image_dtype='float32')
+  return _info(data_config, dataset, splits[data_config.train_split],
+               splits[data_config.eval_split], dataset.published_classes)
 
 
 def get_dataset_info(data_config: ml_collections.ConfigDict) -> DatasetInfo:
   """Reads the data set's metadata, preparing Fashion-MNIST in data_dir on first use."""
   dataset = _dataset(data_config.dataset)
+  if dataset.locate is None:
+    return _synthetic_info(data_config, dataset)
+  location = dataset.locate(data_config)
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  info = tfds.builder_from_directory(dataset.locate(data_config)).info
+  info = tfds.builder_from_directory(location).info
   sizes = {}
   for field in ('train_split', 'eval_split'):
     split = data_config[field]
@@ -123,13 +188,8 @@ def get_dataset_info(data_config: ml_collections.ConfigDict) -> DatasetInfo:
       reason = ' '.join(str(e).split())
       raise UserError(f'{data_config.dataset} has no split {split!r}: {reason} '
                       f'(set --config.data.{field}=).') from None
-  return DatasetInfo(
-      name=data_config.dataset,
-      num_train_examples=sizes['train_split'],
-      num_eval_examples=sizes['eval_split'],
-      num_classes=info.features['label'].num_classes,
-      image_shape=dataset.image_shape or tuple(info.features['image'].shape),
-      mean=dataset.mean, std=dataset.std, image_dtype='float32')
+  return _info(data_config, dataset, sizes['train_split'], sizes['eval_split'],
+               info.features['label'].num_classes)
 
 
 def train_batches(data_config: ml_collections.ConfigDict, info: DatasetInfo, *,
@@ -138,11 +198,18 @@ def train_batches(data_config: ml_collections.ConfigDict, info: DatasetInfo, *,
                   process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
   """This process's slices of the global batches of steps [start_step, start_step + num_steps).
 
-  Each batch is {'image': float32 [b, H, W, C] normalised per channel, 'label': int32 [b]} with
+  Each batch is {'image': [b, H, W, C] of info.image_dtype, 'label': int32 [b]} with
   b = global_batch_size // process_count; see the module docstring for the order.
   """
+  dataset = _with_host_pipeline(info)
+  if dataset.pipeline == 'imagenet':
+    from lbtrain.data import imagenet  # pylint: disable=g-import-not-at-top
+    return imagenet.to_numpy(imagenet.train_dataset(
+        dataset.locate(data_config), data_config, global_batch_size=global_batch_size,
+        seed=seed, start_step=start_step, num_steps=num_steps, process_index=process_index,
+        process_count=process_count), data_config)
   from lbtrain.data import in_memory  # pylint: disable=g-import-not-at-top
-  dataset, images, labels = _load_in_memory(data_config, info, data_config.train_split)
+  images, labels = in_memory.load_split(dataset.locate(data_config), data_config.train_split)
   return in_memory.train_batches(
       images, labels, mean=dataset.mean, std=dataset.std, global_batch_size=global_batch_size,
       seed=seed, start_step=start_step, num_steps=num_steps, process_index=process_index,
@@ -152,16 +219,29 @@ def train_batches(data_config: ml_collections.ConfigDict, info: DatasetInfo, *,
 def eval_batches(data_config: ml_collections.ConfigDict, info: DatasetInfo, *,
                  global_batch_size: int, process_index: int = 0,
                  process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
-  """This process's slices of ceil(N_eval / global_batch_size) global batches, in split order.
+  """This process's slices of ceil(N_eval / global_batch_size) global batches.
 
-  Every eval example appears exactly once over all processes; the last global batch is padded,
-  and 'mask' (bool [b]) is True for real examples, so metrics must be weighted by it.
+  Every eval example appears exactly once over all processes and every process yields the same
+  number of batches; padding rows have 'mask' (bool [b]) False, so metrics must be weighted by
+  it. 'image' is of info.image_dtype.
   """
+  dataset = _with_host_pipeline(info)
+  if dataset.pipeline == 'imagenet':
+    from lbtrain.data import imagenet  # pylint: disable=g-import-not-at-top
+    return imagenet.to_numpy(imagenet.eval_dataset(
+        dataset.locate(data_config), data_config, global_batch_size=global_batch_size,
+        process_index=process_index, process_count=process_count), data_config)
   from lbtrain.data import in_memory  # pylint: disable=g-import-not-at-top
-  dataset, images, labels = _load_in_memory(data_config, info, data_config.eval_split)
+  images, labels = in_memory.load_split(dataset.locate(data_config), data_config.eval_split)
   return in_memory.eval_batches(
       images, labels, mean=dataset.mean, std=dataset.std, global_batch_size=global_batch_size,
       process_index=process_index, process_count=process_count)
+
+
+def prepared_dir(data_config: ml_collections.ConfigDict) -> str:
+  """The folder of the prepared tfds data set, found as the trainer finds it (UserError saying
+  how to prepare it when it is not)."""
+  return _dataset(data_config.dataset).locate(data_config)
 
 
 def _dataset(name: str) -> _Dataset:
@@ -171,11 +251,23 @@ def _dataset(name: str) -> _Dataset:
   return _DATASETS[name]
 
 
-def _load_in_memory(data_config: ml_collections.ConfigDict, info: DatasetInfo,
-                    split: str) -> tuple[_Dataset, np.ndarray, np.ndarray]:
-  """Returns the data set's entry and the split's (images, labels), decoded into memory once."""
-  from lbtrain.data import in_memory  # pylint: disable=g-import-not-at-top
+def _info(data_config: ml_collections.ConfigDict, dataset: _Dataset, num_train_examples: int,
+          num_eval_examples: int, num_classes: int) -> DatasetInfo:
+  return DatasetInfo(name=data_config.dataset, num_train_examples=num_train_examples,
+                     num_eval_examples=num_eval_examples, num_classes=num_classes,
+                     image_shape=dataset.image_shape(data_config), mean=dataset.mean,
+                     std=dataset.std, image_dtype=dataset.image_dtype)
+
+
+def _synthetic_info(data_config: ml_collections.ConfigDict, dataset: _Dataset) -> DatasetInfo:
+  # No files, so no split names to look up: the sizes of the data set it stands in for.
+  return _info(data_config, dataset, dataset.published_splits['train'],
+               dataset.published_splits['validation'], dataset.published_classes)
+
+
+def _with_host_pipeline(info: DatasetInfo) -> _Dataset:
   dataset = _dataset(info.name)
-  if not dataset.in_memory:
-    raise UserError(f'{info.name} input pipeline not implemented yet.')
-  return (dataset, *in_memory.load_split(dataset.locate(data_config), split))
+  if dataset.pipeline == 'device':
+    raise ValueError(f'dataset {info.name!r} has no host input pipeline: its batches are made on '
+                     'the devices (lbtrain.synthetic), not read through lbtrain.data.')
+  return dataset
