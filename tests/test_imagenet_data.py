@@ -342,3 +342,20 @@ def test_bad_pipeline_settings_are_user_errors(field, value):
   config = _config(**{field: value})
   with pytest.raises(UserError, match=f'data.{field}={value} must be'):
     data.published_dataset_info(config)
+
+
+@pytest.mark.slow
+def test_the_trainer_runs_on_it_end_to_end(config, tmp_path):
+  """The real JPEGs through the loop: uint8 batches normalised on the devices, exact eval."""
+  from lbtrain import train  # pylint: disable=g-import-not-at-top
+  run_config = base.get_config()
+  run_config.data = config
+  run_config.model.name = 'cnn'
+  run_config.train.global_batch_size = 8  # 40 examples: 5 steps per epoch
+  run_config.train.num_epochs = 2.0
+  run_config.train.log_every_steps = 5
+  run_config.schedule.decay = 'constant'
+  run_config.eval.every_epochs = 1.0
+  final = train.train_and_evaluate(run_config, str(tmp_path / 'run'))
+  assert final['eval/num_examples'] == NUM_EVAL  # 2 batches of 8, the second padded
+  assert np.isfinite(final['eval/loss'])

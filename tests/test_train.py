@@ -120,3 +120,36 @@ def test_noise_scale_and_time_split_reach_the_metrics(tiny_config, tmp_path):
   # The eval at step 6 happened before the last log: its time is counted, within the loop's.
   assert 0 < last['time/eval_seconds'] < last['time/loop_seconds']
   assert 0 < last['time/checkpoint_seconds'] < last['time/loop_seconds']
+
+
+@pytest.mark.slow
+def test_synthetic_data_trains_without_host_input(tmp_path):
+  from configs import base  # pylint: disable=g-import-not-at-top
+  config = base.get_config()
+  config.data.dataset = 'synthetic'
+  config.data.image_size = 16
+  config.model.name = 'cnn'
+  config.train.global_batch_size = 64
+  config.train.num_epochs = 6 * 64 / 1_281_167  # ImageNet's size: 6 steps
+  config.train.log_every_steps = 3
+  config.schedule.decay = 'constant'
+  config.eval.every_epochs = 0  # 50,000 synthetic eval images are not the point here
+  workdir = str(tmp_path / 'run')
+  assert train.train_and_evaluate(config, workdir) == {}
+  records = _records(workdir)
+  assert [r['step'] for r in records] == [3, 6]
+  assert all('eval/loss' not in r for r in records)
+  # One fixed batch: the loss must fall as the model fits it.
+  assert records[-1]['train/loss'] < records[0]['train/loss']
+
+
+def test_synthetic_eval_batches_count_the_split_once():
+  from lbtrain import data, parallel, synthetic  # pylint: disable=g-import-not-at-top
+  from configs import base  # pylint: disable=g-import-not-at-top
+  data_config = base.get_config().data
+  data_config.update(dataset='synthetic', image_size=8)
+  info = data.get_dataset_info(data_config)
+  batches = list(synthetic.eval_batches(info, parallel.create_mesh(), global_batch_size=4096))
+  assert len(batches) == 13  # ceil(50,000 / 4,096)
+  assert sum(int(b['mask'].sum()) for b in batches) == info.num_eval_examples == 50_000
+  assert batches[0]['image'].dtype == np.uint8 and batches[0]['image'].shape == (4096, 8, 8, 3)
