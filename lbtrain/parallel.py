@@ -41,6 +41,15 @@ def one_program_at_a_time(mesh: Mesh) -> bool:
   return mesh.size > 1 and mesh.devices.flat[0].platform == 'cpu'
 
 
+def loops_run_slowly(mesh: Mesh) -> bool:
+  """Whether a `lax.scan` over the model should be unrolled: XLA:CPU (jax 0.10) runs
+  convolutions inside a while loop tens of times slower than the same ones outside it (a
+  ResNet-20 step as 2 scanned micro-batches: 8.7 s against 0.35 s unscanned; unrolled: 0.38 s,
+  `scripts/benchmark.py accumulation`). GPUs and TPUs keep the loop, which bounds memory to one
+  micro-batch's activations."""
+  return mesh.devices.flat[0].platform == 'cpu'
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 

@@ -109,6 +109,7 @@ def train_step(state: TrainState, batch: Any, *, model: nn.Module,
                label_smoothing: float, accum_steps: int, mesh: Mesh,
                skip_nonfinite: bool = False, pixel_stats: PixelStats | None = None,
                noise_scale_every: int | None = None, noise_scale_decay: float = 0.99,
+               unroll_micro_batches: bool = False,
                axis_name: str | None = None) -> tuple[TrainState, Metrics]:
   """One optimizer step on one global batch, optionally as `accum_steps` micro-batches.
 
@@ -123,6 +124,9 @@ def train_step(state: TrainState, batch: Any, *, model: nn.Module,
   `axis_name` set (the pmap strategy): `batch` holds this device's rows only, the model's BN
   sums its statistics over that axis, and the per-device mean loss, accuracy and gradient are
   averaged over it (`pmean`: every device holds as many examples, so that is the global mean).
+
+  `unroll_micro_batches`: unroll the accumulation loop, where the backend runs loops slowly
+  (see `parallel.loops_run_slowly`); the same maths.
 
   `noise_scale_every`: every that many steps, fold the gradient noise scale's two estimates into
   their EMAs (see `noise_scale`). The small-batch gradients are the ones the step computes
@@ -148,7 +152,8 @@ def train_step(state: TrainState, batch: Any, *, model: nn.Module,
         jnp.zeros_like,
         jax.eval_shape(compute_micro, state.params, state.batch_stats,
                        jax.tree.map(lambda x: x[0], micro_batches)))
-    sums, _ = jax.lax.scan(accumulate, zeros, micro_batches)
+    sums, _ = jax.lax.scan(accumulate, zeros, micro_batches,
+                           unroll=accum_steps if unroll_micro_batches else 1)
     loss, accuracy, grads, batch_stats, *small = jax.tree.map(lambda s: s / accum_steps, sums)
     small_sq_norm = small[0] if small else None
   if axis_name is not None:

@@ -240,7 +240,8 @@ def build_steps(run: Plan, mesh):
                         skip_nonfinite=run.config.train.on_nonfinite == 'skip',
                         pixel_stats=pixel_stats,
                         noise_scale_every=run.config.train.noise_scale_every,
-                        noise_scale_decay=run.config.train.noise_scale_decay),
+                        noise_scale_decay=run.config.train.noise_scale_decay,
+                        unroll_micro_batches=parallel.loops_run_slowly(mesh)),
       mesh, strategy, donate_state=True)
   eval_step = parallel.distribute(
       functools.partial(steps.eval_step, model=run.model, pixel_stats=pixel_stats), mesh,

@@ -48,7 +48,7 @@ def _cnn(bn_group_size, axis_name=None):
   return models.create_model(model_config, num_classes=10, axis_name=axis_name)
 
 
-def _train(model, *, num_devices, accum_steps, batches=None, strategy='jit'):
+def _train(model, *, num_devices, accum_steps, batches=None, strategy='jit', unroll=False):
   """Trains NUM_STEPS steps of SGD + momentum + wd on a `num_devices` mesh; returns the state
   and the last step's metrics."""
   optimizer_config = base.get_config().optimizer
@@ -64,7 +64,8 @@ def _train(model, *, num_devices, accum_steps, batches=None, strategy='jit'):
                   out_shardings=parallel.replicated(mesh))(jax.random.key(0))
   step = parallel.distribute(
       functools.partial(steps.train_step, model=model, tx=tx, schedule=schedule,
-                        label_smoothing=0.1, accum_steps=accum_steps, mesh=mesh),
+                        label_smoothing=0.1, accum_steps=accum_steps, mesh=mesh,
+                        unroll_micro_batches=unroll),
       mesh, strategy)
   for batch in batches or _batches():
     state, metrics = step(state, jax.device_put(batch, parallel.batch_sharded(mesh)))
@@ -106,6 +107,13 @@ def test_accumulation_equals_one_batch_with_bn_groups_of_the_micro_batch():
   # 8 devices x 8 examples; 2 micro-batches of 4 per device; BN over groups of 4.
   model = _cnn(bn_group_size=4)
   _assert_same_training(_train(model, num_devices=8, accum_steps=1),
+                        _train(model, num_devices=8, accum_steps=2))
+
+
+def test_unrolled_accumulation_is_the_same_step():
+  """What CPU runs (parallel.loops_run_slowly) against the scanned loop."""
+  model = _cnn(bn_group_size=4)
+  _assert_same_training(_train(model, num_devices=8, accum_steps=2, unroll=True),
                         _train(model, num_devices=8, accum_steps=2))
 
 
