@@ -76,9 +76,12 @@ class Checkpointer:
     if step not in self._manager.all_steps():
       self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
-  def close(self) -> None:
+  def wait(self) -> None:
     """Blocks until the last asynchronous save is on disk."""
     self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.wait()
     self._manager.close()
 
 

@@ -479,6 +479,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     pending, input_wait = [], 0.0
     # Where this process's loop time goes, so eval and checkpoint cost read as fractions.
     loop_start, eval_seconds, checkpoint_seconds = time.perf_counter(), 0.0, 0.0
+
+    def time_split() -> dict[str, float]:
+      return {'time/loop_seconds': time.perf_counter() - loop_start,
+              'time/eval_seconds': eval_seconds,
+              'time/checkpoint_seconds': checkpoint_seconds}
+
     one_at_a_time = parallel.one_program_at_a_time(mesh)
     with preemption.StopSignal() as stop_signal:
       for step in range(start_step, run.total_steps):
@@ -499,9 +505,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           summary = _summarise(values, stopwatch.lap(), input_wait, run)
           pending, input_wait = [], 0.0
           summary['train/epoch'] = done / run.schedule_info.steps_per_epoch
-          summary['time/loop_seconds'] = time.perf_counter() - loop_start
-          summary['time/eval_seconds'] = eval_seconds
-          summary['time/checkpoint_seconds'] = checkpoint_seconds
+          summary.update(time_split())
           if config.train.on_nonfinite == 'skip':
             summary['train/skipped_steps'] = nonfinite.skipped
           writer.write(done, summary)
@@ -538,6 +542,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                        stop_signal.signal_name or 'a preemption notice')
           break
     progress.close()
+    wait_start = time.perf_counter()
+    checkpoints.wait()  # the last save: part of what the run cost
+    checkpoint_seconds += time.perf_counter() - wait_start
+    writer.write(done, time_split())  # the whole loop, last eval and save included
     return final
   finally:
     checkpoints.close()

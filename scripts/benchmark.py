@@ -233,17 +233,17 @@ def benchmark_costs(args) -> None:
     with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
       last = [r for r in map(json.loads, f) if 'time/loop_seconds' in r][-1]
   loop = last['time/loop_seconds']
-  print(f'costs: {args.model} at {args.image_size}px, {num_steps} steps of global batch '
-        f'{config.train.global_batch_size}, {args.evals} evaluations of '
+  print(f'costs: {args.model} on {config.data.dataset} {run.dataset.image_shape}, {num_steps} '
+        f'steps of global batch {config.train.global_batch_size}, {args.evals} evaluations of '
         f'{run.dataset.num_eval_examples:,} examples, {args.checkpoints} checkpoints; '
         f'{_describe_devices()}')
   _print_table(['part', 'seconds', 'fraction of the loop'], [
-      ['loop (to the last log)', f'{loop:.1f}', '1.000'],
+      ['training loop, all of it', f'{loop:.1f}', '1.000'],
       ['evaluation', f'{last["time/eval_seconds"]:.1f}',
        f'{last["time/eval_seconds"] / loop:.3f}'],
-      ['checkpoint saves (blocking part)', f'{last["time/checkpoint_seconds"]:.1f}',
+      ['checkpoint saves (blocking part + last wait)', f'{last["time/checkpoint_seconds"]:.1f}',
        f'{last["time/checkpoint_seconds"] / loop:.3f}'],
-      ['whole train_and_evaluate', f'{total:.1f}', '-'],
+      ['train_and_evaluate (+ start-up, compile)', f'{total:.1f}', '-'],
   ])
 
 
