@@ -16,11 +16,11 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from lbtrain import cli
 from lbtrain import distributed  # defines the multi-process flags
 from lbtrain.errors import TrainingStopped
 from lbtrain.errors import UserError
 
-USAGE_ERROR = 2
 TRAINING_STOPPED = 1
 
 config_flags.DEFINE_config_file(
@@ -32,30 +32,6 @@ flags.adopt_module_key_flags(distributed)  # --help lists the multi-process flag
 FLAGS = flags.FLAGS
 
 
-def _one_line(message: str) -> str:
-  """ml_collections' multi-line messages (some embed a traceback) as one readable line."""
-  lines = [line.strip() for line in message.splitlines() if line.strip()]
-  if any(line.startswith('Traceback') for line in lines):
-    return f'{lines[0]} {lines[-1]}'  # what failed, and the exception that said why
-  return ' '.join(lines)
-
-
-def _fail(message: str) -> None:
-  sys.stderr.write(f'lbtrain: error: {_one_line(message)}\n')
-  sys.exit(USAGE_ERROR)
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-  """absl parsing, with every way a config can fail to load reported as one line."""
-  try:
-    return FLAGS(argv)
-  except flags.Error as error:
-    _fail(str(error))
-  except Exception as error:  # pylint: disable=broad-except
-    # A bad override value: ml_collections raises plain errors.
-    _fail(f'could not load the config: {type(error).__name__}: {error}')
-
-
 def _loaded_config():
   """FLAGS.config; a file that could not be read is only reported when first accessed."""
   try:
@@ -63,19 +39,19 @@ def _loaded_config():
     config.keys()
     return config
   except OSError as error:
-    _fail(str(error))
+    cli.fail(str(error))
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    _fail(f'unexpected arguments {argv[1:]}; flags look like --config.train.seed=1.')
+    cli.fail(f'unexpected arguments {argv[1:]}; flags look like --config.train.seed=1.')
   if not FLAGS['config'].present:
-    _fail('--config is required, e.g. --config=configs/quickstart.py.')
+    cli.fail('--config is required, e.g. --config=configs/quickstart.py.')
   config = _loaded_config()
   try:
     distributed.initialize()  # before any other jax call: joins the run's other processes
   except UserError as error:
-    _fail(str(error))
+    cli.fail(str(error))
   # Imported here so `--help` and flag errors stay fast and need no jax.
   from lbtrain import train  # pylint: disable=g-import-not-at-top
   try:
@@ -84,7 +60,7 @@ def main(argv: list[str]) -> None:
       return
     train.train_and_evaluate(config, os.path.expanduser(FLAGS.workdir or ''))
   except UserError as error:
-    _fail(str(error))
+    cli.fail(str(error))
   except TrainingStopped as error:
     sys.stderr.write(f'lbtrain: stopped: {error}\n')
     sys.exit(TRAINING_STOPPED)
@@ -102,7 +78,7 @@ class _QuietLibraries:
 def run() -> None:
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_QuietLibraries())
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)
 
 
 if __name__ == '__main__':

@@ -35,6 +35,7 @@ import numpy as np
 from lbtrain import parallel
 from lbtrain import synthetic
 from lbtrain import train
+from lbtrain.errors import UserError
 
 # Dense peak TFLOP/s per device from the vendors' datasheets, by (device_kind substring, dtype).
 # float32 on NVIDIA GPUs: XLA runs f32 convolutions and matmuls on TF32 tensor cores by default.
@@ -202,11 +203,13 @@ def benchmark_accumulation(args) -> None:
         f'{_describe_devices()}')
   rows = []
   for per_device in args.per_device_batch:
-    timings = {}
-    for accum_steps in [1, *args.accum_steps]:
-      step = _CompiledStep(_config(args, per_device, args.dtype[0], accum_steps))
-      timings[accum_steps] = [step.seconds_per_step(args.steps) for _ in range(args.repeats)]
-      del step
+    compiled = {accum_steps: _CompiledStep(_config(args, per_device, args.dtype[0], accum_steps))
+                for accum_steps in [1, *args.accum_steps]}
+    timings = {accum_steps: [] for accum_steps in compiled}
+    for _ in range(args.repeats):  # alternated, so load changes on a shared machine hit all
+      for accum_steps, step in compiled.items():
+        timings[accum_steps].append(step.seconds_per_step(args.steps))
+    del compiled
     one = float(np.median(timings[1]))
     for accum_steps in args.accum_steps:
       k = float(np.median(timings[accum_steps]))
@@ -275,8 +278,12 @@ def main() -> None:
   parser.add_argument('--peak_tflops', type=float, default=None,
                       help='per-device peak for MFU where the device is not in the table')
   args = parser.parse_args()
-  {'step': benchmark_step, 'overhead': benchmark_overhead,
-   'accumulation': benchmark_accumulation, 'costs': benchmark_costs}[args.benchmark](args)
+  try:
+    {'step': benchmark_step, 'overhead': benchmark_overhead,
+     'accumulation': benchmark_accumulation, 'costs': benchmark_costs}[args.benchmark](args)
+  except UserError as error:
+    sys.stderr.write(f'benchmark: error: {error}\n')
+    sys.exit(2)
 
 
 if __name__ == '__main__':

@@ -146,6 +146,22 @@ RECIPES = {
     'fmnist_lars_8k': dict(
         steps_per_epoch=7.32421875, total_steps=59, peak_lr=10.0, warmup_steps=21,
         points=[(0, 0.0), (7, 3.3333333), (21, 10.0), (40, 2.500075), (59, 1e-4)]),
+    # The batch-size study's sweeps (docs/batch_size_study.md): 3 epochs, at the config's own
+    # batch (the sweep overrides it); Goyal's x0.1 at 1/3, 2/3 and 8/9 of the budget.
+    'fmnist_study_linear': dict(
+        steps_per_epoch=234.375, total_steps=703, peak_lr=0.1, warmup_steps=0,
+        points=[(0, 0.1), (233, 0.1), (234, 0.01), (469, 0.001), (625, 0.0001),
+                (703, 0.0001)]),
+    'fmnist_study_warmup': dict(
+        steps_per_epoch=14.6484375, total_steps=44, peak_lr=1.6, warmup_steps=14,
+        points=[(0, 0.1), (7, 0.85), (14, 1.6), (15, 0.16), (29, 0.016), (39, 0.0016),
+                (44, 0.0016)]),
+    'fmnist_study_lars': dict(
+        steps_per_epoch=14.6484375, total_steps=44, peak_lr=25.0, warmup_steps=14,
+        points=[(0, 0.0), (7, 12.5), (14, 25.0), (29, 6.250075), (44, 1e-4)]),
+    'fmnist_study_lamb': dict(
+        steps_per_epoch=14.6484375, total_steps=44, peak_lr=0.05, warmup_steps=14,
+        points=[(0, 0.0), (7, 0.025), (14, 0.05), (29, 0.0125), (44, 0.0)]),
 }
 NOT_RECIPES = {'base', 'quickstart', 'resnet50_imagenet'}
 

@@ -1,0 +1,328 @@
+"""Batch-size sweeps: `python -m lbtrain.sweep --config=configs/X.py --batch_sizes=256,1024
+--workdir=DIR [--config.a.b=value ...] [--target_accuracy=0.9]`.
+
+Each global batch B trains in DIR/batch_<B> as its own `python -m lbtrain.main` process, with the
+config, the `--config.*` overrides as typed, and `--config.train.global_batch_size=B`; so the
+config's scaling rule and its warmup in epochs set each run's peak lr and warmup steps, a crash
+stays inside its run, and every run starts with a clean jax. A run's output goes to its
+train.log. Runs go one after another; several hosts sharing one sweep are not supported.
+
+Running the same command again skips finished runs and resumes an unfinished one from its last
+checkpoint, which lbtrain does exactly. A run that diverges (lbtrain stops on a NaN/Inf, exit 1)
+is recorded as diverged and the sweep goes on: at a large batch that is a result. Any other
+failure stops the sweep with lbtrain's exit code, naming the batch and its log. SIGTERM or Ctrl-C
+is passed to the run, which saves a checkpoint and exits; the sweep then stops (exit 0, as
+lbtrain) and the same command resumes it.
+
+Once every run is done, DIR/summary.{json,csv,md} and the plots describe them
+(`lbtrain.sweep_report`).
+"""
+
+import dataclasses
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+# Before tensorflow (read for the data set's size) loads: keep its start-up chatter quiet.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from lbtrain import cli
+from lbtrain import sweep_report
+from lbtrain.errors import UserError
+
+RUN_RECORD = 'sweep_run.json'  # in each run's workdir: wall time over attempts, divergence
+LOG_FILE = 'train.log'
+
+config_flags.DEFINE_config_file(
+    'config', None, 'Training config file: a Python file with get_config().', lock_config=True)
+flags.DEFINE_string('workdir', None, 'Sweep folder: a workdir per batch (batch_<B>) and the '
+                    'summary.')
+flags.DEFINE_list('batch_sizes', None, 'Global batches to train, e.g. 256,1024,4096.')
+flags.DEFINE_float('target_accuracy', None, 'Also report the steps and examples each run took '
+                   'to reach this eval accuracy, and plot them against perfect scaling.')
+FLAGS = flags.FLAGS
+
+# One `--config.*` (or `--noconfig.*`) argument; without '=' its value may be the next argument.
+_OVERRIDE = re.compile(r'-{1,2}(no)?config\.([^=]+)(=.*)?')
+
+
+def _batches(values: list[str] | None) -> list[int]:
+  """The batches, smallest first: the smallest is the reference of the scaling plot."""
+  example = 'e.g. --batch_sizes=256,1024,4096'
+  if not values:
+    cli.fail(f'--batch_sizes is required, {example}.')
+  batches = []
+  for value in values:
+    if not value.strip().isdigit() or int(value) <= 0:
+      cli.fail(f'--batch_sizes: {value!r} is not a positive whole number; {example}.')
+    batches.append(int(value))
+  if len(set(batches)) < len(batches):
+    cli.fail(f'--batch_sizes lists a batch more than once ({",".join(values)}); give each once.')
+  return sorted(batches)
+
+
+def _forwarded_overrides(argv: list[str]) -> list[str]:
+  """The `--config.*` arguments exactly as typed, so each run parses what the user wrote."""
+  forwarded, value_follows = [], False
+  for arg in argv[1:]:
+    if value_follows:
+      forwarded.append(arg)
+      value_follows = False
+      continue
+    match = _OVERRIDE.fullmatch(arg)
+    if match:
+      forwarded.append(arg)
+      negated, name, value = match.groups()
+      value_follows = not negated and value is None and not FLAGS[f'config.{name}'].boolean
+  return forwarded
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+  """One batch of the sweep: where it trains and what lbtrain will derive for it."""
+  batch: int
+  workdir: str
+  checkpoint_dir: str
+  total_steps: int
+  steps_per_epoch: float
+  peak_lr: float
+
+  @property
+  def log(self) -> str:
+    return os.path.join(self.workdir, LOG_FILE)
+
+  def evals(self) -> tuple[tuple[int, float], ...]:
+    return sweep_report.eval_points(
+        sweep_report.read_metrics(os.path.join(self.workdir, 'metrics.jsonl')))
+
+
+def _plan_runs(config, batches: list[int], sweep_dir: str) -> list[_Run]:
+  """Each batch's steps and peak lr from lbtrain's own schedule code, checked before any run.
+
+  A batch that makes no valid schedule, or a workdir holding checkpoints or a divergence of a
+  different training config, is a UserError here rather than a failure hours into the sweep (or
+  a result skipped as done that another config produced).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  # The schedule's milestones are computed with jax: on the CPU, so that the sweep never holds
+  # accelerator memory its runs need.
+  jax.config.update('jax_platforms', 'cpu')
+  from lbtrain import checkpoint  # pylint: disable=g-import-not-at-top
+  from lbtrain import data  # pylint: disable=g-import-not-at-top
+  from lbtrain import schedules  # pylint: disable=g-import-not-at-top
+  from lbtrain import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+
+  num_train_examples = data.get_dataset_info(config.data).num_train_examples
+  runs = []
+  for batch in batches:
+    batch_config = config.copy_and_resolve_references()
+    batch_config.train.global_batch_size = batch
+    run_dir = os.path.join(sweep_dir, f'batch_{batch:05d}')
+    try:
+      _, info = schedules.create_schedule(batch_config, num_train_examples)
+      if checkpoint.Checkpointer.has_checkpoints(run_dir) or _read_record(run_dir)['diverged']:
+        workdir_lib.resume_changes(batch_config, run_dir)
+    except UserError as error:
+      raise UserError(f'batch {batch}: {error}') from None
+    runs.append(_Run(batch=batch, workdir=run_dir,
+                     checkpoint_dir=os.path.join(run_dir, checkpoint.CHECKPOINT_DIR),
+                     total_steps=info.total_steps,
+                     steps_per_epoch=info.steps_per_epoch, peak_lr=info.peak_lr))
+  return runs
+
+
+def _read_record(workdir: str) -> dict:
+  path = os.path.join(workdir, RUN_RECORD)
+  if not os.path.exists(path):
+    return {'attempts': 0, 'wall_seconds': 0.0, 'diverged': None}
+  with open(path, encoding='utf-8') as f:
+    return json.load(f)
+
+
+def _add_attempt(run: _Run, seconds: float, diverged: str | None) -> dict:
+  record = _read_record(run.workdir)
+  record = {'attempts': record['attempts'] + 1,
+            'wall_seconds': record['wall_seconds'] + seconds, 'diverged': diverged}
+  path = os.path.join(run.workdir, RUN_RECORD)
+  with open(path + '.tmp', 'w', encoding='utf-8') as f:
+    json.dump(record, f)
+  os.replace(path + '.tmp', path)
+  return record
+
+
+def _is_finished(run: _Run) -> bool:
+  """lbtrain's last acts are the final evaluation and the final checkpoint: both are on disk.
+
+  (A run killed between the two is resumed: lbtrain redoes the steps after its last checkpoint.)
+  """
+  final_checkpoint = os.path.join(run.checkpoint_dir, str(run.total_steps))
+  evals = run.evals()
+  return os.path.isdir(final_checkpoint) and bool(evals) and evals[-1][0] == run.total_steps
+
+
+def _latest_checkpoint(run: _Run) -> int | None:
+  if not os.path.isdir(run.checkpoint_dir):
+    return None
+  return max((int(name) for name in os.listdir(run.checkpoint_dir) if name.isdigit()),
+             default=None)
+
+
+class _Signals:
+  """SIGTERM / SIGINT while a run trains go to the run (once each: it runs in its own process
+  group, so Ctrl-C reaches it only through here); the sweep then starts no further run."""
+
+  def __init__(self):
+    self.received = None
+    self.child = None
+    self._previous = {}
+
+  def _handle(self, signum, frame):
+    del frame
+    self.received = signal.Signals(signum).name
+    if self.child is not None and self.child.poll() is None:
+      self.child.send_signal(signum)
+
+  def __enter__(self):
+    for signum in (signal.SIGTERM, signal.SIGINT):
+      self._previous[signum] = signal.signal(signum, self._handle)
+    return self
+
+  def __exit__(self, *exc_info):
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+
+
+def _train(run: _Run, command: list[str], signals: _Signals) -> tuple[int, float, str]:
+  """Runs lbtrain once on the run's workdir; (exit code, seconds, the lines it wrote)."""
+  os.makedirs(run.workdir, exist_ok=True)
+  start_offset = os.path.getsize(run.log) if os.path.exists(run.log) else 0
+  with open(run.log, 'a', encoding='utf-8') as log:
+    log.write(f'$ {" ".join(command)}\n')
+    log.flush()
+    start = time.monotonic()
+    signals.child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                     process_group=0)
+    code = signals.child.wait()
+    signals.child = None
+    seconds = time.monotonic() - start
+  with open(run.log, 'rb') as log:
+    log.seek(start_offset)
+    return code, seconds, log.read().decode('utf-8', errors='replace')
+
+
+def _last_line(output: str, prefix: str) -> str | None:
+  lines = [line.strip() for line in output.splitlines() if line.startswith(prefix)]
+  return lines[-1][len(prefix):].strip() if lines else None
+
+
+def _exit_code(code: int) -> int:
+  """lbtrain's exit code; a run killed by a signal as a shell reports it (128 + signal)."""
+  return 128 - code if code < 0 else code
+
+
+def _stop(run: _Run, signal_name: str | None) -> None:
+  """Exit 0 like lbtrain after a signal: nothing failed, and the same command goes on."""
+  on_signal = f' on {signal_name}' if signal_name else ''
+  print(f'sweep: stopped{on_signal} before batch {run.batch} finished (latest checkpoint: step '
+        f'{_latest_checkpoint(run) or 0}); run the same command to resume', flush=True)
+  sys.exit(0)
+
+
+def _sweep(runs: list[_Run], base_command: list[str]) -> None:
+  """Trains every unfinished run in batch order; exits the process when the sweep must stop."""
+  with _Signals() as signals:
+    for index, run in enumerate(runs, start=1):
+      name = f'sweep: batch {run.batch} ({index}/{len(runs)})'
+      if signals.received:
+        _stop(run, signals.received)
+      if _is_finished(run):
+        print(f'{name}: finished earlier, skipped', flush=True)
+        continue
+      if _read_record(run.workdir)['diverged']:
+        print(f'{name}: diverged earlier, skipped (delete {run.workdir} to run it again)',
+              flush=True)
+        continue
+      resume_step = _latest_checkpoint(run)
+      print(f'{name}: {f"resuming at step {resume_step}" if resume_step else "starting"}, '
+            f'{run.total_steps} steps, peak lr {run.peak_lr:g}; log {run.log}', flush=True)
+      command = base_command + [f'--config.train.global_batch_size={run.batch}',
+                                f'--workdir={run.workdir}']
+      code, seconds, output = _train(run, command, signals)
+      stopped = _last_line(output, 'lbtrain: stopped:') if code == 1 else None
+      record = _add_attempt(run, seconds, stopped and stopped.split(";")[0])
+      if stopped:
+        print(f"{name}: diverged after {seconds:.0f} s ({record['diverged']}); going on",
+              flush=True)
+      elif code != 0:
+        reason = _last_line(output, 'lbtrain: error:') or (output.strip().splitlines() or
+                                                           ['no output'])[-1]
+        sys.stderr.write(f'lbtrain: error: the run at batch {run.batch} failed (exit code '
+                         f'{code}): {reason} Its log: {run.log}\n')
+        sys.exit(_exit_code(code))
+      elif _is_finished(run):
+        print(f'{name}: finished in {seconds:.0f} s ({record["wall_seconds"]:.0f} s in all), '
+              f'final eval accuracy {run.evals()[-1][1]:.4f}', flush=True)
+      else:  # exit 0 before the last step: the run saved a checkpoint on a signal
+        _stop(run, signals.received)
+
+
+def _results(runs: list[_Run]) -> list[sweep_report.RunResult]:
+  results = []
+  for run in runs:
+    record = _read_record(run.workdir)
+    results.append(sweep_report.RunResult(
+        batch=run.batch, peak_lr=run.peak_lr, total_steps=run.total_steps,
+        steps_per_epoch=run.steps_per_epoch, wall_seconds=record['wall_seconds'],
+        diverged=record['diverged'], evals=run.evals()))
+  return results
+
+
+def main(argv: list[str]) -> None:
+  logging.set_verbosity(logging.WARNING)  # the sweep speaks in its own lines; runs log to theirs
+  if len(argv) > 1:
+    cli.fail(f'unexpected arguments {argv[1:]}; flags look like --config.train.seed=1.')
+  if not FLAGS['config'].present:
+    cli.fail('--config is required, e.g. --config=configs/quickstart.py.')
+  if not FLAGS.workdir:
+    cli.fail('--workdir is required: the sweep folder, e.g. --workdir=runs/sweep.')
+  batches = _batches(FLAGS.batch_sizes)
+  target = FLAGS.target_accuracy
+  if target is not None and not 0 < target <= 1:
+    cli.fail(f'--target_accuracy={target}: give an eval accuracy in (0, 1], e.g. 0.9.')
+  if 'train.global_batch_size' in config_flags.get_override_values(FLAGS['config']):
+    cli.fail('the sweep sets train.global_batch_size itself: give the batches with --batch_sizes, '
+          'not --config.train.global_batch_size.')
+  try:
+    config = FLAGS.config
+    config.keys()  # a file that could not be read is only reported when first used
+  except OSError as error:
+    cli.fail(str(error))
+  sweep_dir = os.path.abspath(os.path.expanduser(FLAGS.workdir))
+  try:
+    runs = _plan_runs(config, batches, sweep_dir)
+  except UserError as error:
+    cli.fail(str(error))
+  base_command = [sys.executable, '-m', 'lbtrain.main',
+                  f'--config={FLAGS["config"].config_filename}',
+                  *_forwarded_overrides(sys.argv)]
+  _sweep(runs, base_command)
+
+  results = _results(runs)
+  sweep_report.save_results(sweep_dir, results, target,
+                            ['python', '-m', 'lbtrain.sweep', *sys.argv[1:]])
+  paths = sweep_report.write_report(sweep_dir, {os.path.basename(sweep_dir): results}, target)
+  print(sweep_report.markdown_table({os.path.basename(sweep_dir): results}, target))
+  print('sweep: wrote ' + ', '.join(paths), flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=cli.parse_flags)

@@ -1,0 +1,353 @@
+"""Tables and plots of batch-size sweeps, from the runs' own records.
+
+`lbtrain.sweep` stores each sweep's results in DIR/summary.json and renders them with
+`write_report`; several sweeps (say one per recipe) can be drawn together with
+
+    python -m lbtrain.sweep_report --sweep=LABEL=DIR [--sweep=LABEL=DIR ...] --out_dir=OUT \
+        [--target_accuracy=0.85]
+
+Steps to a target are read at evaluations: a run reaches the target at its first evaluation at
+or above it, so the count is exact only to the run's evaluation interval. The perfect-scaling
+line (Shallue et al. 2018: steps proportional to 1 / batch) goes through the point of the
+smallest batch that reached the target, so the points above the line show where a bigger batch
+stops paying for itself.
+
+Matplotlib is imported only to draw (backend Agg), so training never needs it.
+"""
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import sys
+import textwrap
+from typing import Iterable, Mapping, Sequence
+
+from absl import app
+from absl import flags
+
+SUMMARY_JSON = 'summary.json'
+SUMMARY_CSV = 'summary.csv'
+SUMMARY_MD = 'summary.md'
+FINAL_ACCURACY_PNG = 'final_accuracy.png'
+EVAL_ACCURACY_PNG = 'eval_accuracy.png'
+STEPS_TO_TARGET_PNG = 'steps_to_target.png'
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+  """One run of a sweep: the recipe lbtrain derived at this batch, and what it measured."""
+  batch: int
+  peak_lr: float
+  total_steps: int
+  steps_per_epoch: float
+  evals: tuple[tuple[int, float], ...]  # (step, eval accuracy) of every evaluation, by step
+  wall_seconds: float  # summed over every attempt, so a resumed run reports all its time
+  diverged: str | None = None  # lbtrain's one-line reason when it stopped on a NaN/Inf
+
+  @property
+  def final_accuracy(self) -> float | None:
+    """Accuracy at the last step; None for a run that never got there."""
+    if self.diverged is None and self.evals and self.evals[-1][0] == self.total_steps:
+      return self.evals[-1][1]
+    return None
+
+  @property
+  def best_accuracy(self) -> float | None:
+    return max((accuracy for _, accuracy in self.evals), default=None)
+
+  def steps_to(self, target: float) -> int | None:
+    """The step of the first evaluation at or above `target`; None when none was."""
+    return next((step for step, accuracy in self.evals if accuracy >= target), None)
+
+  def examples_to(self, target: float) -> int | None:
+    steps = self.steps_to(target)
+    return None if steps is None else steps * self.batch
+
+
+def read_metrics(path: str) -> list[dict]:
+  """The records of a metrics.jsonl; a half-written last line (a killed run) is left out."""
+  if not os.path.exists(path):
+    return []
+  records = []
+  with open(path, encoding='utf-8') as f:
+    for line in f:
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:
+        continue
+  return records
+
+
+def eval_points(records: Iterable[Mapping]) -> tuple[tuple[int, float], ...]:
+  """(step, eval accuracy) per evaluation, by step; a repeated step keeps its last record."""
+  points = {int(r['step']): float(r['eval/accuracy']) for r in records if 'eval/accuracy' in r}
+  return tuple(sorted(points.items()))
+
+
+def perfect_scaling_reference(
+    points: Iterable[tuple[int, int]]) -> tuple[int, int] | None:
+  """The (batch, steps) point the perfect-scaling line goes through: the smallest batch that
+  reached the target (of several at that batch, the fewest steps); None without any."""
+  return min(points, default=None)
+
+
+def perfect_scaling_steps(reference: tuple[int, int], batch: float) -> float:
+  """Steps at `batch` if doubling the batch halved the steps from `reference` on."""
+  reference_batch, reference_steps = reference
+  return reference_steps * reference_batch / batch
+
+
+def save_results(sweep_dir: str, results: Sequence[RunResult], target: float | None,
+                 command: Sequence[str]) -> str:
+  path = os.path.join(sweep_dir, SUMMARY_JSON)
+  with open(path + '.tmp', 'w', encoding='utf-8') as f:
+    json.dump({'command': list(command), 'target_accuracy': target,
+               'runs': [dataclasses.asdict(r) for r in results]}, f, indent=1)
+    f.write('\n')
+  os.replace(path + '.tmp', path)
+  return path
+
+
+def load_results(sweep_dir: str) -> tuple[list[RunResult], float | None]:
+  with open(os.path.join(sweep_dir, SUMMARY_JSON), encoding='utf-8') as f:
+    saved = json.load(f)
+  runs = [RunResult(**dict(run, evals=tuple(tuple(point) for point in run['evals'])))
+          for run in saved['runs']]
+  return runs, saved['target_accuracy']
+
+
+def _columns(target: float | None) -> list[str]:
+  columns = ['batch', 'peak_lr', 'steps', 'status', 'final_eval_accuracy', 'best_eval_accuracy']
+  if target is not None:
+    columns += ['steps_to_target', 'examples_to_target']
+  return columns + ['wall_seconds']
+
+
+def _values(run: RunResult, target: float | None) -> list:
+  values = [run.batch, run.peak_lr, run.total_steps,
+            'diverged' if run.diverged else 'finished', run.final_accuracy, run.best_accuracy]
+  if target is not None:
+    values += [run.steps_to(target), run.examples_to(target)]
+  return values + [run.wall_seconds]
+
+
+def write_csv(path: str, series: Mapping[str, Sequence[RunResult]],
+              target: float | None) -> None:
+  """Raw numbers, one row per run; an empty cell is a value the run does not have."""
+  several = len(series) > 1
+  with open(path, 'w', encoding='utf-8', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow((['sweep'] if several else []) + _columns(target))
+    for label, runs in series.items():
+      for run in runs:
+        writer.writerow(([label] if several else [])
+                        + ['' if v is None else v for v in _values(run, target)])
+
+
+def _percent(value: float | None) -> str:
+  return '–' if value is None else f'{100 * value:.2f} %'
+
+
+def markdown_table(series: Mapping[str, Sequence[RunResult]], target: float | None) -> str:
+  """The table a reader compares batches in: accuracy in %, missing values spelled out."""
+  several = len(series) > 1
+  header = (['sweep'] if several else []) + ['batch', 'peak lr', 'steps',
+                                             'final eval accuracy', 'best eval accuracy']
+  if target is not None:
+    header += [f'steps to {target:g}', f'examples to {target:g}']
+  header.append('wall time')
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  notes = []
+  for label, runs in series.items():
+    for run in runs:
+      row = ([label] if several else []) + [
+          str(run.batch), f'{run.peak_lr:.4g}', str(run.total_steps),
+          'diverged' if run.diverged else _percent(run.final_accuracy),
+          _percent(run.best_accuracy)]
+      if target is not None:
+        steps, examples = run.steps_to(target), run.examples_to(target)
+        row += ['not reached' if steps is None else str(steps),
+                'not reached' if examples is None else f'{examples:,}']
+      row.append(f'{run.wall_seconds:.0f} s')
+      lines.append('| ' + ' | '.join(row) + ' |')
+      if run.diverged:
+        notes.append(f'- {label + ", " if several else ""}batch {run.batch}: {run.diverged}')
+  text = '\n'.join(lines) + '\n'
+  if target is not None:
+    text += (f'\nSteps to {target:g}: the first evaluation at or above it (exact to the '
+             'evaluation interval); examples = steps x batch.\n')
+  if notes:
+    text += '\nDiverged (lbtrain stopped the run on a NaN/Inf):\n' + '\n'.join(notes) + '\n'
+  return text
+
+
+# One marker shape per sweep: where two sweeps land on the same point, both stay visible.
+_MARKERS = ('o', 's', 'D', '^', 'v', '<', '>', 'p')
+
+
+def _marker(index: int) -> dict:
+  return {'marker': _MARKERS[index % len(_MARKERS)], 'markersize': 8, 'fillstyle': 'none'}
+
+
+def _pyplot():
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
+  return pyplot
+
+
+def _batch_axis(ax, batches: Iterable[int]) -> None:
+  """Log-2 batch axis labelled with the batches themselves (1024, not 2^10)."""
+  batches = sorted(set(batches))
+  ax.set_xscale('log', base=2)
+  ax.set_xticks(batches, [str(b) for b in batches])
+  ax.set_xticks([], minor=True)
+  ax.set_xlabel('global batch')
+
+
+def plot_final_accuracy(path: str, series: Mapping[str, Sequence[RunResult]]) -> None:
+  """Diverged runs sit on the bottom edge as crosses in their sweep's colour."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(6.4, 4.4))
+  diverged = []
+  for index, (label, runs) in enumerate(series.items()):
+    done = [(r.batch, r.final_accuracy) for r in runs if r.final_accuracy is not None]
+    line, = ax.plot([b for b, _ in done], [a for _, a in done], label=label, **_marker(index))
+    diverged += [(r.batch, line.get_color(), label) for r in runs if r.diverged]
+  if diverged:
+    bottom = ax.get_ylim()[0]
+    for batch, color, label in diverged:
+      ax.plot([batch], [bottom], marker='x', markersize=10, color=color, clip_on=False,
+              linestyle='none', label=f'{label}: diverged')
+  _batch_axis(ax, [r.batch for runs in series.values() for r in runs])
+  ax.set_ylabel('final eval accuracy')
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize='small')
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def plot_eval_curves(path: str, series: Mapping[str, Sequence[RunResult]]) -> None:
+  """One panel per sweep, one line per batch, in the same colour for a batch in every panel."""
+  plt = _pyplot()
+  columns = min(2, len(series))
+  rows = math.ceil(len(series) / columns)
+  fig, axes = plt.subplots(rows, columns, figsize=(6.4 * columns, 4.2 * rows), sharey=True,
+                           squeeze=False)
+  batches = sorted({r.batch for runs in series.values() for r in runs})
+  colors = plt.get_cmap('viridis')([i / max(1, len(batches) - 1) * 0.9
+                                    for i in range(len(batches))])
+  color_of = dict(zip(batches, colors))
+  for ax, (label, runs) in zip(axes.flat, series.items()):
+    for run in runs:
+      ax.plot([step / run.steps_per_epoch for step, _ in run.evals],
+              [accuracy for _, accuracy in run.evals], marker='.', color=color_of[run.batch],
+              linestyle='--' if run.diverged else '-',
+              label=f'{run.batch}' + (' (diverged)' if run.diverged else ''))
+    ax.set_title(label)
+    ax.set_xlabel('epoch')
+    ax.set_ylabel('eval accuracy')
+    ax.grid(alpha=0.3)
+    ax.legend(title='global batch', fontsize='small')
+  for ax in list(axes.flat)[len(series):]:
+    ax.set_visible(False)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def plot_steps_to_target(path: str, series: Mapping[str, Sequence[RunResult]],
+                         target: float) -> None:
+  """Log-log steps to the target against batch, with the perfect-scaling line; the runs that
+  never reached the target are listed under the plot."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(6.4, 4.4))
+  reached, missed = [], []
+  for index, (label, runs) in enumerate(series.items()):
+    points = [(r.batch, r.steps_to(target)) for r in runs if r.steps_to(target) is not None]
+    reached += points
+    never = [str(r.batch) for r in runs if r.steps_to(target) is None]
+    if never:
+      missed.append(f'{label}: {", ".join(never)}' if len(series) > 1 else ', '.join(never))
+    ax.plot([b for b, _ in points], [s for _, s in points], label=label, **_marker(index))
+  reference = perfect_scaling_reference(reached)
+  all_batches = [r.batch for runs in series.values() for r in runs]
+  if reference is not None:
+    ends = [min(all_batches), max(all_batches)]
+    ax.plot(ends, [perfect_scaling_steps(reference, b) for b in ends], color='black',
+            linestyle=':', label='perfect scaling (steps ∝ 1 / batch)')
+  ax.set_yscale('log')
+  _batch_axis(ax, all_batches)
+  ax.set_ylabel(f'steps to eval accuracy ≥ {target:g}')
+  ax.grid(alpha=0.3, which='both')
+  ax.legend(fontsize='small')
+  caption = textwrap.fill('Not reached: ' + '; '.join(missed), 100) if missed else ''
+  if caption:
+    fig.text(0.01, 0.01, caption, fontsize='x-small', va='bottom')
+  fig.tight_layout(rect=(0, 0.03 * (caption.count('\n') + 1) if caption else 0, 1, 1))
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def write_report(out_dir: str, series: Mapping[str, Sequence[RunResult]],
+                 target: float | None) -> list[str]:
+  """summary.csv, summary.md and the plots (steps to target only with a target); their paths."""
+  os.makedirs(out_dir, exist_ok=True)
+  paths = [os.path.join(out_dir, name) for name in (SUMMARY_CSV, SUMMARY_MD,
+                                                    FINAL_ACCURACY_PNG, EVAL_ACCURACY_PNG)]
+  write_csv(paths[0], series, target)
+  with open(paths[1], 'w', encoding='utf-8') as f:
+    f.write(markdown_table(series, target))
+  plot_final_accuracy(paths[2], series)
+  plot_eval_curves(paths[3], series)
+  if target is not None:
+    paths.append(os.path.join(out_dir, STEPS_TO_TARGET_PNG))
+    plot_steps_to_target(paths[-1], series, target)
+  return paths
+
+
+def _define_flags() -> None:
+  """Only when run as a program: `lbtrain.sweep` imports this module and has flags of its own."""
+  flags.DEFINE_multi_string('sweep', None, 'LABEL=DIR of a sweep folder holding summary.json; '
+                            'repeat for each sweep, in legend order.')
+  flags.DEFINE_string('out_dir', None, 'Folder for the combined summary and plots.')
+  flags.DEFINE_float('target_accuracy', None, 'Eval accuracy for steps-to-target; default: the '
+                     'sweeps\' own, when they agree.')
+
+
+def _fail(message: str) -> None:
+  sys.stderr.write(f'lbtrain: error: {message}\n')
+  sys.exit(2)
+
+
+def main(argv: list[str]) -> None:
+  args = flags.FLAGS
+  if len(argv) > 1:
+    _fail(f'unexpected arguments {argv[1:]}; use --sweep=LABEL=DIR.')
+  if not args.sweep or not args.out_dir:
+    _fail('--sweep=LABEL=DIR (one or more) and --out_dir are required.')
+  series, targets = {}, set()
+  for value in args.sweep:
+    label, _, sweep_dir = value.partition('=')
+    if not label or not sweep_dir:
+      _fail(f'--sweep={value}: expected LABEL=DIR, e.g. --sweep=LARS=runs/study/lars.')
+    if not os.path.exists(os.path.join(sweep_dir, SUMMARY_JSON)):
+      _fail(f'{os.path.join(sweep_dir, SUMMARY_JSON)} does not exist; run the sweep '
+            '(python -m lbtrain.sweep) to the end first.')
+    series[label], target = load_results(sweep_dir)
+    targets.add(target)
+  target = args.target_accuracy
+  if target is None and len(targets) > 1:
+    _fail(f'the sweeps were summarised at different targets {sorted(targets, key=str)}; '
+          'choose one with --target_accuracy.')
+  target = target if target is not None else targets.pop()
+  for path in write_report(args.out_dir, series, target):
+    print(path)
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)

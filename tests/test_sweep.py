@@ -1,0 +1,264 @@
+"""Batch-size sweeps: the summary maths on hand-made records, then the CLI on real runs."""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+from matplotlib import image
+import pytest
+
+from configs import quickstart
+from lbtrain import sweep_report
+from lbtrain.sweep_report import RunResult
+
+import lbtrain_process
+
+PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+
+
+def _run(batch, evals, total_steps, diverged=None, peak_lr=0.1):
+  return RunResult(batch=batch, peak_lr=peak_lr, total_steps=total_steps,
+                   steps_per_epoch=60000 / batch, evals=tuple(evals), wall_seconds=10.0,
+                   diverged=diverged)
+
+
+def test_eval_points_keep_evaluations_only_by_step_and_the_last_of_a_repeated_step():
+  records = [{'step': 10, 'train/loss': 1.0}, {'step': 20, 'eval/accuracy': 0.5},
+             {'step': 10, 'eval/accuracy': 0.3}, {'step': 20, 'eval/accuracy': 0.6}]
+  assert sweep_report.eval_points(records) == ((10, 0.3), (20, 0.6))
+
+
+def test_read_metrics_skips_a_half_written_last_line(tmp_path):
+  path = tmp_path / 'metrics.jsonl'
+  path.write_text('{"step": 5, "eval/accuracy": 0.5}\n{"step": 10, "eval/acc')
+  assert sweep_report.read_metrics(str(path)) == [{'step': 5, 'eval/accuracy': 0.5}]
+  assert sweep_report.read_metrics(str(tmp_path / 'none.jsonl')) == []
+
+
+def test_steps_and_examples_to_target_are_the_first_evaluation_at_or_above_it():
+  run = _run(1024, [(10, 0.70), (20, 0.85), (30, 0.84), (40, 0.90)], total_steps=40)
+  assert run.steps_to(0.85) == 20  # reached exactly counts, and later dips do not matter
+  assert run.examples_to(0.85) == 20 * 1024
+  assert run.steps_to(0.86) == 40
+  assert run.steps_to(0.95) is None and run.examples_to(0.95) is None
+  assert run.best_accuracy == 0.90
+  assert run.final_accuracy == 0.90
+
+
+def test_a_run_without_its_last_evaluation_or_diverged_has_no_final_accuracy():
+  short = _run(256, [(10, 0.7), (20, 0.8)], total_steps=30)
+  assert short.final_accuracy is None and short.best_accuracy == 0.8
+  diverged = _run(256, [(10, 0.7), (30, 0.1)], total_steps=30,
+                  diverged='non-finite train/loss at step 25')
+  assert diverged.final_accuracy is None and diverged.best_accuracy == 0.7
+  assert _run(256, [], total_steps=30).best_accuracy is None
+
+
+def test_perfect_scaling_goes_through_the_smallest_batch_that_reached_the_target():
+  assert sweep_report.perfect_scaling_reference([(1024, 50), (256, 300), (4096, 20)]) == (256, 300)
+  # Two sweeps sharing the smallest batch: the fewer steps.
+  assert sweep_report.perfect_scaling_reference([(256, 300), (256, 280)]) == (256, 280)
+  assert sweep_report.perfect_scaling_reference([]) is None
+  assert sweep_report.perfect_scaling_steps((256, 300), 1024) == 75
+  assert sweep_report.perfect_scaling_steps((256, 300), 128) == 600
+
+
+def test_markdown_and_csv_spell_out_missing_values(tmp_path):
+  runs = [_run(256, [(100, 0.80), (200, 0.91)], total_steps=200),
+          _run(16384, [(2, 0.10)], total_steps=4, peak_lr=6.4,
+               diverged='non-finite train/loss at step 3')]
+  table = sweep_report.markdown_table({'a': runs}, target=0.9)
+  lines = table.splitlines()
+  assert lines[2] == '| 256 | 0.1 | 200 | 91.00 % | 91.00 % | 200 | 51,200 | 10 s |'
+  assert lines[3] == '| 16384 | 6.4 | 4 | diverged | 10.00 % | not reached | not reached | 10 s |'
+  assert '- batch 16384: non-finite train/loss at step 3' in table
+  assert 'steps to' not in sweep_report.markdown_table({'a': runs}, target=None)
+
+  sweep_report.write_csv(str(tmp_path / 'two.csv'), {'a': runs, 'b': runs[:1]}, target=0.9)
+  with open(tmp_path / 'two.csv', encoding='utf-8') as f:
+    rows = list(csv.DictReader(f))
+  assert [(r['sweep'], r['batch'], r['status']) for r in rows] == [
+      ('a', '256', 'finished'), ('a', '16384', 'diverged'), ('b', '256', 'finished')]
+  assert rows[1]['final_eval_accuracy'] == '' and rows[1]['steps_to_target'] == ''
+  assert rows[0]['examples_to_target'] == '51200'
+
+
+def _assert_png(path):
+  with open(path, 'rb') as f:
+    assert f.read(8) == PNG_MAGIC, path
+  pixels = image.imread(path)
+  assert pixels.shape[0] > 200 and pixels.shape[1] > 200, (path, pixels.shape)
+
+
+def test_report_of_several_sweeps_draws_valid_pngs(tmp_path):
+  series = {
+      'linear': [_run(256, [(100, 0.8), (200, 0.9)], 200),
+                 _run(4096, [(6, 0.1)], 12, diverged='non-finite train/loss at step 7')],
+      'lars': [_run(1024, [(25, 0.85), (50, 0.9)], 50), _run(4096, [(6, 0.8), (12, 0.88)], 12)],
+  }
+  paths = sweep_report.write_report(str(tmp_path / 'with_target'), series, target=0.9)
+  assert [os.path.basename(p) for p in paths] == [
+      'summary.csv', 'summary.md', 'final_accuracy.png', 'eval_accuracy.png',
+      'steps_to_target.png']
+  for path in paths[2:]:
+    _assert_png(path)
+  paths = sweep_report.write_report(str(tmp_path / 'no_target'), series, target=None)
+  assert not any(p.endswith('steps_to_target.png') for p in paths)
+
+
+# ---- the CLI, on real runs of the small CNN on real Fashion-MNIST ----
+
+STEPS_AT_512 = 4  # 8 steps at 256; an evaluation every 2 steps at 512 and every 4 at 256
+NUM_EPOCHS = STEPS_AT_512 * 512 / 60000
+BASE_LR = 0.3  # set on the command line, so that the runs show the overrides reached them
+TARGET = 0.4
+
+
+def _sweep(args, timeout=300):
+  """`python -m lbtrain.sweep` as a user runs it; its runs inherit the test environment."""
+  return subprocess.run([sys.executable, '-m', 'lbtrain.sweep', *args], cwd=lbtrain_process.ROOT,
+                        env=lbtrain_process.environment(), capture_output=True, text=True,
+                        timeout=timeout)
+
+
+def _tiny_sweep_args(sweep_dir, data_dir, batches='512,256'):
+  return ['--config=configs/quickstart.py', f'--workdir={sweep_dir}', f'--batch_sizes={batches}',
+          f'--target_accuracy={TARGET}', f'--config.data.data_dir={data_dir}',
+          f'--config.train.num_epochs={NUM_EPOCHS}', '--config.schedule.warmup_epochs=0',
+          f'--config.eval.every_epochs={2 * 512 / 60000}', '--config.eval.global_batch_size=2000',
+          '--config.checkpoint.every_steps=2', '--config.train.log_every_steps=2',
+          '--config.optimizer.base_lr', str(BASE_LR)]  # the space-separated form, forwarded too
+
+
+def _metrics(run_dir):
+  return sweep_report.read_metrics(os.path.join(run_dir, 'metrics.jsonl'))
+
+
+def _evals(run_dir):
+  return [(r['step'], r['eval/accuracy']) for r in _metrics(run_dir) if 'eval/accuracy' in r]
+
+
+def _summary_rows(sweep_dir):
+  with open(os.path.join(sweep_dir, 'summary.csv'), encoding='utf-8') as f:
+    return list(csv.DictReader(f))
+
+
+def _run_record(run_dir):
+  with open(os.path.join(run_dir, 'sweep_run.json'), encoding='utf-8') as f:
+    return json.load(f)
+
+
+@pytest.mark.slow
+def test_sweep_runs_each_batch_summarises_skips_finished_and_resumes_unfinished(
+    tmp_path, fmnist_data_dir):
+  sweep_dir = tmp_path / 'sweep'
+  args = _tiny_sweep_args(sweep_dir, fmnist_data_dir)
+  result = _sweep(args)
+  assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+
+  config = quickstart.get_config()
+  config.optimizer.base_lr = BASE_LR
+  assert config.optimizer.scaling == 'linear'
+  run_dirs = {b: sweep_dir / f'batch_{b:05d}' for b in (256, 512)}
+  rows = _summary_rows(sweep_dir)
+  assert [int(r['batch']) for r in rows] == [256, 512]  # smallest first, as given or not
+  for row in rows:
+    batch = int(row['batch'])
+    with open(run_dirs[batch] / 'config.json', encoding='utf-8') as f:
+      run_config = json.load(f)
+    assert run_config['train']['global_batch_size'] == batch
+    assert run_config['optimizer']['base_lr'] == BASE_LR
+    expected_lr = config.optimizer.base_lr * batch / config.optimizer.base_batch_size
+    assert float(row['peak_lr']) == pytest.approx(expected_lr)
+    assert int(row['steps']) == STEPS_AT_512 * 512 // batch
+    evals = _evals(run_dirs[batch])
+    assert len(evals) == 2 and evals[-1][0] == int(row['steps'])
+    assert float(row['final_eval_accuracy']) == evals[-1][1]
+    assert float(row['best_eval_accuracy']) == max(a for _, a in evals)
+    reached = [s for s, a in evals if a >= TARGET]
+    assert row['steps_to_target'] == (str(reached[0]) if reached else '')
+    assert row['examples_to_target'] == (str(reached[0] * batch) if reached else '')
+    assert row['status'] == 'finished'
+    assert float(row['wall_seconds']) > 0
+    assert 'lbtrain.main' in (run_dirs[batch] / 'train.log').read_text()
+  markdown = (sweep_dir / 'summary.md').read_text()
+  assert markdown.count('\n| 256 | ') == 1 and markdown.count('\n| 512 | ') == 1
+  for name in ('final_accuracy.png', 'eval_accuracy.png', 'steps_to_target.png'):
+    _assert_png(sweep_dir / name)
+
+  # Again, after losing batch 512's final checkpoint: 256 is skipped and 512 resumes at step 2.
+  metrics_256 = run_dirs[256] / 'metrics.jsonl'
+  before = (metrics_256.read_bytes(), metrics_256.stat().st_mtime_ns)
+  evals_512 = _evals(run_dirs[512])
+  seconds_512 = _run_record(run_dirs[512])['wall_seconds']
+  shutil.rmtree(run_dirs[512] / 'checkpoints' / str(STEPS_AT_512))
+  result = _sweep(args)
+  assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+  assert 'batch 256 (1/2): finished earlier, skipped' in result.stdout
+  assert 'batch 512 (2/2): resuming at step 2' in result.stdout
+  assert (metrics_256.read_bytes(), metrics_256.stat().st_mtime_ns) == before
+  assert 'resumed from the checkpoint at step 2' in (run_dirs[512] / 'train.log').read_text()
+  assert _evals(run_dirs[512]) == evals_512  # lbtrain resumes exactly
+  record = _run_record(run_dirs[512])
+  assert record['attempts'] == 2 and record['wall_seconds'] > seconds_512
+  assert float(_summary_rows(sweep_dir)[1]['wall_seconds']) == record['wall_seconds']
+
+  # A finished run made with another training config is not passed off as this one's.
+  result = _sweep(args + ['--config.train.seed=1'])
+  assert result.returncode == 2, result.stdout + result.stderr[-3000:]
+  assert 'batch 256: ' in result.stderr and 'train.seed (0 -> 1)' in result.stderr
+  assert 'skipped' not in result.stdout
+
+
+@pytest.mark.slow
+def test_a_diverged_run_is_recorded_and_the_sweep_goes_on(tmp_path, fmnist_data_dir):
+  sweep_dir = tmp_path / 'sweep'
+  args = _tiny_sweep_args(sweep_dir, fmnist_data_dir) + ['--config.optimizer.base_lr=1e30']
+  result = _sweep(args)
+  assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+  assert result.stdout.count('diverged after') == 2, result.stdout
+  rows = _summary_rows(sweep_dir)
+  assert [(r['batch'], r['status'], r['final_eval_accuracy']) for r in rows] == [
+      ('256', 'diverged', ''), ('512', 'diverged', '')]
+  assert 'non-finite' in (sweep_dir / 'summary.md').read_text()
+
+  result = _sweep(args)  # a divergence is a result: not tried again
+  assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+  assert result.stdout.count('diverged earlier, skipped') == 2, result.stdout
+
+
+@pytest.mark.slow
+def test_a_failing_run_stops_the_sweep_with_its_exit_code_and_log(tmp_path, fmnist_data_dir):
+  sweep_dir = tmp_path / 'sweep'
+  result = _sweep(_tiny_sweep_args(sweep_dir, fmnist_data_dir, batches='260'))
+  assert result.returncode == 2, result.stdout + result.stderr[-3000:]
+  error = result.stderr.strip().splitlines()[-1]
+  assert error.startswith('lbtrain: error: the run at batch 260 failed (exit code 2)')
+  assert 'not divisible by the 8 devices' in error
+  assert error.endswith(str(sweep_dir / 'batch_00260' / 'train.log'))
+  assert not (sweep_dir / 'summary.csv').exists()
+
+
+@pytest.mark.parametrize('args, fragment', [
+    (['--batch_sizes=256,abc'], "'abc' is not a positive whole number"),
+    (['--batch_sizes=256,0'], "'0' is not a positive whole number"),
+    (['--batch_sizes=256,256'], 'more than once'),
+    (['--batch_sizes=256', '--config.train.global_batch_size=512'], 'give the batches with'),
+    (['--batch_sizes=256', '--target_accuracy=90'], '--target_accuracy'),
+    (['--batch_sizes=256', '--config.train.no_such_field=1'], 'no_such_field'),
+    (['--batch_sizes=256', '--config=configs/does_not_exist.py'], 'does_not_exist.py'),
+    (['--batch_sizes=256', '--config.schedule.warmup_epochs=100'], 'batch 256: warmup'),
+])
+def test_bad_flags_are_one_line_and_exit_2(args, fragment, tmp_path, fmnist_data_dir):
+  config = [a for a in args if a.startswith('--config=')] or ['--config=configs/quickstart.py']
+  others = [a for a in args if not a.startswith('--config=')]
+  result = _sweep([*config, f'--workdir={tmp_path / "sweep"}',
+                   f'--config.data.data_dir={fmnist_data_dir}', *others], timeout=120)
+  assert result.returncode == 2, result.stderr
+  errors = [l for l in result.stderr.splitlines() if l.startswith('lbtrain: error:')]
+  assert len(errors) == 1 and fragment in errors[0], result.stderr
+  assert 'Traceback' not in result.stderr
+  assert not (tmp_path / 'sweep').exists()
