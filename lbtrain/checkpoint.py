@@ -52,7 +52,9 @@ class Checkpointer:
     if step is None:
       return None
     # When one array cannot be read, orbax abandons the reads still in flight, and Python
-    # would print each one's traceback as it is collected, burying the one-line error.
+    # would print each one's traceback as it is collected, burying the one-line error. They
+    # are collected after the failure surfaces, so the hook stays on when the restore fails
+    # (the run then ends with that error); a successful restore puts the printing hook back.
     printing_hook = sys.unraisablehook
     sys.unraisablehook = _log_abandoned_read
     try:

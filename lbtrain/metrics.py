@@ -48,6 +48,22 @@ class MetricWriter:
       self._tensorboard.close()
 
 
+def read_records(workdir: str) -> list[dict]:
+  """The records of a workdir's metrics.jsonl; a half-written last line (a run killed while
+  writing it, or one still running) is left out."""
+  path = os.path.join(workdir, METRICS_FILE)
+  if not os.path.exists(path):
+    return []
+  records = []
+  with open(path, encoding='utf-8') as f:
+    for line in f:
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:
+        continue
+  return records
+
+
 def _truncate_after(path: str, step: int) -> None:
   """Keeps the records up to `step` (and no half-written last line), atomically."""
   if not os.path.exists(path):

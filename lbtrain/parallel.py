@@ -96,6 +96,11 @@ def prefetch_to_mesh(batches: Iterator[Any], mesh: Mesh, size: int) -> Iterator[
   The host->device copy of batch n+1 then overlaps step n, so the step never waits on a
   transfer unless the input pipeline itself is slower than the step. An exception in the
   producer is re-raised in the consumer rather than silently ending the stream.
+
+  Closing the generator (`.close()`, or its end) stops the thread and waits for it: a thread
+  left inside tf.data's or jax's C++ code when the interpreter shuts down is cancelled there,
+  which aborts the process ("FATAL: exception not rethrown", exit code 134) after a run that
+  ended well.
   """
   if size <= 0:
     yield from (host_local_to_global(batch, mesh) for batch in batches)
@@ -104,21 +109,24 @@ def prefetch_to_mesh(batches: Iterator[Any], mesh: Mesh, size: int) -> Iterator[
   end = object()
   stop = threading.Event()
 
+  def put(item) -> bool:
+    """Waits for room in the buffer unless the consumer has gone; False if it has."""
+    while not stop.is_set():
+      try:
+        buffer.put(item, timeout=0.1)
+        return True
+      except queue.Full:
+        continue
+    return False
+
   def produce():
     try:
       for batch in batches:
-        item = host_local_to_global(batch, mesh)
-        while not stop.is_set():
-          try:
-            buffer.put(item, timeout=0.1)
-            break
-          except queue.Full:
-            continue
-        if stop.is_set():
+        if stop.is_set() or not put(host_local_to_global(batch, mesh)):
           return
-      buffer.put(end)
+      put(end)
     except BaseException as error:  # pylint: disable=broad-except
-      buffer.put(error)
+      put(error)
 
   thread = threading.Thread(target=produce, name='prefetch_to_mesh', daemon=True)
   thread.start()
@@ -132,3 +140,4 @@ def prefetch_to_mesh(batches: Iterator[Any], mesh: Mesh, size: int) -> Iterator[
       yield item
   finally:
     stop.set()
+    thread.join()

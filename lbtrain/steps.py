@@ -133,6 +133,8 @@ def train_step(state: TrainState, batch: Any, *, model: nn.Module,
   anyway: each device's under the pmap strategy, else each micro-batch's (accumulation).
   """
   track_noise = noise_scale_every is not None
+  # The small batches: each micro-batch under jit; under pmap each device's whole gradient.
+  micro_batch_noise = track_noise and axis_name is None
   compute = functools.partial(_loss_and_grads, model=model, label_smoothing=label_smoothing,
                               pixel_stats=pixel_stats)
   small_sq_norm = None
@@ -141,7 +143,7 @@ def train_step(state: TrainState, batch: Any, *, model: nn.Module,
   else:
     def compute_micro(params, batch_stats, micro_batch):
       result = compute(params, batch_stats, micro_batch)
-      return (*result, noise_scale.sq_norm(result[2])) if track_noise else result
+      return (*result, noise_scale.sq_norm(result[2])) if micro_batch_noise else result
 
     def accumulate(carry, micro_batch):
       result = compute_micro(state.params, state.batch_stats, micro_batch)
@@ -157,7 +159,7 @@ def train_step(state: TrainState, batch: Any, *, model: nn.Module,
     loss, accuracy, grads, batch_stats, *small = jax.tree.map(lambda s: s / accum_steps, sums)
     small_sq_norm = small[0] if small else None
   if axis_name is not None:
-    if track_noise:  # this device's gradient is the small batch
+    if track_noise:
       small_sq_norm = jax.lax.pmean(noise_scale.sq_norm(grads), axis_name)
     loss, accuracy, grads = jax.lax.pmean((loss, accuracy, grads), axis_name)
 

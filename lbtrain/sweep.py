@@ -36,6 +36,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from lbtrain import cli
+from lbtrain import metrics
 from lbtrain import sweep_report
 from lbtrain.errors import UserError
 
@@ -102,7 +103,7 @@ class _Run:
 
   def evals(self) -> tuple[tuple[int, float], ...]:
     return sweep_report.eval_points(
-        sweep_report.read_metrics(os.path.join(self.workdir, 'metrics.jsonl')))
+        metrics.read_records(self.workdir))
 
 
 def _plan_runs(config, batches: list[int], sweep_dir: str) -> list[_Run]:

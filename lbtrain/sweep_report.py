@@ -20,12 +20,13 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import textwrap
 from typing import Iterable, Mapping, Sequence
 
 from absl import app
 from absl import flags
+
+from lbtrain import cli
 
 SUMMARY_JSON = 'summary.json'
 SUMMARY_CSV = 'summary.csv'
@@ -64,20 +65,6 @@ class RunResult:
   def examples_to(self, target: float) -> int | None:
     steps = self.steps_to(target)
     return None if steps is None else steps * self.batch
-
-
-def read_metrics(path: str) -> list[dict]:
-  """The records of a metrics.jsonl; a half-written last line (a killed run) is left out."""
-  if not os.path.exists(path):
-    return []
-  records = []
-  with open(path, encoding='utf-8') as f:
-    for line in f:
-      try:
-        records.append(json.loads(line))
-      except json.JSONDecodeError:
-        continue
-  return records
 
 
 def eval_points(records: Iterable[Mapping]) -> tuple[tuple[int, float], ...]:
@@ -318,30 +305,25 @@ def _define_flags() -> None:
                      'sweeps\' own, when they agree.')
 
 
-def _fail(message: str) -> None:
-  sys.stderr.write(f'lbtrain: error: {message}\n')
-  sys.exit(2)
-
-
 def main(argv: list[str]) -> None:
   args = flags.FLAGS
   if len(argv) > 1:
-    _fail(f'unexpected arguments {argv[1:]}; use --sweep=LABEL=DIR.')
+    cli.fail(f'unexpected arguments {argv[1:]}; use --sweep=LABEL=DIR.')
   if not args.sweep or not args.out_dir:
-    _fail('--sweep=LABEL=DIR (one or more) and --out_dir are required.')
+    cli.fail('--sweep=LABEL=DIR (one or more) and --out_dir are required.')
   series, targets = {}, set()
   for value in args.sweep:
     label, _, sweep_dir = value.partition('=')
     if not label or not sweep_dir:
-      _fail(f'--sweep={value}: expected LABEL=DIR, e.g. --sweep=LARS=runs/study/lars.')
+      cli.fail(f'--sweep={value}: expected LABEL=DIR, e.g. --sweep=LARS=runs/study/lars.')
     if not os.path.exists(os.path.join(sweep_dir, SUMMARY_JSON)):
-      _fail(f'{os.path.join(sweep_dir, SUMMARY_JSON)} does not exist; run the sweep '
+      cli.fail(f'{os.path.join(sweep_dir, SUMMARY_JSON)} does not exist; run the sweep '
             '(python -m lbtrain.sweep) to the end first.')
     series[label], target = load_results(sweep_dir)
     targets.add(target)
   target = args.target_accuracy
   if target is None and len(targets) > 1:
-    _fail(f'the sweeps were summarised at different targets {sorted(targets, key=str)}; '
+    cli.fail(f'the sweeps were summarised at different targets {sorted(targets, key=str)}; '
           'choose one with --target_accuracy.')
   target = target if target is not None else targets.pop()
   for path in write_report(args.out_dir, series, target):

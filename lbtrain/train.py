@@ -464,6 +464,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   nonfinite.last_good_checkpoint = start_step if restored else None
   writer = metrics_lib.MetricWriter(workdir, enabled=is_primary, resume_step=start_step)
   final = {}
+  batches = iter(())
   try:
     if start_step >= run.total_steps:
       logging.info('training already complete (%d steps); nothing to do', run.total_steps)
@@ -548,5 +549,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writer.write(done, time_split())  # the whole loop, last eval and save included
     return final
   finally:
+    if hasattr(batches, 'close'):
+      batches.close()  # stops the input threads before the interpreter may shut down
     checkpoints.close()
     writer.close()

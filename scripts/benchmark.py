@@ -21,7 +21,6 @@ Examples (the README's Performance section lists what was measured with which co
 
 import argparse
 import importlib
-import json
 import os
 import sys
 import tempfile
@@ -32,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 
+from lbtrain import metrics as metrics_lib
 from lbtrain import parallel
 from lbtrain import synthetic
 from lbtrain import train
@@ -165,9 +165,8 @@ def benchmark_step(args) -> None:
 def _loop_seconds_per_step(config, workdir: str, skip_records: int) -> float:
   """lbtrain's loop: mean seconds per step over the logged intervals after the first ones."""
   train.train_and_evaluate(config, workdir)
-  with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
-    records = [json.loads(line) for line in f]
-  records = [r for r in records if 'train/steps_per_sec' in r][skip_records:]
+  records = [r for r in metrics_lib.read_records(workdir)
+             if 'train/steps_per_sec' in r][skip_records:]
   steps = [b['step'] - a['step'] for a, b in zip(records, records[1:])]
   seconds = [n / b['train/steps_per_sec'] for n, b in zip(steps, records[1:])]
   return sum(seconds) / sum(steps)
@@ -233,8 +232,7 @@ def benchmark_costs(args) -> None:
     start = time.perf_counter()
     train.train_and_evaluate(config, workdir)
     total = time.perf_counter() - start
-    with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
-      last = [r for r in map(json.loads, f) if 'time/loop_seconds' in r][-1]
+    last = [r for r in metrics_lib.read_records(workdir) if 'time/loop_seconds' in r][-1]
   loop = last['time/loop_seconds']
   print(f'costs: {args.model} on {config.data.dataset} {run.dataset.image_shape}, {num_steps} '
         f'steps of global batch {config.train.global_batch_size}, {args.evals} evaluations of '

@@ -1,10 +1,11 @@
 """Runs `python -m lbtrain.main` as a real subprocess, as a user or a scheduler would."""
 
-import json
 import os
 import subprocess
 import sys
 import time
+
+from lbtrain import metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,19 +30,8 @@ def start(args, log_path, devices=8) -> subprocess.Popen:
 
 
 def logged_steps(workdir) -> list[int]:
-  path = os.path.join(workdir, 'metrics.jsonl')
-  if not os.path.exists(path):
-    return []
-  steps = []
-  with open(path, encoding='utf-8') as f:
-    for line in f:
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError:
-        continue  # a line being written right now
-      if 'train/loss' in record:
-        steps.append(record['step'])
-  return steps
+  """Steps of the train records so far (a line being written right now is left out)."""
+  return [record['step'] for record in metrics.read_records(workdir) if 'train/loss' in record]
 
 
 def wait_for_step(process, workdir, step, timeout=240) -> int:

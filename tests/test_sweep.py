@@ -11,6 +11,7 @@ from matplotlib import image
 import pytest
 
 from configs import quickstart
+from lbtrain import metrics
 from lbtrain import sweep_report
 from lbtrain.sweep_report import RunResult
 
@@ -31,11 +32,11 @@ def test_eval_points_keep_evaluations_only_by_step_and_the_last_of_a_repeated_st
   assert sweep_report.eval_points(records) == ((10, 0.3), (20, 0.6))
 
 
-def test_read_metrics_skips_a_half_written_last_line(tmp_path):
-  path = tmp_path / 'metrics.jsonl'
-  path.write_text('{"step": 5, "eval/accuracy": 0.5}\n{"step": 10, "eval/acc')
-  assert sweep_report.read_metrics(str(path)) == [{'step': 5, 'eval/accuracy': 0.5}]
-  assert sweep_report.read_metrics(str(tmp_path / 'none.jsonl')) == []
+def test_read_records_skips_a_half_written_last_line(tmp_path):
+  (tmp_path / 'metrics.jsonl').write_text(
+      '{"step": 5, "eval/accuracy": 0.5}\n{"step": 10, "eval/acc')
+  assert metrics.read_records(str(tmp_path)) == [{'step': 5, 'eval/accuracy': 0.5}]
+  assert metrics.read_records(str(tmp_path / 'none')) == []
 
 
 def test_steps_and_examples_to_target_are_the_first_evaluation_at_or_above_it():
@@ -134,7 +135,7 @@ def _tiny_sweep_args(sweep_dir, data_dir, batches='512,256'):
 
 
 def _metrics(run_dir):
-  return sweep_report.read_metrics(os.path.join(run_dir, 'metrics.jsonl'))
+  return metrics.read_records(run_dir)
 
 
 def _evals(run_dir):
