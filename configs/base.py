@@ -3,6 +3,10 @@
 A config never calls jax: numbers that depend on the hardware (per-device batch, steps) are
 derived at run time and logged, so the same file means the same training everywhere.
 Optional fields use `placeholder(type)` so that `--config.x=...` can still set them.
+
+Every interval is a pair `<name>_epochs` / `<name>_steps` of which exactly one is set, the other
+None (`lbtrain.durations`): to give one in the other unit, unset the first on the command line,
+e.g. `--config.schedule.warmup_epochs=None --config.schedule.warmup_steps=500`.
 """
 
 import ml_collections
@@ -17,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.dtype = 'float32'  # compute dtype; 'bfloat16' keeps params, loss, BN stats in float32
   config.model.zero_init_last_bn = False  # gamma=0 on the last BN of each residual block (Goyal 2017)
   config.model.bn_momentum = 0.9  # running average: new = momentum * old + (1 - momentum) * batch
-  config.model.bn_epsilon = 1e-5
+  config.model.bn_epsilon = 1e-5  # added to the batch variance before dividing by its root
   # BN statistics over fixed groups of this many consecutive examples of the global batch
   # ("ghost" / per-worker BN); None = the whole global batch.
   config.model.bn_group_size = config_dict.placeholder(int)
@@ -29,14 +33,14 @@ def get_config() -> ml_collections.ConfigDict:
   # Folder holding the four Fashion-MNIST idx files (Debian: apt-get install dataset-fashion-mnist);
   # read once to prepare the tfds data set in data_dir.
   config.data.source_dir = '/usr/share/datasets/fashion-mnist'
-  config.data.train_split = 'train'
-  config.data.eval_split = 'test'
+  config.data.train_split = 'train'  # tfds split to train on
+  config.data.eval_split = 'test'  # tfds split evaluated, all of it (ImageNet's is 'validation')
   config.data.prefetch_batches = 2  # global batches placed on device ahead of the step
   # ImageNet (image_size also shapes synthetic batches). Train: Inception crop resized to
   # image_size. Eval: the central eval_crop_ratio of the shorter side resized to image_size,
   # i.e. 0.875 = resize the shorter side to 256 and crop the central 224.
   config.data.image_size = 224
-  config.data.eval_crop_ratio = 0.875
+  config.data.eval_crop_ratio = 0.875  # eval crop (see above); also the train crop's fallback
   # ImageNet: serialized records each process shuffles (~110 KB each: ~1.1 GB), after reading its
   # shards in a new order each epoch, 16 at a time. Part of the data order, like the seed.
   config.data.shuffle_buffer = 10_000
@@ -44,8 +48,8 @@ def get_config() -> ml_collections.ConfigDict:
   # the autotuner instead of those fixed counts (off: its thread has held iterators open for up to
   # a minute at their end); a deterministic order (False may be faster, but resume is then inexact).
   config.data.threads = config_dict.placeholder(int)
-  config.data.autotune = False
-  config.data.deterministic = True
+  config.data.autotune = False  # ImageNet: tf.data's autotuner picks parallelism and prefetch
+  config.data.deterministic = True  # ImageNet: keep tf.data's order (False: resume inexact)
   # ImageNet: keep each process's serialized records in host memory after the first read, for
   # every later epoch and eval (small data sets only; decoding still runs each time).
   config.data.cache = False
@@ -59,13 +63,14 @@ def get_config() -> ml_collections.ConfigDict:
   # None = the whole per-device batch at once (no accumulation); 'auto' = the largest size
   # whose compiled step fits memory_fraction of a device's memory (logged with the figures).
   config.train.micro_batch_size = config_dict.placeholder(object)
-  config.train.memory_fraction = 0.9
-  config.train.label_smoothing = 0.0
-  config.train.log_every_steps = 50
+  config.train.memory_fraction = 0.9  # share of a device's memory micro_batch_size='auto' may use
+  config.train.label_smoothing = 0.0  # label smoothing of the cross-entropy targets
+  config.train.log_every_steps = 50  # steps between metric records and progress-line updates
+  config.train.log_every_epochs = config_dict.placeholder(float)  # the same interval in epochs
   # A NaN/Inf loss or gradient: 'stop' (name the step, keep the last good checkpoint) or 'skip'
   # (leave that update out, count it in train/skipped_steps, stop after too many in a row).
   config.train.on_nonfinite = 'stop'
-  config.train.max_consecutive_nonfinite = 10
+  config.train.max_consecutive_nonfinite = 10  # 'skip': stop after this many in a row
   # XLA's persistent compilation cache, so a restarted run does not compile again:
   # None = DIR/compilation_cache inside the workdir, '' = off, or a shared folder.
   config.train.compilation_cache_dir = config_dict.placeholder(str)
@@ -78,10 +83,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = 'sgd'  # sgd | nesterov | lars | lamb | adamw | adam
   config.optimizer.base_lr = 0.1  # lr at base_batch_size; scaled to global_batch_size by `scaling`
-  config.optimizer.base_batch_size = 256
+  config.optimizer.base_batch_size = 256  # the batch base_lr was tuned at
   config.optimizer.scaling = 'linear'  # linear | sqrt | none
-  config.optimizer.momentum = 0.9
-  config.optimizer.nesterov = False
+  config.optimizer.momentum = 0.9  # sgd | nesterov | lars
+  config.optimizer.nesterov = False  # sgd | lars: Nesterov momentum ('nesterov' = sgd with it)
+  # L2 added to the gradient (sgd, nesterov, lars, lamb) or decoupled (adamw; adam takes none).
   config.optimizer.weight_decay = 0.0
   # Which parameters get weight decay / the LARS-LAMB trust ratio: comma-separated 'REGEX:on|off'
   # rules matched (re.search) against '/'-joined parameter paths such as 'stage1_block0/bn1/scale';
@@ -89,6 +95,7 @@ def get_config() -> ml_collections.ConfigDict:
   # large-batch recipes' (Goyal, Jia, MLPerf): kernels only, never biases or norm scales (BN gamma).
   # Patterns cannot contain commas; '.*:on' decays everything, as optax.lars does by default.
   config.optimizer.weight_decay_mask = '(^|/)bias$:off,(^|/)scale$:off,(^|/)kernel$:on'
+  # The same rules for the trust ratio (lars, lamb).
   config.optimizer.trust_ratio_mask = '(^|/)bias$:off,(^|/)scale$:off,(^|/)kernel$:on'
   config.optimizer.trust_coefficient = 0.001  # LARS eta in eta * ||w|| / (||g|| + wd * ||w||)
   config.optimizer.b1 = 0.9  # lamb | adamw | adam: first-moment decay
@@ -99,8 +106,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.grad_clip_norm = config_dict.placeholder(float)
 
   config.schedule = ml_collections.ConfigDict()
-  config.schedule.warmup_epochs = 0.0
-  config.schedule.warmup_steps = config_dict.placeholder(int)  # overrides warmup_epochs when set
+  config.schedule.warmup_epochs = 0.0  # warmup length, fractions allowed; 0 = no warmup
+  config.schedule.warmup_steps = config_dict.placeholder(int)  # the same in steps (unset the epochs)
   config.schedule.warmup = 'linear'  # linear (per step from warmup_init_lr to peak) | constant
   config.schedule.warmup_init_lr = 0.0  # lr at step 0, all warmup if constant (Goyal 0.1, MLPerf 0)
   config.schedule.decay = 'cosine'  # cosine | step | poly | constant
@@ -108,8 +115,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.schedule.power = 2.0  # poly: (peak - end_lr) * (1 - t / T)**power + end_lr after warmup
   # step: multiply the lr by decay_factor at each boundary, counted from step 0 (Goyal: 30, 60, 80).
   config.schedule.boundaries_epochs = ()
-  config.schedule.boundaries_steps = config_dict.placeholder(tuple)  # overrides boundaries_epochs
-  config.schedule.decay_factor = 0.1
+  config.schedule.boundaries_steps = config_dict.placeholder(tuple)  # the same in steps
+  config.schedule.decay_factor = 0.1  # step: the lr multiplier at each boundary
 
   config.parallel = ml_collections.ConfigDict()
   # jit: one program over the mesh of all devices, seeing the global batch (pjit semantics).
@@ -119,10 +126,12 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.eval = ml_collections.ConfigDict()
   config.eval.every_epochs = 1.0  # and at the end; 0 = never (e.g. throughput runs)
+  config.eval.every_steps = config_dict.placeholder(int)  # the same interval in steps; 0 = never
   config.eval.global_batch_size = config_dict.placeholder(int)  # None = train global batch
 
   config.checkpoint = ml_collections.ConfigDict()
-  config.checkpoint.every_steps = 1000
+  config.checkpoint.every_steps = 1000  # checkpoint interval; also at the end and on SIGTERM/SIGINT
+  config.checkpoint.every_epochs = config_dict.placeholder(float)  # the same interval in epochs
   config.checkpoint.keep = 3  # most recent checkpoints kept on disk
   config.checkpoint.keep_every_steps = config_dict.placeholder(int)  # also keep multiples of this
 

@@ -15,34 +15,15 @@ measured results and commands are in docs/fmnist_recipes.md. Goyal's baseline, s
 """
 
 from configs import base
-from configs import resnet50_8k
-
-# Shared by every Fashion-MNIST recipe, so they all train for the same number of epochs.
-EPOCHS = 8.0
-# Goyal's 30/60/80 of 90 epochs, as fractions of the run.
-STEP_BOUNDARIES = tuple(EPOCHS * e / 90 for e in (30, 60, 80))
+from configs import common
 
 
 def get_config():
   config = base.get_config()
-  config.model.name = 'cnn'
-  config.model.bn_group_size = 32  # Goyal: BN per worker over n = 32 examples
-  config.data.dataset = 'fashion_mnist'
-  config.train.global_batch_size = 256
-  config.train.num_epochs = EPOCHS
-  config.train.log_every_steps = 50
-  config.optimizer.name = 'nesterov'
-  config.optimizer.base_lr = 0.1
-  config.optimizer.base_batch_size = 256
-  config.optimizer.scaling = 'linear'
-  config.optimizer.momentum = 0.9
-  config.optimizer.weight_decay = 5e-4
-  # Goyal's: no weight decay on BN gamma/beta only (the head bias is decayed).
-  config.optimizer.weight_decay_mask = resnet50_8k.GOYAL_WEIGHT_DECAY_MASK
-  config.schedule.warmup_epochs = 0.0
-  config.schedule.decay = 'step'
-  config.schedule.boundaries_epochs = STEP_BOUNDARIES
-  config.schedule.decay_factor = 0.1
-  config.eval.every_epochs = 1.0
-  config.checkpoint.every_steps = 1000
+  # data, model, train: Fashion-MNIST, `cnn`, 8 epochs
+  common.fmnist_budget(config)
+  # model, train, optimizer, schedule: Goyal's recipe at batch 256 (BN groups of 32, Nesterov
+  # 0.9, lr 0.1, weight decay off BN gamma/beta only: the head bias is decayed), step decay at
+  # Goyal's 30/60/80 of 90 epochs; no warmup
+  common.goyal(config, 256, weight_decay=5e-4, boundaries_epochs=common.FMNIST_STEP_BOUNDARIES)
   return config

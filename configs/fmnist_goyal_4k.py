@@ -16,22 +16,17 @@ expected to fall short at this scale; LARS and LAMB (fmnist_lars_4k.py, fmnist_l
 better at the same batch and epochs.
 """
 
-from configs import fmnist_256
+from configs import base
+from configs import common
 
 
 def get_config():
-  config = fmnist_256.get_config()
-  config.model.bn_group_size = 32
-  config.train.global_batch_size = 4096
+  config = base.get_config()
+  # data, model, train: Fashion-MNIST, `cnn`, 8 epochs
+  common.fmnist_budget(config)
+  # model, train, optimizer, schedule: fmnist_256.py's (Goyal's recipe) at batch 4096
+  common.goyal(config, 4096, weight_decay=5e-4, boundaries_epochs=common.FMNIST_STEP_BOUNDARIES)
   config.train.log_every_steps = 5
-  config.optimizer.name = 'nesterov'
-  config.optimizer.base_lr = 0.1
-  config.optimizer.base_batch_size = 256
-  config.optimizer.scaling = 'linear'
-  config.schedule.warmup = 'linear'
-  config.schedule.warmup_epochs = 2.5
-  config.schedule.warmup_init_lr = 0.1
-  config.schedule.decay = 'step'
-  config.schedule.boundaries_epochs = fmnist_256.STEP_BOUNDARIES
-  config.schedule.decay_factor = 0.1
+  # schedule: gradual warmup from 0.1 to 1.6 over 2.5 epochs (TUNED)
+  common.goyal_warmup(config, warmup_epochs=2.5)
   return config

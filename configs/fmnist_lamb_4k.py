@@ -16,30 +16,15 @@ values), scaled to 60,000 images and the `cnn` model, 8 epochs as fmnist_256.py:
   measured           91.03 % eval accuracy; small-batch baseline fmnist_256.py 91.99 %
 """
 
-from configs import fmnist_256
-from configs import fmnist_lars_4k
+from configs import base
+from configs import common
 
 
 def get_config():
-  config = fmnist_256.get_config()
-  config.model.bn_group_size = 64
-  config.train.global_batch_size = 4096
-  config.train.label_smoothing = 0.1
-  config.train.log_every_steps = 5
-  config.optimizer.name = 'lamb'
-  config.optimizer.b1 = 0.9
-  config.optimizer.b2 = 0.999
-  config.optimizer.eps = 1e-6
-  config.optimizer.weight_decay = 0.01
-  config.optimizer.weight_decay_mask = fmnist_lars_4k.KERNELS_ONLY
-  config.optimizer.trust_ratio_mask = fmnist_lars_4k.KERNELS_ONLY
-  config.optimizer.base_lr = 0.0125
-  config.optimizer.base_batch_size = 256
-  config.optimizer.scaling = 'sqrt'
-  config.schedule.warmup = 'linear'
-  config.schedule.warmup_epochs = 1.0
-  config.schedule.warmup_init_lr = 0.0
-  config.schedule.decay = 'poly'
-  config.schedule.power = 2.0
-  config.schedule.end_lr = 0.0
+  config = base.get_config()
+  # data, model, train: Fashion-MNIST, `cnn`, 8 epochs, BN groups of 64, label smoothing 0.1
+  common.fmnist_large_batch(config, 4096)
+  # optimizer, schedule: LAMB (b1 0.9, b2 0.999, eps 1e-6), kernels-only masks, sqrt scaling
+  # (base lr TUNED), linear warmup from 0, poly power 2 to 0
+  common.lamb(config, base_lr=0.0125, base_batch_size=256, weight_decay=0.01, warmup_epochs=1.0)
   return config

@@ -16,31 +16,15 @@ Ying et al. 2018's recipe shape, scaled to 60,000 images and the `cnn` model: a 
   measured           91.04 % eval accuracy; small-batch baseline fmnist_256.py 91.99 %
 """
 
-from configs import fmnist_256
-
-KERNELS_ONLY = '(^|/)bias$:off,(^|/)scale$:off,(^|/)kernel$:on'
+from configs import base
+from configs import common
 
 
 def get_config():
-  config = fmnist_256.get_config()
-  config.model.bn_group_size = 64
-  config.train.global_batch_size = 4096
-  config.train.label_smoothing = 0.1
-  config.train.log_every_steps = 5
-  config.optimizer.name = 'lars'
-  config.optimizer.momentum = 0.9
-  config.optimizer.trust_coefficient = 0.001
-  config.optimizer.eps = 0.0
-  config.optimizer.weight_decay = 5e-4
-  config.optimizer.weight_decay_mask = KERNELS_ONLY
-  config.optimizer.trust_ratio_mask = KERNELS_ONLY
-  config.optimizer.base_lr = 25.0
-  config.optimizer.base_batch_size = 4096
-  config.optimizer.scaling = 'none'
-  config.schedule.warmup = 'linear'
-  config.schedule.warmup_epochs = 1.0
-  config.schedule.warmup_init_lr = 0.0
-  config.schedule.decay = 'poly'
-  config.schedule.power = 2.0
-  config.schedule.end_lr = 1e-4
+  config = base.get_config()
+  # data, model, train: Fashion-MNIST, `cnn`, 8 epochs, BN groups of 64, label smoothing 0.1
+  common.fmnist_large_batch(config, 4096)
+  # optimizer, schedule: LARS, eta 0.001, epsilon 0, kernels-only masks, lr given directly
+  # (TUNED), linear warmup from 0, poly power 2 to 1e-4
+  common.lars(config, lr=25.0, momentum=0.9, weight_decay=5e-4, warmup_epochs=1.0)
   return config

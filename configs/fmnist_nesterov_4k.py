@@ -18,27 +18,15 @@ claim, that tuned Nesterov matches LARS, is not tested by this config): in both 
 spiked at the end of warmup and training underfit (train accuracy 90 %).
 """
 
-from configs import fmnist_256
-from configs import fmnist_lars_4k
+from configs import base
+from configs import common
 
 
 def get_config():
-  config = fmnist_256.get_config()
-  config.model.bn_group_size = 64
-  config.train.global_batch_size = 4096
-  config.train.label_smoothing = 0.1
-  config.train.log_every_steps = 5
-  config.optimizer.name = 'nesterov'
-  config.optimizer.momentum = 0.9
-  config.optimizer.weight_decay = 5e-4
-  config.optimizer.weight_decay_mask = fmnist_lars_4k.KERNELS_ONLY
-  config.optimizer.base_lr = 0.05
-  config.optimizer.base_batch_size = 256
-  config.optimizer.scaling = 'linear'
-  config.schedule.warmup = 'linear'
-  config.schedule.warmup_epochs = 2.0
-  config.schedule.warmup_init_lr = 0.0
-  config.schedule.decay = 'poly'
-  config.schedule.power = 2.0
-  config.schedule.end_lr = 1e-4
+  config = base.get_config()
+  # data, model, train: Fashion-MNIST, `cnn`, 8 epochs, BN groups of 64, label smoothing 0.1
+  common.fmnist_large_batch(config, 4096)
+  # optimizer, schedule: Nesterov 0.9, weight decay on kernels only, linear scaling from batch
+  # 256 (TUNED); the LARS schedule (linear warmup from 0, poly power 2 to 1e-4)
+  common.nesterov_on_lars_schedule(config, base_lr=0.05, weight_decay=5e-4, warmup_epochs=2.0)
   return config

@@ -11,11 +11,18 @@
   BN                 groups of 64 examples; label smoothing 0.1 (as fmnist_lamb_4k.py)
 """
 
-from configs import fmnist_lamb_4k
-from configs import fmnist_study_linear
+from configs import base
+from configs import common
 
 
 def get_config():
-  config = fmnist_study_linear.study_budget(fmnist_lamb_4k.get_config())
-  config.schedule.warmup_epochs = fmnist_study_linear.WARMUP_EPOCHS
+  config = base.get_config()
+  # data, model, train: as fmnist_lamb_4k.py (BN groups of 64, label smoothing 0.1)
+  common.fmnist_large_batch(config, 4096)
+  # train, eval, checkpoint: the study's 3 epochs and cadence
+  common.study_budget(config)
+  # optimizer, schedule: fmnist_lamb_4k.py's LAMB, sqrt scaling from 0.0125 at 256; the study's
+  # warmup
+  common.lamb(config, base_lr=0.0125, base_batch_size=256, weight_decay=0.01,
+              warmup_epochs=common.STUDY_WARMUP_EPOCHS)
   return config

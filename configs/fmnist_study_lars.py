@@ -11,14 +11,17 @@
   BN                 groups of 64 examples; label smoothing 0.1 (as fmnist_lars_4k.py)
 """
 
-from configs import fmnist_lars_4k
-from configs import fmnist_study_linear
+from configs import base
+from configs import common
 
 
 def get_config():
-  config = fmnist_study_linear.study_budget(fmnist_lars_4k.get_config())
-  config.optimizer.base_lr = 25.0
-  config.optimizer.base_batch_size = 4096
-  config.optimizer.scaling = 'none'
-  config.schedule.warmup_epochs = fmnist_study_linear.WARMUP_EPOCHS
+  config = base.get_config()
+  # data, model, train: as fmnist_lars_4k.py (BN groups of 64, label smoothing 0.1)
+  common.fmnist_large_batch(config, 4096)
+  # train, eval, checkpoint: the study's 3 epochs and cadence
+  common.study_budget(config)
+  # optimizer, schedule: fmnist_lars_4k.py's LARS, lr 25 at every batch; the study's warmup
+  common.lars(config, lr=25.0, momentum=0.9, weight_decay=5e-4,
+              warmup_epochs=common.STUDY_WARMUP_EPOCHS)
   return config

@@ -17,27 +17,15 @@ the linear rule and no warmup, the "no warmup" row of Goyal's Table 1:
 Nothing was tuned for the study: every value is fmnist_256.py's except the epochs.
 """
 
-from configs import fmnist_256
-
-EPOCHS = 3.0
-STEP_BOUNDARIES = tuple(EPOCHS * e / 90 for e in (30, 60, 80))
-# Every large-batch recipe of the study warms up over the same 5/16 of training: the share
-# tuned for fmnist_goyal_4k.py (2.5 of its 8 epochs), 0.9375 epochs here.
-WARMUP_EPOCHS = EPOCHS * 2.5 / 8
-
-
-def study_budget(config):
-  """The study's epochs, evaluation and logging cadence, shared by its four configs."""
-  config.train.num_epochs = EPOCHS
-  config.train.log_every_steps = 10
-  config.eval.every_epochs = 0.5
-  config.eval.global_batch_size = 2000  # 10,000 test images in 5 batches, whatever the train batch
-  config.checkpoint.every_steps = 100
-  return config
+from configs import base
+from configs import common
 
 
 def get_config():
-  config = study_budget(fmnist_256.get_config())
-  config.schedule.warmup_epochs = 0.0
-  config.schedule.boundaries_epochs = STEP_BOUNDARIES
+  config = base.get_config()
+  # model, train, optimizer, schedule: Goyal's recipe at batch 256 (as fmnist_256.py), step
+  # decay at 1/3, 2/3 and 8/9 of the study's 3 epochs; no warmup
+  common.goyal(config, 256, weight_decay=5e-4, boundaries_epochs=common.STUDY_STEP_BOUNDARIES)
+  # train, eval, checkpoint: the study's 3 epochs and cadence
+  common.study_budget(config)
   return config

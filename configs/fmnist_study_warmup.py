@@ -12,13 +12,16 @@ Its warmup must end before the first decay (epoch 1): at batch 8192 both fall on
 lbtrain refuses; the study sweeps 1024, 4096 and 16384.
 """
 
-from configs import fmnist_study_linear
+from configs import base
+from configs import common
 
 
 def get_config():
-  config = fmnist_study_linear.get_config()
-  config.train.global_batch_size = 4096
-  config.schedule.warmup = 'linear'
-  config.schedule.warmup_epochs = fmnist_study_linear.WARMUP_EPOCHS
-  config.schedule.warmup_init_lr = 0.1
+  config = base.get_config()
+  # model, train, optimizer, schedule: fmnist_study_linear.py's (Goyal's recipe) at batch 4096
+  common.goyal(config, 4096, weight_decay=5e-4, boundaries_epochs=common.STUDY_STEP_BOUNDARIES)
+  # schedule: Goyal's gradual warmup from 0.1 over 5/16 of training
+  common.goyal_warmup(config, warmup_epochs=common.STUDY_WARMUP_EPOCHS)
+  # train, eval, checkpoint: the study's 3 epochs and cadence
+  common.study_budget(config)
   return config

@@ -18,10 +18,16 @@ with every other setting of the 8k recipe (configs/resnet50_8k.py, which documen
 The small-batch counterpart on Fashion-MNIST is configs/fmnist_256.py.
 """
 
-from configs import resnet50_8k
+from configs import base
+from configs import common
 
 
 def get_config():
-  config = resnet50_8k.goyal_config(256)
-  config.schedule.warmup_epochs = 0.0
+  config = base.get_config()
+  # data, model, train: ResNet-50 on ImageNet, 90 epochs
+  common.resnet50_imagenet(config)
+  # model, train, optimizer, schedule: resnet50_8k.py's (Goyal's recipe) at kn = 256
+  common.goyal(config, 256, weight_decay=1e-4, boundaries_epochs=(30, 60, 80))
+  # Goyal's warmup starts at 0.1, already the peak lr at this batch: no warmup steps.
+  common.goyal_warmup(config, warmup_epochs=0.0)
   return config

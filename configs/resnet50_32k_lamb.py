@@ -32,25 +32,15 @@ Data augmentation: lbtrain's Inception crop + flip, the MLPerf reference's (see
 configs/resnet50_imagenet.py).
 """
 
-from configs import resnet50_32k_lars
+from configs import base
+from configs import common
 
 
 def get_config():
-  config = resnet50_32k_lars.large_batch_config()
-  config.optimizer.name = 'lamb'
-  config.optimizer.b1 = 0.9
-  config.optimizer.b2 = 0.999
-  config.optimizer.eps = 1e-6
-  config.optimizer.weight_decay = 0.01
-  config.optimizer.weight_decay_mask = resnet50_32k_lars.KERNELS_ONLY
-  config.optimizer.trust_ratio_mask = resnet50_32k_lars.KERNELS_ONLY
-  config.optimizer.base_lr = 0.005
-  config.optimizer.base_batch_size = 2048
-  config.optimizer.scaling = 'sqrt'
-  config.schedule.warmup = 'linear'
-  config.schedule.warmup_epochs = 5.0
-  config.schedule.warmup_init_lr = 0.0
-  config.schedule.decay = 'poly'
-  config.schedule.power = 2.0
-  config.schedule.end_lr = 0.0
+  config = base.get_config()
+  # data, model, train: as resnet50_32k_lars.py (Ying 2018's setup at 32768)
+  common.resnet50_large_batch(config, 32768)
+  # optimizer, schedule: LAMB (b1 0.9, b2 0.999, eps 1e-6), kernels-only masks, sqrt scaling,
+  # linear warmup from 0, poly power 2 to 0
+  common.lamb(config, base_lr=0.005, base_batch_size=2048, weight_decay=0.01, warmup_epochs=5.0)
   return config

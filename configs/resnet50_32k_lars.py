@@ -36,43 +36,18 @@ Data augmentation: lbtrain's Inception crop + flip, the MLPerf reference's (see
 configs/resnet50_imagenet.py).
 """
 
-from configs import resnet50_imagenet
+from configs import base
+from configs import common
 
 BATCH = 32768
-# Conv and head kernels only; never BN gamma/beta, never a bias (Ying 2018, MLPerf, Jia 2018).
-KERNELS_ONLY = '(^|/)bias$:off,(^|/)scale$:off,(^|/)kernel$:on'
-
-
-def large_batch_config():
-  """What the 32k recipes here share (Ying 2018's setup), whatever their optimizer."""
-  config = resnet50_imagenet.get_config()
-  config.model.dtype = 'bfloat16'
-  config.model.zero_init_last_bn = True
-  config.model.bn_group_size = 64
-  config.model.bn_momentum = 0.9
-  config.train.global_batch_size = BATCH
-  config.train.num_epochs = 90.0
-  config.train.label_smoothing = 0.1
-  config.optimizer.weight_decay_mask = KERNELS_ONLY
-  config.optimizer.trust_ratio_mask = KERNELS_ONLY
-  return config
 
 
 def get_config():
-  config = large_batch_config()
-  config.optimizer.name = 'lars'
-  config.optimizer.momentum = 0.9
-  config.optimizer.nesterov = False
-  config.optimizer.trust_coefficient = 0.001
-  config.optimizer.eps = 0.0
-  config.optimizer.weight_decay = 1e-4
-  config.optimizer.base_lr = 34.0
-  config.optimizer.base_batch_size = BATCH
-  config.optimizer.scaling = 'none'
-  config.schedule.warmup = 'linear'
-  config.schedule.warmup_epochs = 12.0
-  config.schedule.warmup_init_lr = 0.0
-  config.schedule.decay = 'poly'
-  config.schedule.power = 2.0
-  config.schedule.end_lr = 1e-4
+  config = base.get_config()
+  # data, model, train: ResNet-50 on ImageNet, 90 epochs, bfloat16, BN groups of 64,
+  # label smoothing 0.1 (Ying 2018's setup, shared with the other 32k/64k recipes)
+  common.resnet50_large_batch(config, BATCH)
+  # optimizer, schedule: LARS, eta 0.001, epsilon 0, kernels-only masks, lr given directly,
+  # linear warmup from 0, poly power 2 to 1e-4
+  common.lars(config, lr=34.0, momentum=0.9, weight_decay=1e-4, warmup_epochs=12.0)
   return config

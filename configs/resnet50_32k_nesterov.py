@@ -26,22 +26,15 @@ Data augmentation: lbtrain's Inception crop + flip, the MLPerf reference's (see
 configs/resnet50_imagenet.py).
 """
 
-from configs import resnet50_32k_lars
+from configs import base
+from configs import common
 
 
 def get_config():
-  config = resnet50_32k_lars.large_batch_config()
-  config.optimizer.name = 'nesterov'
-  config.optimizer.momentum = 0.9
-  config.optimizer.weight_decay = 1e-4
-  config.optimizer.weight_decay_mask = resnet50_32k_lars.KERNELS_ONLY
-  config.optimizer.base_lr = 0.1
-  config.optimizer.base_batch_size = 256
-  config.optimizer.scaling = 'linear'
-  config.schedule.warmup = 'linear'
-  config.schedule.warmup_epochs = 18.0
-  config.schedule.warmup_init_lr = 0.0
-  config.schedule.decay = 'poly'
-  config.schedule.power = 2.0
-  config.schedule.end_lr = 1e-4
+  config = base.get_config()
+  # data, model, train: as resnet50_32k_lars.py (Ying 2018's setup at 32768)
+  common.resnet50_large_batch(config, 32768)
+  # optimizer, schedule: Nesterov 0.9, weight decay on kernels only, linear scaling from batch
+  # 256; the LARS schedule (linear warmup from 0, poly power 2 to 1e-4)
+  common.nesterov_on_lars_schedule(config, base_lr=0.1, weight_decay=1e-4, warmup_epochs=18.0)
   return config

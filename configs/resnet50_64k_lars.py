@@ -29,34 +29,20 @@ Not expressible in lbtrain:
     decay reaches end_lr at step 1799, one step earlier than the reference's.
 """
 
-from configs import resnet50_32k_lars
+from configs import base
+from configs import common
 
 BATCH = 65536
 
 
 def get_config():
-  config = resnet50_32k_lars.large_batch_config()
-  config.model.dtype = 'bfloat16'
-  config.model.bn_group_size = 64
-  config.train.global_batch_size = BATCH
+  config = base.get_config()
+  # data, model, train: ResNet-50 on ImageNet, bfloat16, BN span 64, label smoothing 0.1
+  common.resnet50_large_batch(config, BATCH)
   config.train.num_epochs = 92.0
-  config.train.label_smoothing = 0.1
-  config.optimizer.name = 'lars'
-  config.optimizer.momentum = 0.95372
-  config.optimizer.nesterov = False
-  config.optimizer.trust_coefficient = 0.001
-  config.optimizer.eps = 0.0
-  config.optimizer.weight_decay = 1e-4
-  config.optimizer.weight_decay_mask = resnet50_32k_lars.KERNELS_ONLY
-  config.optimizer.trust_ratio_mask = resnet50_32k_lars.KERNELS_ONLY
-  config.optimizer.base_lr = 23.081
-  config.optimizer.base_batch_size = BATCH
-  config.optimizer.scaling = 'none'
-  config.schedule.warmup = 'linear'
-  config.schedule.warmup_epochs = 33.0
-  config.schedule.warmup_init_lr = 0.0
-  config.schedule.decay = 'poly'
-  config.schedule.power = 2.0
-  config.schedule.end_lr = 1e-4
+  # optimizer, schedule: LARS, eta 0.001, epsilon 0, kernels-only masks, lr given directly,
+  # linear warmup from 0, poly power 2 to 1e-4
+  common.lars(config, lr=23.081, momentum=0.95372, weight_decay=1e-4, warmup_epochs=33.0)
+  # eval: every 4 epochs (MLPerf rule)
   config.eval.every_epochs = 4.0
   return config

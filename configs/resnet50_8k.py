@@ -36,40 +36,17 @@ Not expressible in lbtrain (the config cannot say it):
     metrics hold the 5 numbers, but lbtrain does not compute the median.
 """
 
-from configs import resnet50_imagenet
-
-# BN gamma/beta (every BN module's name contains 'bn': stem_bn, bn1..bn3, proj_bn) are not
-# decayed; everything else (conv kernels, head kernel, head bias) is, as in the paper.
-GOYAL_WEIGHT_DECAY_MASK = 'bn[0-9]*/(scale|bias)$:off,(^|/)kernel$:on,^head/bias$:on'
-
-
-def goyal_config(global_batch_size: int):
-  """Goyal et al.'s recipe at kn = global_batch_size, k workers of n = 32 examples each."""
-  config = resnet50_imagenet.get_config()
-  config.model.zero_init_last_bn = True
-  config.model.bn_group_size = 32
-  config.model.bn_momentum = 0.9
-  config.model.dtype = 'float32'
-  config.train.global_batch_size = global_batch_size
-  config.train.num_epochs = 90.0
-  config.train.label_smoothing = 0.0
-  config.optimizer.name = 'nesterov'
-  config.optimizer.momentum = 0.9
-  config.optimizer.base_lr = 0.1
-  config.optimizer.base_batch_size = 256
-  config.optimizer.scaling = 'linear'
-  config.optimizer.weight_decay = 1e-4
-  config.optimizer.weight_decay_mask = GOYAL_WEIGHT_DECAY_MASK
-  # Gradual warmup from the small-batch lr 0.1 (= base_lr) to 0.1 x kn / 256.
-  config.schedule.warmup = 'linear'
-  config.schedule.warmup_epochs = 5.0
-  config.schedule.warmup_init_lr = 0.1
-  config.schedule.decay = 'step'
-  config.schedule.boundaries_epochs = (30, 60, 80)
-  config.schedule.decay_factor = 0.1
-  config.eval.every_epochs = 1.0
-  return config
+from configs import base
+from configs import common
 
 
 def get_config():
-  return goyal_config(8192)
+  config = base.get_config()
+  # data, model: ResNet-50 on ImageNet, gamma = 0 on each block's last BN; train: 90 epochs
+  common.resnet50_imagenet(config)
+  # model, train, optimizer, schedule: Goyal's recipe at kn = 8192 (BN per worker over n = 32;
+  # Nesterov 0.9, lr 0.1 x kn / 256, weight decay off BN gamma/beta, x0.1 at epochs 30, 60, 80)
+  common.goyal(config, 8192, weight_decay=1e-4, boundaries_epochs=(30, 60, 80))
+  # schedule: gradual warmup from 0.1 to 3.2 over 5 epochs
+  common.goyal_warmup(config, warmup_epochs=5.0)
+  return config

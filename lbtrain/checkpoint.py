@@ -12,34 +12,23 @@ import sys
 from typing import Any
 
 from absl import logging
-import jax
 import orbax.checkpoint as ocp
 
 from lbtrain.errors import UserError
 
-CHECKPOINT_DIR = 'checkpoints'
-_INCOMPLETE_MARK = '.orbax-checkpoint-tmp'
-
-
 class Checkpointer:
-  """The workdir's `checkpoints/`: every `every_steps` steps, keeping the last `keep` (and,
+  """A workdir's checkpoint folder: every `every_steps` steps, keeping the last `keep` (and,
   when `keep_every_steps` is set, every multiple of it for good)."""
 
-  def __init__(self, workdir: str, every_steps: int, keep: int,
+  def __init__(self, directory: str, every_steps: int, keep: int,
                keep_every_steps: int | None = None):
     self._every_steps = every_steps
-    self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+    self.directory = directory
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
             max_to_keep=keep, keep_period=keep_every_steps, create=True,
             cleanup_tmp_directories=True, enable_async_checkpointing=True))
-
-  @staticmethod
-  def has_checkpoints(workdir: str) -> bool:
-    """Whether the workdir holds a complete checkpoint, without creating anything."""
-    directory = os.path.join(workdir, CHECKPOINT_DIR)
-    return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
 
   def restore_latest(self, abstract_state: Any) -> tuple[Any, int] | None:
     """(state, step) of the newest complete checkpoint, or None when there is none.
@@ -89,23 +78,3 @@ class Checkpointer:
 
 def _log_abandoned_read(unraisable: Any) -> None:
   logging.debug('abandoned checkpoint read: %s', unraisable.exc_value)
-
-
-def incomplete_checkpoints(workdir: str) -> list[str]:
-  """Saves that a killed process left half-written (orbax deletes them when it starts)."""
-  directory = os.path.join(workdir, CHECKPOINT_DIR)
-  if not os.path.isdir(directory):
-    return []
-  return sorted(name for name in os.listdir(directory) if _INCOMPLETE_MARK in name)
-
-
-def abstract_like(state: Any, shardings: Any) -> Any:
-  return jax.tree.map(
-      lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-      state, shardings)
-
-
-def log_skipped(names: list[str]) -> None:
-  for name in names:
-    logging.warning('skipping incomplete checkpoint %s (a save was interrupted); it is removed',
-                    name)

@@ -1,13 +1,28 @@
-"""What every lbtrain command does with bad input: one line on stderr, exit code 2.
+"""What every lbtrain command does with its flags and with bad input.
 
-Shared by `lbtrain.main` and `lbtrain.sweep`, so a typo reads the same in both.
+One path for all of them (`lbtrain.main`, `lbtrain.sweep`, `lbtrain.sweep_report`): bad input
+is one line on stderr and exit code 2, before anything is written; a run that had to stop
+(non-finite values) is one line and exit code 1.
 """
 
+import os
+import re
 import sys
+from typing import Callable
 
+from absl import app
 from absl import flags
+from absl import logging
+
+from lbtrain.errors import TrainingStopped
+from lbtrain.errors import UserError
 
 USAGE_ERROR = 2
+TRAINING_STOPPED = 1
+
+# `--config.a.b=None`: ml_collections parses an override with the field's type, so it cannot
+# unset a number; these are taken out before parsing and applied after.
+_UNSET = re.compile(r'--config\.([\w.]+)=(None|none)')
 
 
 def one_line(message: str) -> str:
@@ -23,12 +38,95 @@ def fail(message: str) -> None:
   sys.exit(USAGE_ERROR)
 
 
+_unset_fields: list[str] = []
+_command_line: list[str] = []
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl parsing, with every way a config can fail to load reported as one line."""
+  _command_line[:] = sys.argv
+  kept = []
+  for arg in argv:
+    match = _UNSET.fullmatch(arg)
+    if match:
+      _unset_fields.append(match.group(1))
+    else:
+      kept.append(arg)
+  # ml_collections finds the `--config.*` overrides in sys.argv itself.
+  sys.argv[:] = [arg for arg in sys.argv if not _UNSET.fullmatch(arg)]
   try:
-    return flags.FLAGS(argv)
+    return flags.FLAGS(kept)
   except flags.Error as error:
     fail(str(error))
   except Exception as error:  # pylint: disable=broad-except
     # A bad override value: ml_collections raises plain errors.
     fail(f'could not load the config: {type(error).__name__}: {error}')
+
+
+def command_line() -> list[str]:
+  """sys.argv as typed (parsing takes the `--config.a.b=None` arguments out of it)."""
+  return list(_command_line)
+
+
+def load_config(flag_name: str = 'config'):
+  """The config of a `config_flags.DEFINE_config_file` flag, with `--config.x=None` applied;
+  a file that could not be read, or a missing flag, is one line."""
+  if not flags.FLAGS[flag_name].present:
+    fail(f'--{flag_name} is required, e.g. --{flag_name}=configs/quickstart.py.')
+  try:
+    config = flags.FLAGS[flag_name].value
+    config.keys()  # a file that could not be read is only reported when first used
+  except OSError as error:
+    fail(str(error))
+  for path in _unset_fields:
+    *blocks, field = path.split('.')
+    block = config
+    try:
+      for name in blocks:
+        block = block[name]
+      block[field]  # pylint: disable=pointless-statement
+    except (KeyError, AttributeError, TypeError):
+      fail(f'--config.{path}=None: the config has no field {path}.')
+    block[field] = None
+  return config
+
+
+def config_file(flag_name: str = 'config') -> str:
+  return flags.FLAGS[flag_name].config_filename
+
+
+def no_arguments(argv: list[str]) -> None:
+  if len(argv) > 1:
+    fail(f'unexpected arguments {argv[1:]}; flags look like --config.train.seed=1.')
+
+
+def report_errors(body: Callable[[], None]) -> None:
+  """Runs `body`, turning a UserError into one line and exit 2, TrainingStopped into one line
+  and exit 1; anything else is a bug and keeps its traceback."""
+  try:
+    body()
+  except UserError as error:
+    fail(str(error))
+  except TrainingStopped as error:
+    sys.stderr.write(f'lbtrain: stopped: {error}\n')
+    sys.exit(TRAINING_STOPPED)
+
+
+class _QuietLibraries:
+  """Drops INFO records of orbax and tfds, which log every step of every save, and jax's probe
+  for TPUs on a machine that has none."""
+
+  def filter(self, record) -> bool:
+    if record.levelno > logging.converter.ABSL_TO_STANDARD[logging.INFO]:
+      return True
+    if "Unable to initialize backend 'tpu'" in record.getMessage():
+      return False
+    return not any(part in record.pathname for part in ('/orbax/', '/tensorflow_datasets/'))
+
+
+def run(main: Callable[[list[str]], None], verbosity: int = logging.INFO) -> None:
+  """absl's app.run with lbtrain's flag parsing and log filter."""
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # tensorflow's start-up chatter
+  logging.set_verbosity(verbosity)
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  app.run(main, flags_parser=parse_flags)

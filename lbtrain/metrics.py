@@ -1,4 +1,5 @@
-"""Where numbers go: metrics.jsonl, TensorBoard event files, and a console progress line.
+"""Where numbers go: metrics.jsonl, TensorBoard event files, and a console progress line; and
+the summaries and clocks that make them honest.
 
 Only the primary process (index 0) writes; the others get a writer that does nothing, so the
 loop never branches on the process index.
@@ -9,27 +10,26 @@ import math
 import os
 import sys
 import time
-from typing import Mapping
+from typing import Mapping, Sequence
 
-METRICS_FILE = 'metrics.jsonl'
-
+import numpy as np
 
 class MetricWriter:
   """Appends one JSON object per logging event and mirrors each scalar to TensorBoard."""
 
-  def __init__(self, workdir: str, enabled: bool, resume_step: int = 0):
+  def __init__(self, jsonl_path: str, events_dir: str, enabled: bool, resume_step: int = 0):
     """`resume_step`: records after it came from work the restored checkpoint does not hold;
     they are dropped so the resumed run's records continue without duplicates."""
     self._enabled = enabled
     self._jsonl = None
     self._tensorboard = None
     if enabled:
-      _truncate_after(os.path.join(workdir, METRICS_FILE), resume_step)
+      _truncate_after(jsonl_path, resume_step)
       # tensorboardX writes event files without TensorFlow, so the trainer also runs on
       # machines that have jax but no tensorflow.
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._jsonl = open(os.path.join(workdir, METRICS_FILE), 'a', encoding='utf-8')
-      self._tensorboard = SummaryWriter(logdir=workdir, flush_secs=30)
+      self._jsonl = open(jsonl_path, 'a', encoding='utf-8')
+      self._tensorboard = SummaryWriter(logdir=events_dir, flush_secs=30)
 
   def write(self, step: int, values: Mapping[str, float]) -> None:
     if not self._enabled:
@@ -48,10 +48,9 @@ class MetricWriter:
       self._tensorboard.close()
 
 
-def read_records(workdir: str) -> list[dict]:
-  """The records of a workdir's metrics.jsonl; a half-written last line (a run killed while
-  writing it, or one still running) is left out."""
-  path = os.path.join(workdir, METRICS_FILE)
+def read_records(path: str) -> list[dict]:
+  """The records of a metrics.jsonl; a half-written last line (a run killed while writing it,
+  or one still running) is left out."""
   if not os.path.exists(path):
     return []
   records = []
@@ -147,3 +146,69 @@ class Stopwatch:
     elapsed = now - self._start - self._paused_total
     self._start, self._paused_total = now, 0.0
     return elapsed
+
+
+def summarise(values: Sequence[Mapping], seconds: float, input_wait: float,
+              global_batch_size: int, num_devices: int) -> dict[str, float]:
+  """Means over the steps since the last log; lr at the latest step; honest throughput."""
+  summary = {name: float(np.mean([v[name] for v in values]))
+             for name in ('train/loss', 'train/accuracy', 'train/grad_norm')}
+  summary['train/lr'] = float(values[-1]['train/lr'])
+  if 'train/noise_scale' in values[-1]:
+    summary['train/noise_scale'] = float(values[-1]['train/noise_scale'])  # an EMA already
+  examples_per_sec = len(values) * global_batch_size / max(seconds, 1e-9)
+  summary['train/examples_per_sec'] = examples_per_sec
+  summary['train/examples_per_sec_per_device'] = examples_per_sec / num_devices
+  summary['train/steps_per_sec'] = len(values) / max(seconds, 1e-9)
+  summary['train/input_wait_fraction'] = input_wait / max(seconds, 1e-9)
+  return summary
+
+
+class LoopClock:
+  """Where the loop's time goes: training steps (per log interval), waiting for input,
+  evaluation and checkpoints, so throughput excludes evaluation and the costs read as shares."""
+
+  def __init__(self):
+    self._loop_start = time.perf_counter()
+    self._steps = Stopwatch()
+    self.input_wait = 0.0  # since the last lap
+    self._eval_seconds = 0.0
+    self._checkpoint_seconds = 0.0
+
+  def lap(self) -> tuple[float, float]:
+    """(training seconds, input-wait seconds) since the last lap."""
+    seconds, wait = self._steps.lap(), self.input_wait
+    self.input_wait = 0.0
+    return seconds, wait
+
+  def waiting_for_input(self) -> '_Timer':
+    return _Timer(self, 'input_wait')
+
+  def evaluating(self) -> '_Timer':
+    return _Timer(self, '_eval_seconds', pause=self._steps)
+
+  def checkpointing(self) -> '_Timer':
+    return _Timer(self, '_checkpoint_seconds')
+
+  def split(self) -> dict[str, float]:
+    return {'time/loop_seconds': time.perf_counter() - self._loop_start,
+            'time/eval_seconds': self._eval_seconds,
+            'time/checkpoint_seconds': self._checkpoint_seconds}
+
+
+class _Timer:
+  """Adds the seconds of a `with` block to one of a LoopClock's totals."""
+
+  def __init__(self, clock: LoopClock, total: str, pause: Stopwatch | None = None):
+    self._clock, self._total, self._pause = clock, total, pause
+
+  def __enter__(self):
+    self._start = time.perf_counter()
+    if self._pause:
+      self._pause.pause()
+
+  def __exit__(self, *exc_info):
+    setattr(self._clock, self._total,
+            getattr(self._clock, self._total) + time.perf_counter() - self._start)
+    if self._pause:
+      self._pause.resume()

@@ -118,15 +118,18 @@ class _Optimizer:
   weight_decay: bool  # accepts weight_decay (under weight_decay_mask)
   trust_ratio: bool  # reads trust_ratio_mask
   default_eps: float | None  # the published eps; None where there is no eps
+  reads: tuple[str, ...]  # the optimizer.* hyperparameters it uses, for `--describe`
 
 
 _OPTIMIZERS = {
-    'sgd': _Optimizer(lambda p: _sgd(p, p.config.nesterov), True, False, None),
-    'nesterov': _Optimizer(lambda p: _sgd(p, True), True, False, None),
-    'lars': _Optimizer(_lars, True, True, 0.0),
-    'lamb': _Optimizer(_lamb, True, True, 1e-6),
-    'adamw': _Optimizer(_adam, True, False, 1e-8),
-    'adam': _Optimizer(_adam, False, False, 1e-8),
+    'sgd': _Optimizer(lambda p: _sgd(p, p.config.nesterov), True, False, None,
+                      ('momentum', 'nesterov')),
+    'nesterov': _Optimizer(lambda p: _sgd(p, True), True, False, None, ('momentum',)),
+    'lars': _Optimizer(_lars, True, True, 0.0,
+                       ('momentum', 'nesterov', 'trust_coefficient', 'eps')),
+    'lamb': _Optimizer(_lamb, True, True, 1e-6, ('b1', 'b2', 'eps')),
+    'adamw': _Optimizer(_adam, True, False, 1e-8, ('b1', 'b2', 'eps')),
+    'adam': _Optimizer(_adam, False, False, 1e-8, ('b1', 'b2', 'eps')),
 }
 
 _CHECKS = (
@@ -221,6 +224,25 @@ def create_optimizer(optimizer_config: ml_collections.ConfigDict, schedule: opta
   if optimizer_config.grad_clip_norm is not None:
     chain.insert(0, optax.clip_by_global_norm(optimizer_config.grad_clip_norm))
   return optax.chain(*chain)
+
+
+def describe_optimizer(optimizer_config: ml_collections.ConfigDict) -> str:
+  """The optimizer and every hyperparameter it reads, as a paper's table states them:
+  'lars: momentum 0.9, nesterov False, trust_coefficient 0.001, eps 0 (default), weight_decay
+  5e-05, no gradient clipping'."""
+  spec = _optimizer(optimizer_config)
+  parts = []
+  for field in spec.reads:
+    if field == 'eps' and optimizer_config.eps is None:
+      parts.append(f'eps {spec.default_eps:g} (default)')
+    else:
+      parts.append(f'{field} {optimizer_config[field]:g}' if field != 'nesterov'
+                   else f'nesterov {optimizer_config.nesterov}')
+  if spec.weight_decay:
+    parts.append(f'weight_decay {optimizer_config.weight_decay:g}')
+  clip = optimizer_config.grad_clip_norm
+  parts.append('no gradient clipping' if clip is None else f'gradient clipped to norm {clip:g}')
+  return f'{optimizer_config.name}: {", ".join(parts)}'
 
 
 def describe_masks(optimizer_config: ml_collections.ConfigDict, params) -> dict:

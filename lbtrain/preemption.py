@@ -9,12 +9,30 @@ same step, so the decision comes from jax's preemption sync point, which the dis
 runtime drives from SIGTERM on any host; we then leave SIGTERM to jax and install nothing.
 """
 
+import contextlib
 import signal
 import threading
+from typing import Callable, Iterator
 
 from absl import logging
 import jax
 from jax.experimental import multihost_utils
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def handling(handler: Callable[[int], None]) -> Iterator[None]:
+  """Calls `handler(signum)` on SIGTERM and SIGINT inside the block, then restores the previous
+  handlers. The one place lbtrain installs signal handlers (the loop, the sweep)."""
+  previous = {signum: signal.signal(signum, lambda number, frame: handler(number))
+              for signum in STOP_SIGNALS}
+  try:
+    yield
+  finally:
+    for signum, old in previous.items():
+      signal.signal(signum, old)
 
 
 class StopSignal:
@@ -22,11 +40,10 @@ class StopSignal:
 
   def __init__(self):
     self._requested = threading.Event()
-    self._previous = {}
+    self._handling = None
     self.signal_name = None
 
-  def _handle(self, signum, frame):
-    del frame
+  def _handle(self, signum):
     if self._requested.is_set() and signum == signal.SIGINT:
       raise KeyboardInterrupt  # a second Ctrl-C: the user does not want to wait
     self.signal_name = signal.Signals(signum).name
@@ -36,14 +53,14 @@ class StopSignal:
 
   def __enter__(self):
     if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-      for signum in (signal.SIGTERM, signal.SIGINT):
-        self._previous[signum] = signal.signal(signum, self._handle)
+      self._handling = handling(self._handle)
+      self._handling.__enter__()
     return self
 
   def __exit__(self, *exc_info):
-    for signum, handler in self._previous.items():
-      signal.signal(signum, handler)
-    self._previous.clear()
+    if self._handling is not None:
+      self._handling.__exit__(*exc_info)
+      self._handling = None
 
   def should_stop(self, step: int) -> bool:
     if jax.process_count() > 1:

@@ -1,7 +1,7 @@
 """The learning-rate schedule as the large-batch papers state it: scaling rule x warmup x decay.
 
 Papers give durations in epochs and the lr at a reference batch; the training loop counts steps
-at the global batch. Every conversion happens here, once, and `ScheduleInfo` records each derived
+at the global batch. `durations` converts the durations; `ScheduleInfo` records each derived
 number so that a run's log and `--describe` show the recipe a reader can check against the paper.
 """
 
@@ -12,32 +12,8 @@ from typing import Callable
 import ml_collections
 import optax
 
+from lbtrain import durations
 from lbtrain.errors import UserError
-
-
-def steps_per_epoch(num_train_examples: int, global_batch_size: int) -> float:
-  """Kept fractional: batches run across epoch boundaries, so rounding here would drift."""
-  return num_train_examples / global_batch_size
-
-
-def to_steps(epochs: float, per_epoch: float, steps: int | None = None) -> int:
-  """Converts a duration to whole steps; `steps`, when given, wins over `epochs`.
-
-  Epochs become floor(epochs * per_epoch + 0.5) steps: rounded half up, so that e.g. Goyal's
-  5 warmup epochs at 156.39 steps/epoch are 782 steps. Half up (not Python's round-half-even)
-  keeps the rule a reader can redo by hand.
-
-  Args:
-    epochs: duration in epochs (may be fractional).
-    per_epoch: steps per epoch, from `steps_per_epoch`.
-    steps: duration in steps; overrides `epochs` when not None.
-
-  Returns:
-    The duration in steps.
-  """
-  if steps is not None:
-    return int(steps)
-  return math.floor(epochs * per_epoch + 0.5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,21 +113,16 @@ def _choose(registry: dict, name: str, field: str):
 def _step_boundaries(sched: ml_collections.ConfigDict, per_epoch: float, warmup_steps: int,
                      total_steps: int) -> tuple[int, ...]:
   """Boundaries in steps from step 0, checked to fall strictly between warmup end and the end."""
-  if sched.boundaries_steps is not None:
-    field = 'schedule.boundaries_steps'
-    boundaries = tuple(int(b) for b in sched.boundaries_steps)
-  else:
-    field = 'schedule.boundaries_epochs'
-    boundaries = tuple(to_steps(e, per_epoch) for e in sched.boundaries_epochs)
+  boundaries = durations.interval(sched, 'schedule.boundaries', per_epoch)
   if not boundaries:
     raise UserError("decay='step' needs boundaries: set schedule.boundaries_epochs, e.g. "
                     "'(30,60,80)', or schedule.boundaries_steps")
   if any(b <= a for a, b in zip(boundaries, boundaries[1:])):
-    raise UserError(f'{field} must be strictly increasing, got steps {boundaries}; '
+    raise UserError(f'schedule.boundaries must be strictly increasing, got steps {boundaries}; '
                     'list each boundary once, in order')
   if boundaries[0] <= warmup_steps or boundaries[-1] >= total_steps:
-    raise UserError(f'{field} must lie after warmup ({warmup_steps} steps) and before the end '
-                    f'({total_steps} steps), got steps {boundaries}; move them or change '
+    raise UserError(f'schedule.boundaries must lie after warmup ({warmup_steps} steps) and before '
+                    f'the end ({total_steps} steps), got steps {boundaries}; move them or change '
                     'warmup/num_epochs')
   return boundaries
 
@@ -187,19 +158,19 @@ def create_schedule(config: ml_collections.ConfigDict,
     raise UserError(f'train.global_batch_size ({batch}) and optimizer.base_batch_size '
                     f'({opt.base_batch_size}) must be > 0')
   if config.train.num_epochs <= 0:
-    raise UserError(f'train.num_epochs must be > 0, got {config.train.num_epochs}')
+    raise UserError(f'train.num_epochs must be positive, got {config.train.num_epochs}')
   if num_train_examples <= 0:
     raise UserError(f'the training split has {num_train_examples} examples; check data.dataset '
                     'and data.train_split')
   if sched.decay_factor <= 0:
     raise UserError(f'schedule.decay_factor must be > 0, got {sched.decay_factor}')
 
-  per_epoch = steps_per_epoch(num_train_examples, batch)
-  total_steps = to_steps(config.train.num_epochs, per_epoch)
+  per_epoch = durations.steps_per_epoch(num_train_examples, batch)
+  total_steps = durations.to_steps(config.train.num_epochs, per_epoch)
   if total_steps < 1:
     raise UserError(f'train.num_epochs={config.train.num_epochs} is {total_steps} steps of '
                     f'{per_epoch:g} per epoch; train for at least one step')
-  warmup_steps = to_steps(sched.warmup_epochs, per_epoch, sched.warmup_steps)
+  warmup_steps = durations.interval(sched, 'schedule.warmup', per_epoch)
   if not 0 <= warmup_steps < total_steps:
     raise UserError(f'warmup is {warmup_steps} steps but training is {total_steps} steps; '
                     'warmup must be >= 0 and shorter than training (schedule.warmup_epochs or '

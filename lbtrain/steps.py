@@ -7,6 +7,7 @@ gradient or BN statistic is the same whatever number of devices holds the batch.
 reduces over `axis_name` explicitly, which gives the same global means.
 """
 
+import dataclasses
 import functools
 from typing import Any, Callable
 
@@ -104,12 +105,81 @@ def split_micro_batches(batch: Any, accum_steps: int, mesh: Mesh | None) -> Any:
   return jax.tree.map(split, batch)
 
 
-def train_step(state: TrainState, batch: Any, *, model: nn.Module,
-               tx: optax.GradientTransformation, schedule: Callable[[jax.Array], jax.Array],
-               label_smoothing: float, accum_steps: int, mesh: Mesh,
-               skip_nonfinite: bool = False, pixel_stats: PixelStats | None = None,
-               noise_scale_every: int | None = None, noise_scale_decay: float = 0.99,
-               unroll_micro_batches: bool = False,
+@dataclasses.dataclass(frozen=True)
+class StepSettings:
+  """What the train step computes besides (state, batch), fixed when it is compiled."""
+  model: nn.Module
+  tx: optax.GradientTransformation
+  schedule: Callable[[jax.Array], jax.Array]
+  label_smoothing: float = 0.0
+  accum_steps: int = 1
+  # A NaN/Inf step leaves params, BN statistics and optimizer state as they were.
+  skip_nonfinite: bool = False
+  pixel_stats: PixelStats | None = None
+  # Every that many steps, fold the gradient noise scale's estimates into their EMAs.
+  noise_scale_every: int | None = None
+  noise_scale_decay: float = 0.99
+  # Unroll the accumulation loop where the backend runs loops slowly (the same maths).
+  unroll_micro_batches: bool = False
+
+
+def _gradients(state: TrainState, batch: Any, settings: StepSettings, mesh: Mesh,
+               axis_name: str | None):
+  """(loss, accuracy, grads, BN statistics, squared norm of the small-batch gradients or None)
+  of the global batch, accumulated over micro-batches and reduced over devices as needed.
+
+  The small batches of the noise scale are the ones the step computes anyway: each micro-batch
+  under jit; under pmap each device's whole gradient.
+  """
+  track_noise = settings.noise_scale_every is not None
+  micro_batch_noise = track_noise and axis_name is None
+  compute = functools.partial(_loss_and_grads, model=settings.model,
+                              label_smoothing=settings.label_smoothing,
+                              pixel_stats=settings.pixel_stats)
+  small_sq_norm = None
+  if settings.accum_steps == 1:
+    loss, accuracy, grads, batch_stats = compute(state.params, state.batch_stats, batch)
+  else:
+    def compute_micro(params, batch_stats, micro_batch):
+      result = compute(params, batch_stats, micro_batch)
+      return (*result, noise_scale.sq_norm(result[2])) if micro_batch_noise else result
+
+    def accumulate(carry, micro_batch):
+      result = compute_micro(state.params, state.batch_stats, micro_batch)
+      return jax.tree.map(jnp.add, carry, result), None
+
+    micro_batches = split_micro_batches(batch, settings.accum_steps,
+                                        None if axis_name else mesh)
+    zeros = jax.tree.map(
+        jnp.zeros_like,
+        jax.eval_shape(compute_micro, state.params, state.batch_stats,
+                       jax.tree.map(lambda x: x[0], micro_batches)))
+    sums, _ = jax.lax.scan(accumulate, zeros, micro_batches,
+                           unroll=settings.accum_steps if settings.unroll_micro_batches else 1)
+    loss, accuracy, grads, batch_stats, *small = jax.tree.map(
+        lambda s: s / settings.accum_steps, sums)
+    small_sq_norm = small[0] if small else None
+  if axis_name is not None:
+    if track_noise:
+      small_sq_norm = jax.lax.pmean(noise_scale.sq_norm(grads), axis_name)
+    loss, accuracy, grads = jax.lax.pmean((loss, accuracy, grads), axis_name)
+  return loss, accuracy, grads, batch_stats, small_sq_norm
+
+
+def _tracked_noise(state: TrainState, batch: Any, settings: StepSettings, mesh: Mesh,
+                   axis_name: str | None, small_sq_norm, grad_norm, finite):
+  """The noise-scale EMAs after this step (unchanged between updates and on non-finite steps)."""
+  rows = batch['label'].shape[0]  # the global batch, or this device's rows under pmap
+  big_batch = rows * mesh.size if axis_name else rows
+  small_batch = rows // settings.accum_steps if axis_name is None else rows
+  return noise_scale.update(
+      state.noise_scale, *noise_scale.estimate(small_sq_norm, jnp.square(grad_norm),
+                                               small_batch, big_batch),
+      decay=settings.noise_scale_decay,
+      apply=finite & (state.step % settings.noise_scale_every == 0))
+
+
+def train_step(state: TrainState, batch: Any, *, settings: StepSettings, mesh: Mesh,
                axis_name: str | None = None) -> tuple[TrainState, Metrics]:
   """One optimizer step on one global batch, optionally as `accum_steps` micro-batches.
 
@@ -124,50 +194,14 @@ def train_step(state: TrainState, batch: Any, *, model: nn.Module,
   `axis_name` set (the pmap strategy): `batch` holds this device's rows only, the model's BN
   sums its statistics over that axis, and the per-device mean loss, accuracy and gradient are
   averaged over it (`pmean`: every device holds as many examples, so that is the global mean).
-
-  `unroll_micro_batches`: unroll the accumulation loop, where the backend runs loops slowly
-  (see `parallel.loops_run_slowly`); the same maths.
-
-  `noise_scale_every`: every that many steps, fold the gradient noise scale's two estimates into
-  their EMAs (see `noise_scale`). The small-batch gradients are the ones the step computes
-  anyway: each device's under the pmap strategy, else each micro-batch's (accumulation).
   """
-  track_noise = noise_scale_every is not None
-  # The small batches: each micro-batch under jit; under pmap each device's whole gradient.
-  micro_batch_noise = track_noise and axis_name is None
-  compute = functools.partial(_loss_and_grads, model=model, label_smoothing=label_smoothing,
-                              pixel_stats=pixel_stats)
-  small_sq_norm = None
-  if accum_steps == 1:
-    loss, accuracy, grads, batch_stats = compute(state.params, state.batch_stats, batch)
-  else:
-    def compute_micro(params, batch_stats, micro_batch):
-      result = compute(params, batch_stats, micro_batch)
-      return (*result, noise_scale.sq_norm(result[2])) if micro_batch_noise else result
-
-    def accumulate(carry, micro_batch):
-      result = compute_micro(state.params, state.batch_stats, micro_batch)
-      return jax.tree.map(jnp.add, carry, result), None
-
-    micro_batches = split_micro_batches(batch, accum_steps, None if axis_name else mesh)
-    zeros = jax.tree.map(
-        jnp.zeros_like,
-        jax.eval_shape(compute_micro, state.params, state.batch_stats,
-                       jax.tree.map(lambda x: x[0], micro_batches)))
-    sums, _ = jax.lax.scan(accumulate, zeros, micro_batches,
-                           unroll=accum_steps if unroll_micro_batches else 1)
-    loss, accuracy, grads, batch_stats, *small = jax.tree.map(lambda s: s / accum_steps, sums)
-    small_sq_norm = small[0] if small else None
-  if axis_name is not None:
-    if track_noise:
-      small_sq_norm = jax.lax.pmean(noise_scale.sq_norm(grads), axis_name)
-    loss, accuracy, grads = jax.lax.pmean((loss, accuracy, grads), axis_name)
-
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  loss, accuracy, grads, batch_stats, small_sq_norm = _gradients(state, batch, settings, mesh,
+                                                                 axis_name)
+  updates, opt_state = settings.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   grad_norm = optax.global_norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-  if skip_nonfinite:
+  if settings.skip_nonfinite:
     params, batch_stats, opt_state = jax.tree.map(
         lambda new, old: jnp.where(finite, new, old),
         (params, batch_stats, opt_state), (state.params, state.batch_stats, state.opt_state))
@@ -175,18 +209,13 @@ def train_step(state: TrainState, batch: Any, *, model: nn.Module,
       'train/loss': loss,
       'train/accuracy': accuracy,
       'train/grad_norm': grad_norm,
-      'train/lr': schedule(state.step),
+      'train/lr': settings.schedule(state.step),
       'train/nonfinite': jnp.logical_not(finite).astype(jnp.int32),
   }
   noise = state.noise_scale
-  if track_noise:
-    rows = batch['label'].shape[0]  # the global batch, or this device's rows under pmap
-    big_batch = rows * mesh.size if axis_name else rows
-    small_batch = rows // accum_steps if axis_name is None else rows
-    noise = noise_scale.update(
-        noise, *noise_scale.estimate(small_sq_norm, jnp.square(grad_norm), small_batch,
-                                     big_batch),
-        decay=noise_scale_decay, apply=finite & (state.step % noise_scale_every == 0))
+  if settings.noise_scale_every is not None:
+    noise = _tracked_noise(state, batch, settings, mesh, axis_name, small_sq_norm, grad_norm,
+                           finite)
     metrics['train/noise_scale'] = noise_scale.value(noise)
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                             opt_state=opt_state, noise_scale=noise)

@@ -27,21 +27,15 @@ import subprocess
 import sys
 import time
 
-# Before tensorflow (read for the data set's size) loads: keep its start-up chatter quiet.
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-
-from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
 from lbtrain import cli
-from lbtrain import metrics
+from lbtrain import preemption
 from lbtrain import sweep_report
 from lbtrain.errors import UserError
-
-RUN_RECORD = 'sweep_run.json'  # in each run's workdir: wall time over attempts, divergence
-LOG_FILE = 'train.log'
+from lbtrain.workdir import Workdir
 
 config_flags.DEFINE_config_file(
     'config', None, 'Training config file: a Python file with get_config().', lock_config=True)
@@ -91,25 +85,24 @@ def _forwarded_overrides(argv: list[str]) -> list[str]:
 class _Run:
   """One batch of the sweep: where it trains and what lbtrain will derive for it."""
   batch: int
-  workdir: str
-  checkpoint_dir: str
+  workdir: Workdir
   total_steps: int
   steps_per_epoch: float
   peak_lr: float
 
   @property
   def log(self) -> str:
-    return os.path.join(self.workdir, LOG_FILE)
+    return self.workdir.sweep_log
 
   def evals(self) -> tuple[tuple[int, float], ...]:
-    return sweep_report.eval_points(
-        metrics.read_records(self.workdir))
+    return sweep_report.eval_points(self.workdir.metric_records())
 
 
 def _plan_runs(config, batches: list[int], sweep_dir: str) -> list[_Run]:
-  """Each batch's steps and peak lr from lbtrain's own schedule code, checked before any run.
+  """Each batch's steps and peak lr from lbtrain's own plan (the config-only part: the runs
+  check the hardware), checked before any run.
 
-  A batch that makes no valid schedule, or a workdir holding checkpoints or a divergence of a
+  A batch that makes no valid recipe, or a workdir holding checkpoints or a divergence of a
   different training config, is a UserError here rather than a failure hours into the sweep (or
   a result skipped as done that another config produced).
   """
@@ -117,35 +110,31 @@ def _plan_runs(config, batches: list[int], sweep_dir: str) -> list[_Run]:
   # The schedule's milestones are computed with jax: on the CPU, so that the sweep never holds
   # accelerator memory its runs need.
   jax.config.update('jax_platforms', 'cpu')
-  from lbtrain import checkpoint  # pylint: disable=g-import-not-at-top
   from lbtrain import data  # pylint: disable=g-import-not-at-top
-  from lbtrain import schedules  # pylint: disable=g-import-not-at-top
-  from lbtrain import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from lbtrain import plan  # pylint: disable=g-import-not-at-top
 
   num_train_examples = data.get_dataset_info(config.data).num_train_examples
   runs = []
   for batch in batches:
     batch_config = config.copy_and_resolve_references()
     batch_config.train.global_batch_size = batch
-    run_dir = os.path.join(sweep_dir, f'batch_{batch:05d}')
+    workdir = Workdir(os.path.join(sweep_dir, f'batch_{batch:05d}'))
     try:
-      _, info = schedules.create_schedule(batch_config, num_train_examples)
-      if checkpoint.Checkpointer.has_checkpoints(run_dir) or _read_record(run_dir)['diverged']:
-        workdir_lib.resume_changes(batch_config, run_dir)
+      info = plan.recipe(batch_config, num_train_examples).schedule_info
+      if workdir.checkpoint_steps() or _read_record(workdir)['diverged']:
+        workdir.resume_changes(batch_config)
     except UserError as error:
       raise UserError(f'batch {batch}: {error}') from None
-    runs.append(_Run(batch=batch, workdir=run_dir,
-                     checkpoint_dir=os.path.join(run_dir, checkpoint.CHECKPOINT_DIR),
-                     total_steps=info.total_steps,
+    runs.append(_Run(batch=batch, workdir=workdir, total_steps=info.total_steps,
                      steps_per_epoch=info.steps_per_epoch, peak_lr=info.peak_lr))
   return runs
 
 
-def _read_record(workdir: str) -> dict:
-  path = os.path.join(workdir, RUN_RECORD)
-  if not os.path.exists(path):
+def _read_record(workdir: Workdir) -> dict:
+  """The sweep's record of a run: wall time over attempts, divergence."""
+  if not os.path.exists(workdir.sweep_record):
     return {'attempts': 0, 'wall_seconds': 0.0, 'diverged': None}
-  with open(path, encoding='utf-8') as f:
+  with open(workdir.sweep_record, encoding='utf-8') as f:
     return json.load(f)
 
 
@@ -153,7 +142,7 @@ def _add_attempt(run: _Run, seconds: float, diverged: str | None) -> dict:
   record = _read_record(run.workdir)
   record = {'attempts': record['attempts'] + 1,
             'wall_seconds': record['wall_seconds'] + seconds, 'diverged': diverged}
-  path = os.path.join(run.workdir, RUN_RECORD)
+  path = run.workdir.sweep_record
   with open(path + '.tmp', 'w', encoding='utf-8') as f:
     json.dump(record, f)
   os.replace(path + '.tmp', path)
@@ -165,16 +154,13 @@ def _is_finished(run: _Run) -> bool:
 
   (A run killed between the two is resumed: lbtrain redoes the steps after its last checkpoint.)
   """
-  final_checkpoint = os.path.join(run.checkpoint_dir, str(run.total_steps))
   evals = run.evals()
-  return os.path.isdir(final_checkpoint) and bool(evals) and evals[-1][0] == run.total_steps
+  return (run.total_steps in run.workdir.checkpoint_steps() and bool(evals)
+          and evals[-1][0] == run.total_steps)
 
 
 def _latest_checkpoint(run: _Run) -> int | None:
-  if not os.path.isdir(run.checkpoint_dir):
-    return None
-  return max((int(name) for name in os.listdir(run.checkpoint_dir) if name.isdigit()),
-             default=None)
+  return (run.workdir.checkpoint_steps() or [None])[-1]
 
 
 class _Signals:
@@ -184,27 +170,16 @@ class _Signals:
   def __init__(self):
     self.received = None
     self.child = None
-    self._previous = {}
 
-  def _handle(self, signum, frame):
-    del frame
+  def handle(self, signum: int) -> None:
     self.received = signal.Signals(signum).name
     if self.child is not None and self.child.poll() is None:
       self.child.send_signal(signum)
 
-  def __enter__(self):
-    for signum in (signal.SIGTERM, signal.SIGINT):
-      self._previous[signum] = signal.signal(signum, self._handle)
-    return self
-
-  def __exit__(self, *exc_info):
-    for signum, handler in self._previous.items():
-      signal.signal(signum, handler)
-
 
 def _train(run: _Run, command: list[str], signals: _Signals) -> tuple[int, float, str]:
   """Runs lbtrain once on the run's workdir; (exit code, seconds, the lines it wrote)."""
-  os.makedirs(run.workdir, exist_ok=True)
+  os.makedirs(run.workdir.path, exist_ok=True)
   start_offset = os.path.getsize(run.log) if os.path.exists(run.log) else 0
   with open(run.log, 'a', encoding='utf-8') as log:
     log.write(f'$ {" ".join(command)}\n')
@@ -240,7 +215,8 @@ def _stop(run: _Run, signal_name: str | None) -> None:
 
 def _sweep(runs: list[_Run], base_command: list[str]) -> None:
   """Trains every unfinished run in batch order; exits the process when the sweep must stop."""
-  with _Signals() as signals:
+  signals = _Signals()
+  with preemption.handling(signals.handle):
     for index, run in enumerate(runs, start=1):
       name = f'sweep: batch {run.batch} ({index}/{len(runs)})'
       if signals.received:
@@ -249,14 +225,14 @@ def _sweep(runs: list[_Run], base_command: list[str]) -> None:
         print(f'{name}: finished earlier, skipped', flush=True)
         continue
       if _read_record(run.workdir)['diverged']:
-        print(f'{name}: diverged earlier, skipped (delete {run.workdir} to run it again)',
+        print(f'{name}: diverged earlier, skipped (delete {run.workdir.path} to run it again)',
               flush=True)
         continue
       resume_step = _latest_checkpoint(run)
       print(f'{name}: {f"resuming at step {resume_step}" if resume_step else "starting"}, '
             f'{run.total_steps} steps, peak lr {run.peak_lr:g}; log {run.log}', flush=True)
       command = base_command + [f'--config.train.global_batch_size={run.batch}',
-                                f'--workdir={run.workdir}']
+                                f'--workdir={run.workdir.path}']
       code, seconds, output = _train(run, command, signals)
       stopped = _last_line(output, 'lbtrain: stopped:') if code == 1 else None
       record = _add_attempt(run, seconds, stopped and stopped.split(";")[0])
@@ -288,11 +264,8 @@ def _results(runs: list[_Run]) -> list[sweep_report.RunResult]:
 
 
 def main(argv: list[str]) -> None:
-  logging.set_verbosity(logging.WARNING)  # the sweep speaks in its own lines; runs log to theirs
-  if len(argv) > 1:
-    cli.fail(f'unexpected arguments {argv[1:]}; flags look like --config.train.seed=1.')
-  if not FLAGS['config'].present:
-    cli.fail('--config is required, e.g. --config=configs/quickstart.py.')
+  cli.no_arguments(argv)
+  config = cli.load_config()
   if not FLAGS.workdir:
     cli.fail('--workdir is required: the sweep folder, e.g. --workdir=runs/sweep.')
   batches = _batches(FLAGS.batch_sizes)
@@ -302,28 +275,28 @@ def main(argv: list[str]) -> None:
   if 'train.global_batch_size' in config_flags.get_override_values(FLAGS['config']):
     cli.fail('the sweep sets train.global_batch_size itself: give the batches with --batch_sizes, '
           'not --config.train.global_batch_size.')
-  try:
-    config = FLAGS.config
-    config.keys()  # a file that could not be read is only reported when first used
-  except OSError as error:
-    cli.fail(str(error))
   sweep_dir = os.path.abspath(os.path.expanduser(FLAGS.workdir))
   try:
     runs = _plan_runs(config, batches, sweep_dir)
   except UserError as error:
     cli.fail(str(error))
   base_command = [sys.executable, '-m', 'lbtrain.main',
-                  f'--config={FLAGS["config"].config_filename}',
-                  *_forwarded_overrides(sys.argv)]
+                  f'--config={cli.config_file()}',
+                  *_forwarded_overrides(cli.command_line())]
   _sweep(runs, base_command)
 
   results = _results(runs)
   sweep_report.save_results(sweep_dir, results, target,
-                            ['python', '-m', 'lbtrain.sweep', *sys.argv[1:]])
+                            ['python', '-m', 'lbtrain.sweep', *cli.command_line()[1:]])
   paths = sweep_report.write_report(sweep_dir, {os.path.basename(sweep_dir): results}, target)
   print(sweep_report.markdown_table({os.path.basename(sweep_dir): results}, target))
   print('sweep: wrote ' + ', '.join(paths), flush=True)
 
 
+def run() -> None:
+  # The sweep speaks in its own lines; runs log to theirs.
+  cli.run(main, verbosity=logging.WARNING)
+
+
 if __name__ == '__main__':
-  app.run(main, flags_parser=cli.parse_flags)
+  run()

@@ -23,7 +23,6 @@ import os
 import textwrap
 from typing import Iterable, Mapping, Sequence
 
-from absl import app
 from absl import flags
 
 from lbtrain import cli
@@ -330,6 +329,10 @@ def main(argv: list[str]) -> None:
     print(path)
 
 
+def run() -> None:
+  _define_flags()  # here, not at import: lbtrain.sweep imports this module and has its own
+  cli.run(main)
+
+
 if __name__ == '__main__':
-  _define_flags()
-  app.run(main)
+  run()

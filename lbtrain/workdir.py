@@ -1,23 +1,32 @@
-"""The workdir's record of a run: can it be used, what config made it, may this config resume it.
+"""The run folder: the one owner of its file names, of opening it, and of resuming it.
 
 A workdir belongs to one training run. Resuming it with a config that trains differently would
 silently splice two experiments into one set of checkpoints and metrics, so that is refused;
 fields that only change how a run is observed or laid out on the hardware may change.
+
+    DIR/config.json         the resolved config that made the checkpoints
+    DIR/metrics.jsonl       one JSON record per log / eval event
+    DIR/events.out.tfevents.*   the same scalars for TensorBoard
+    DIR/checkpoints/<step>  orbax checkpoints
+    DIR/compilation_cache/  XLA's persistent cache (unless train.compilation_cache_dir says)
+    DIR/train.log, DIR/sweep_run.json   a sweep's record of the run (lbtrain.sweep)
 """
 
+import dataclasses
 import json
 import os
 
+from absl import logging
 import ml_collections
 
+from lbtrain import metrics
 from lbtrain.errors import UserError
-
-CONFIG_FILE = 'config.json'
 
 # Fields a resumed run may change: they do not change the trained parameters (logging, eval,
 # checkpoint cadence, where data lives, how the batch is laid out on devices).
 MAY_CHANGE_ON_RESUME = (
     'train.log_every_steps',
+    'train.log_every_epochs',
     'train.micro_batch_size',
     'train.on_nonfinite',
     'train.max_consecutive_nonfinite',
@@ -30,27 +39,134 @@ MAY_CHANGE_ON_RESUME = (
     'parallel.',
 )
 
-
-def check_usable(workdir: str) -> None:
-  """Fails before any file is written when the workdir cannot be used."""
-  if not workdir:
-    raise UserError('--workdir is required: the folder for checkpoints and metrics.')
-  existing = os.path.abspath(workdir)
-  while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
-  if not os.path.isdir(existing):
-    raise UserError(f'workdir {workdir!r}: {existing!r} exists and is not a folder; '
-                    'choose another path.')
-  if not os.access(existing, os.W_OK | os.X_OK):
-    raise UserError(f'workdir {workdir!r} is not writable ({existing!r}); choose a folder you '
-                    'can write to.')
+_INCOMPLETE_CHECKPOINT = '.orbax-checkpoint-tmp'  # orbax's mark of a save in progress
 
 
-def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  path = os.path.join(workdir, CONFIG_FILE)
-  with open(path + '.tmp', 'w', encoding='utf-8') as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True) + '\n')
-  os.replace(path + '.tmp', path)
+def default_path(config_file: str) -> str:
+  """runs/<config file name>: the same command then resumes the same run."""
+  return os.path.join('runs', os.path.splitext(os.path.basename(config_file))[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class Opened:
+  """What the workdir held when a run opened it."""
+  resuming: bool  # it holds a complete checkpoint
+  changes: tuple[str, ...]  # allowed config changes since that checkpoint, 'field: old -> new'
+  incomplete: tuple[str, ...]  # saves a killed process left half-written (orbax removes them)
+
+
+class Workdir:
+  """Paths of one run folder, and the checks made before anything is written to it."""
+
+  def __init__(self, path: str):
+    if not path:
+      raise UserError('--workdir is required: the folder for checkpoints and metrics.')
+    self.path = os.path.abspath(os.path.expanduser(path))
+    self._given = path
+
+  @property
+  def config_file(self) -> str:
+    return os.path.join(self.path, 'config.json')
+
+  @property
+  def metrics_file(self) -> str:
+    return os.path.join(self.path, 'metrics.jsonl')
+
+  @property
+  def checkpoint_dir(self) -> str:
+    return os.path.join(self.path, 'checkpoints')
+
+  @property
+  def compilation_cache_dir(self) -> str:
+    return os.path.join(self.path, 'compilation_cache')
+
+  @property
+  def events_dir(self) -> str:
+    return self.path
+
+  @property
+  def sweep_log(self) -> str:
+    return os.path.join(self.path, 'train.log')
+
+  @property
+  def sweep_record(self) -> str:
+    return os.path.join(self.path, 'sweep_run.json')
+
+  def metric_records(self) -> list[dict]:
+    return metrics.read_records(self.metrics_file)
+
+  def metric_writer(self, enabled: bool, resume_step: int) -> metrics.MetricWriter:
+    return metrics.MetricWriter(self.metrics_file, self.events_dir, enabled=enabled,
+                                resume_step=resume_step)
+
+  def checkpoint_steps(self) -> list[int]:
+    """Steps of the complete checkpoints, ascending, without creating anything."""
+    if not os.path.isdir(self.checkpoint_dir):
+      return []
+    return sorted(int(name) for name in os.listdir(self.checkpoint_dir) if name.isdigit())
+
+  def incomplete_checkpoints(self) -> list[str]:
+    if not os.path.isdir(self.checkpoint_dir):
+      return []
+    return sorted(name for name in os.listdir(self.checkpoint_dir)
+                  if _INCOMPLETE_CHECKPOINT in name)
+
+  def check_usable(self) -> None:
+    """Fails before any file is written when the workdir cannot be used."""
+    existing = self.path
+    while not os.path.exists(existing):
+      existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+      raise UserError(f'workdir {self._given!r}: {existing!r} exists and is not a folder; '
+                      'choose another path.')
+    if not os.access(existing, os.W_OK | os.X_OK):
+      raise UserError(f'workdir {self._given!r} is not writable ({existing!r}); choose a folder '
+                      'you can write to.')
+
+  def open(self, config: ml_collections.ConfigDict) -> Opened:
+    """Checks that `config` may train here (UserError if not), writing nothing; logs what
+    it found."""
+    self.check_usable()
+    resuming = bool(self.checkpoint_steps())
+    opened = Opened(resuming=resuming,
+                    changes=tuple(self.resume_changes(config)) if resuming else (),
+                    incomplete=tuple(self.incomplete_checkpoints()))
+    for change in opened.changes:
+      logging.info('resuming with a changed field: %s', change)
+    for name in opened.incomplete:
+      logging.warning('skipping incomplete checkpoint %s (a save was interrupted); it is '
+                      'removed', name)
+    return opened
+
+  def write_config(self, config: ml_collections.ConfigDict) -> None:
+    os.makedirs(self.path, exist_ok=True)
+    with open(self.config_file + '.tmp', 'w', encoding='utf-8') as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True) + '\n')
+    os.replace(self.config_file + '.tmp', self.config_file)
+
+  def resume_changes(self, config: ml_collections.ConfigDict) -> list[str]:
+    """Compares `config` with the one that wrote the workdir's checkpoints.
+
+    Returns the allowed changes as 'field: old -> new' lines (for the log) and raises UserError
+    naming every field whose change would alter the training itself.
+    """
+    if not os.path.exists(self.config_file):
+      raise UserError(f'workdir {self._given!r} holds checkpoints but no '
+                      f'{os.path.basename(self.config_file)}, so they cannot be checked against '
+                      'this config; use a new workdir.')
+    with open(self.config_file, encoding='utf-8') as f:
+      saved = _flatten(json.load(f))
+    current = _flatten(json.loads(config.to_json_best_effort()))
+    changed = sorted(name for name in saved.keys() | current.keys()
+                     if saved.get(name) != current.get(name))
+    refused = [name for name in changed if not name.startswith(MAY_CHANGE_ON_RESUME)]
+    if refused:
+      details = ', '.join(f'{name} ({saved.get(name)!r} -> {current.get(name)!r})'
+                          for name in refused)
+      raise UserError(f'workdir {self._given!r} holds checkpoints of a run with a different '
+                      f'training config: {details}. Use a new workdir, or the original values to '
+                      'resume.')
+    return [f'{name}: {saved.get(name)!r} -> {current.get(name)!r}' for name in changed]
 
 
 def _flatten(tree, prefix='') -> dict:
@@ -62,27 +178,3 @@ def _flatten(tree, prefix='') -> dict:
     else:
       flat[name] = value
   return flat
-
-
-def resume_changes(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
-  """Compares `config` with the one that wrote the workdir's checkpoints.
-
-  Returns the allowed changes as 'field: old -> new' lines (for the log) and raises UserError
-  naming every field whose change would alter the training itself.
-  """
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
-    raise UserError(f'workdir {workdir!r} holds checkpoints but no {CONFIG_FILE}, so they '
-                    'cannot be checked against this config; use a new workdir.')
-  with open(path, encoding='utf-8') as f:
-    saved = _flatten(json.load(f))
-  current = _flatten(json.loads(config.to_json_best_effort()))
-  changed = sorted(name for name in saved.keys() | current.keys()
-                   if saved.get(name) != current.get(name))
-  refused = [name for name in changed if not name.startswith(MAY_CHANGE_ON_RESUME)]
-  if refused:
-    details = ', '.join(f'{name} ({saved.get(name)!r} -> {current.get(name)!r})'
-                        for name in refused)
-    raise UserError(f'workdir {workdir!r} holds checkpoints of a run with a different training '
-                    f'config: {details}. Use a new workdir, or the original values to resume.')
-  return [f'{name}: {saved.get(name)!r} -> {current.get(name)!r}' for name in changed]

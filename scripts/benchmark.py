@@ -11,7 +11,7 @@ batch made on the devices), so the host's input pipeline is out of the picture;
   accumulation  k micro-batches per step against one batch of the same global size
   costs         how much of a run's loop time goes to evaluation and to checkpoint saves
 
-Examples (the README's Performance section lists what was measured with which command):
+Examples (docs/performance.md lists what was measured with which command):
 
   python scripts/benchmark.py step --model=resnet50 --per_device_batch=128,256 \\
       --dtype=float32,bfloat16
@@ -31,10 +31,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 
-from lbtrain import metrics as metrics_lib
+from lbtrain import build
 from lbtrain import parallel
-from lbtrain import synthetic
+from lbtrain import plan
 from lbtrain import train
+from lbtrain.data import synthetic
+from lbtrain.workdir import Workdir
 from lbtrain.errors import UserError
 
 # Dense peak TFLOP/s per device from the vendors' datasheets, by (device_kind substring, dtype).
@@ -80,15 +82,15 @@ class _CompiledStep:
   """The run's train step compiled ahead of time, its state, and one on-device batch."""
 
   def __init__(self, config):
-    self.run = train.plan(config)
+    self.run = plan.plan(config)
     self.mesh = parallel.create_mesh()
-    init, train_step, _, _ = train.build_steps(self.run, self.mesh)
-    self.state = init(jax.random.key(0))
+    compiled = build.build(self.run, self.mesh)
+    self.state = compiled.init(jax.random.key(0))
     self.batch = next(synthetic.train_batches(
         self.run.dataset, self.mesh, global_batch_size=config.train.global_batch_size, seed=0,
         num_steps=1))
     start = time.perf_counter()
-    self.compiled = train_step.lower(self.state, self.batch).compile()
+    self.compiled = compiled.train_step.lower(self.state, self.batch).compile()
     self.compile_seconds = time.perf_counter() - start
     self.sync_each_step = parallel.one_program_at_a_time(self.mesh)
 
@@ -165,7 +167,7 @@ def benchmark_step(args) -> None:
 def _loop_seconds_per_step(config, workdir: str, skip_records: int) -> float:
   """lbtrain's loop: mean seconds per step over the logged intervals after the first ones."""
   train.train_and_evaluate(config, workdir)
-  records = [r for r in metrics_lib.read_records(workdir)
+  records = [r for r in Workdir(workdir).metric_records()
              if 'train/steps_per_sec' in r][skip_records:]
   steps = [b['step'] - a['step'] for a, b in zip(records, records[1:])]
   seconds = [n / b['train/steps_per_sec'] for n, b in zip(steps, records[1:])]
@@ -222,7 +224,7 @@ def benchmark_costs(args) -> None:
   """A run with evaluations and checkpoints; fractions of its loop time."""
   config = _config(args, args.per_device_batch[0], args.dtype[0], dataset=args.dataset)
   num_steps = args.steps
-  run = train.plan(config)
+  run = plan.plan(config)
   config.train.num_epochs = _num_epochs(config, num_steps, run.dataset.num_train_examples)
   config.train.log_every_steps = args.log_every_steps
   config.eval.every_epochs = config.train.num_epochs / args.evals
@@ -232,7 +234,7 @@ def benchmark_costs(args) -> None:
     start = time.perf_counter()
     train.train_and_evaluate(config, workdir)
     total = time.perf_counter() - start
-    last = [r for r in metrics_lib.read_records(workdir) if 'time/loop_seconds' in r][-1]
+    last = [r for r in Workdir(workdir).metric_records() if 'time/loop_seconds' in r][-1]
   loop = last['time/loop_seconds']
   print(f'costs: {args.model} on {config.data.dataset} {run.dataset.image_shape}, {num_steps} '
         f'steps of global batch {config.train.global_batch_size}, {args.evals} evaluations of '

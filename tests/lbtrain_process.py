@@ -5,7 +5,7 @@ import subprocess
 import sys
 import time
 
-from lbtrain import metrics
+from lbtrain.workdir import Workdir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -17,10 +17,14 @@ def environment(devices: int = 8) -> dict:
               JAX_DISABLE_MOST_OPTIMIZATIONS='1')
 
 
-def run(args, devices=8, timeout=300) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, '-m', 'lbtrain.main', *args], cwd=ROOT,
-                        env=environment(devices), capture_output=True, text=True,
-                        timeout=timeout)
+def run(args, devices=8, timeout=300, cwd=ROOT, probe_backends=False) -> subprocess.CompletedProcess:
+  """`probe_backends`: let jax look for every backend (TPU, GPU) as a user's run does."""
+  env = environment(devices)
+  env['PYTHONPATH'] = ROOT  # as `pip install -e .` would make it importable from anywhere
+  if probe_backends:
+    del env['JAX_PLATFORMS']
+  return subprocess.run([sys.executable, '-m', 'lbtrain.main', *args], cwd=cwd, env=env,
+                        capture_output=True, text=True, timeout=timeout)
 
 
 def start(args, log_path, devices=8) -> subprocess.Popen:
@@ -31,7 +35,8 @@ def start(args, log_path, devices=8) -> subprocess.Popen:
 
 def logged_steps(workdir) -> list[int]:
   """Steps of the train records so far (a line being written right now is left out)."""
-  return [record['step'] for record in metrics.read_records(workdir) if 'train/loss' in record]
+  return [record['step'] for record in Workdir(str(workdir)).metric_records()
+          if 'train/loss' in record]
 
 
 def wait_for_step(process, workdir, step, timeout=240) -> int:

@@ -87,6 +87,34 @@ def test_describe_a_recipe_without_its_data(tmp_path):
   assert '25,557,032 parameters' in out
 
 
-def test_a_missing_workdir_is_one_line():
-  result = lbtrain_process.run(['--config=configs/quickstart.py'])
-  _assert_usage_error(result, '--workdir is required')
+@pytest.mark.slow
+def test_without_a_workdir_the_run_lives_in_runs_and_the_same_command_resumes(
+    tmp_path, fmnist_data_dir):
+  """From another folder, with the config given by its absolute path (as after pip install)."""
+  args = [f'--config={lbtrain_process.ROOT}/configs/quickstart.py',
+          f'--config.data.data_dir={fmnist_data_dir}', '--config.train.global_batch_size=256',
+          f'--config.train.num_epochs={2 * 256 / 60000}', '--config.eval.every_epochs=0']
+  first = lbtrain_process.run(args, cwd=tmp_path, probe_backends=True)
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert 'the run lives in runs/quickstart' in first.stderr
+  assert "Unable to initialize backend 'tpu'" not in first.stderr
+  assert (tmp_path / 'runs' / 'quickstart' / 'checkpoints' / '2').is_dir()
+  again = lbtrain_process.run(args, cwd=tmp_path)
+  assert again.returncode == 0 and 'training already complete' in again.stderr
+
+
+def test_a_field_can_be_unset_from_the_command_line(fmnist_data_dir):
+  """--config.x=None, so that an interval can move to the other unit."""
+  result = lbtrain_process.run(['--config=configs/quickstart.py', '--describe',
+                                f'--config.data.data_dir={fmnist_data_dir}',
+                                '--config.schedule.warmup_epochs=None',
+                                '--config.schedule.warmup_steps=7'])
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert 'linear from 0 over 7 steps' in result.stdout
+  both = lbtrain_process.run(['--config=configs/quickstart.py', '--describe',
+                              '--config.schedule.warmup_steps=7'])
+  _assert_usage_error(both, 'schedule.warmup_epochs=1.0 and schedule.warmup_steps=7 are both set',
+                      '--config.schedule.warmup_epochs=None')
+  unknown = lbtrain_process.run(['--config=configs/quickstart.py', '--describe',
+                                 '--config.schedule.warmup_weeks=None'])
+  _assert_usage_error(unknown, 'no field schedule.warmup_weeks')

@@ -21,8 +21,9 @@ from lbtrain import schedules
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO, 'configs')
+# configs/common.py holds the recipes' shared pieces (no get_config): not a config.
 CONFIGS = sorted(name[:-3] for name in os.listdir(CONFIG_DIR)
-                 if name.endswith('.py') and name != '__init__.py')
+                 if name.endswith('.py') and name not in ('__init__.py', 'common.py'))
 
 IMAGENET = 1_281_167  # imagenet2012 train split
 FMNIST = 60_000  # Fashion-MNIST train split

@@ -192,6 +192,7 @@ def real_config(tmp_path_factory):
   return _config(data_dir=str(tmp_path_factory.mktemp('tfds')))
 
 
+@pytest.mark.slow
 def test_fashion_mnist_prepared_from_the_real_files(real_config):
   info = data.get_dataset_info(real_config)
   assert info == data.DatasetInfo(name='fashion_mnist', num_train_examples=60000,

@@ -130,6 +130,7 @@ def test_resume_reads_what_the_uninterrupted_run_read(config):
       np.testing.assert_array_equal(batch['image'], expected['image'])
 
 
+@pytest.mark.slow
 def test_a_fresh_process_resumes_identically(config):
   """A resumed run is a new process: nothing may depend on state left in this one."""
   whole = _train(config)

@@ -1,14 +1,12 @@
 """micro_batch_size='auto': candidates, the search, and the choice against real compiled steps."""
 
-import dataclasses
-
-import jax
 import pytest
 
-from lbtrain import checkpoint
+from lbtrain import build
 from lbtrain import memory
 from lbtrain import parallel
-from lbtrain import train
+from lbtrain import plan
+from lbtrain.errors import UserError
 
 
 @pytest.mark.parametrize('per_device, group, expected', [
@@ -30,23 +28,19 @@ def test_the_search_finds_the_largest_size_within_budget(budget, expected):
   assert all(measured[size] == 100 * size for size in measured)
 
 
-def _step_bytes(run, mesh, abstract_state, micro):
-  candidate = dataclasses.replace(run, micro_batch_size=micro,
-                                  accum_steps=run.per_device_batch_size // micro)
-  _, train_step, _, _ = train.build_steps(candidate, mesh)
-  return memory.step_bytes(train_step.lower(
-      abstract_state, train._abstract_batch(candidate, mesh)).compile())
+def _step_bytes(config, mesh, micro):
+  candidate = plan.plan(config, micro_batch_size=micro)
+  return memory.step_bytes(build.build(candidate, mesh).compile_train_step(candidate, mesh))
 
 
+@pytest.mark.slow
 def test_auto_chooses_the_largest_micro_batch_that_fits(tiny_config, monkeypatch):
   tiny_config.train.micro_batch_size = 'auto'
   tiny_config.model.bn_group_size = 4
-  run = train.plan(tiny_config)
-  assert (run.per_device_batch_size, run.auto_micro_batch) == (32, True)
+  draft = plan.plan(tiny_config)
+  assert (draft.per_device_batch_size, draft.auto_micro_batch) == (32, True)
   mesh = parallel.create_mesh()
-  init, _, _, shardings = train.build_steps(run, mesh)
-  abstract_state = checkpoint.abstract_like(jax.eval_shape(init, jax.random.key(0)), shardings)
-  eight, sixteen = (_step_bytes(run, mesh, abstract_state, micro) for micro in (8, 16))
+  eight, sixteen = (_step_bytes(tiny_config, mesh, micro) for micro in (8, 16))
   assert eight < sixteen  # activations grow with the micro-batch
 
   def limit(bytes_per_device):
@@ -54,13 +48,13 @@ def test_auto_chooses_the_largest_micro_batch_that_fits(tiny_config, monkeypatch
                         lambda: memory.MemoryLimit(bytes_per_device, 'test'))
 
   limit(int((eight + sixteen) / 2 / tiny_config.train.memory_fraction))
-  chosen = train._choose_micro_batch(run, mesh, abstract_state)
-  assert (chosen.micro_batch_size, chosen.accum_steps) == (8, 4)
+  assert build.choose_micro_batch(tiny_config, mesh) == 8
+  run = plan.plan(tiny_config, micro_batch_size=8)
+  assert (run.micro_batch_size, run.accum_steps) == (8, 4)
 
   limit(10**12)
-  chosen = train._choose_micro_batch(run, mesh, abstract_state)
-  assert (chosen.micro_batch_size, chosen.accum_steps) == (32, 1)
+  assert build.choose_micro_batch(tiny_config, mesh) == 32
 
   limit(1000)
-  with pytest.raises(train.UserError, match='even a micro-batch of 4 per device'):
-    train._choose_micro_batch(run, mesh, abstract_state)
+  with pytest.raises(UserError, match='even a micro-batch of 4 per device'):
+    build.choose_micro_batch(tiny_config, mesh)

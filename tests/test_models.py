@@ -280,6 +280,7 @@ def test_zero_init_last_bn_makes_block_start_as_its_shortcut(block_cls, features
   assert not np.allclose(_train_apply(default_block, default_variables, x)[0], x)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name,last_bn', [('resnet20', 'bn2'), ('resnet50', 'bn3')])
 def test_zero_init_last_bn_zeroes_exactly_the_last_bn_scales(name, last_bn):
   model = create_model(_model_config(name=name, zero_init_last_bn=True), num_classes=10)
@@ -305,7 +306,7 @@ def test_unknown_model_name_is_a_user_error():
   assert all(name in message for name in _ALL_MODELS)
 
 
-@pytest.mark.parametrize('overrides', [{'dtype': 'float16'}, {'bn_group_size': 0}])
+@pytest.mark.parametrize('overrides', [{'dtype': 'float16'}])
 def test_bad_model_config_is_a_user_error(overrides):
   with pytest.raises(UserError):
     create_model(_model_config(**overrides), num_classes=10)

@@ -103,8 +103,8 @@ def _params(workdir: str, step: int) -> np.ndarray:
   """All parameters of a checkpoint as one float64 vector, whatever topology wrote it."""
   import jax  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  from lbtrain import checkpoint  # pylint: disable=g-import-not-at-top
-  path = os.path.join(workdir, checkpoint.CHECKPOINT_DIR, str(step), 'default')
+  from lbtrain.workdir import Workdir  # pylint: disable=g-import-not-at-top
+  path = os.path.join(Workdir(workdir).checkpoint_dir, str(step), 'default')
   checkpointer = ocp.StandardCheckpointer()
   metadata = checkpointer.metadata(path)
   metadata = getattr(metadata, 'item_metadata', metadata)

@@ -75,10 +75,9 @@ def _one_step(strategy, accum_steps, batch):
   state = jax.jit(functools.partial(steps.init_state, model=model, tx=tx, image_shape=(8, 8, 1)),
                   out_shardings=parallel.replicated(mesh))(jax.random.key(0))
   step = parallel.distribute(
-      functools.partial(steps.train_step, model=model, tx=tx,
-                        schedule=optax.constant_schedule(0.1), label_smoothing=0.0,
-                        accum_steps=accum_steps, mesh=mesh, noise_scale_every=1,
-                        noise_scale_decay=0.5),
+      functools.partial(steps.train_step, mesh=mesh, settings=steps.StepSettings(
+          model=model, tx=tx, schedule=optax.constant_schedule(0.1), accum_steps=accum_steps,
+          noise_scale_every=1, noise_scale_decay=0.5)),
       mesh, strategy)
   initial = jax.device_get(state)
   _, metrics = step(state, jax.device_put(batch, parallel.batch_sharded(mesh)))

@@ -12,7 +12,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import lbtrain_process
-from lbtrain import checkpoint
+from lbtrain.workdir import Workdir
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ def _args(workdir, data_dir, *extra):
 
 
 def _params(workdir, step):
-  path = os.path.join(workdir, checkpoint.CHECKPOINT_DIR, str(step), 'default')
+  path = os.path.join(Workdir(workdir).checkpoint_dir, str(step), 'default')
   return jax.tree.leaves(ocp.StandardCheckpointer().restore(path)['params'])
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from configs import base
+from lbtrain import durations
 from lbtrain import schedules
 from lbtrain.errors import UserError
 
@@ -56,11 +57,7 @@ def _lrs(schedule, steps):
     (0.0, 7.3, 0),
 ])
 def test_to_steps_rounds_half_up(epochs, per_epoch, expected):
-  assert schedules.to_steps(epochs, per_epoch) == expected
-
-
-def test_to_steps_prefers_steps():
-  assert schedules.to_steps(5.0, 156.39, steps=100) == 100
+  assert durations.to_steps(epochs, per_epoch) == expected
 
 
 def test_goyal_derived_numbers():
@@ -131,9 +128,10 @@ def test_cosine_after_warmup_reaches_end_lr():
   assert info.milestones[-1].lr == pytest.approx(0.04)
 
 
-def test_steps_override_epochs():
+def test_durations_in_steps():
   config = _goyal()
-  config.schedule.warmup_steps = 100
+  config.schedule.warmup_epochs, config.schedule.warmup_steps = None, 100
+  config.schedule.boundaries_epochs = ()
   config.schedule.boundaries_steps = (5000, 10000)
   schedule, info = schedules.create_schedule(config, IMAGENET)
   assert info.warmup_steps == 100
@@ -167,7 +165,7 @@ def test_describe_lists_the_recipe():
     ('optimizer.base_lr', 0.0, 'base_lr must be > 0'),
     ('schedule.warmup_epochs', 90.0, 'warmup is 14075 steps but training is 14075 steps'),
     ('schedule.warmup_steps', -1, 'warmup must be >= 0'),
-    ('train.num_epochs', 0.0, 'num_epochs must be > 0'),
+    ('train.num_epochs', 0.0, 'num_epochs must be positive'),
     ('schedule.boundaries_epochs', (60, 30), 'strictly increasing'),
     ('schedule.boundaries_epochs', (30, 95), 'before the end (14075 steps)'),
     ('schedule.boundaries_epochs', (2, 30), 'after warmup (782 steps)'),
@@ -177,6 +175,8 @@ def test_describe_lists_the_recipe():
 def test_bad_config_raises_user_error(field, value, message):
   config = _goyal()
   block, name = field.split('.')
+  if name == 'warmup_steps':
+    config.schedule.warmup_epochs = None  # one unit at a time
   config[block][name] = value
   with pytest.raises(UserError, match=message.replace('(', r'\(').replace(')', r'\)')):
     schedules.create_schedule(config, IMAGENET)

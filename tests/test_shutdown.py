@@ -15,7 +15,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import lbtrain_process
-from lbtrain import checkpoint
+from lbtrain.workdir import Workdir
 
 pytestmark = pytest.mark.slow
 
@@ -60,9 +60,9 @@ def test_a_signalled_run_saves_its_step_and_exits_0(signum, step, fmnist_data_di
                             text).group(1))
     assert step <= stopped < TOTAL_STEPS
     saved = sorted(int(name) for name in
-                   os.listdir(os.path.join(workdir, checkpoint.CHECKPOINT_DIR)) if name.isdigit())
+                   os.listdir(os.path.join(Workdir(workdir).checkpoint_dir)) if name.isdigit())
     assert saved[-1] == stopped == lbtrain_process.logged_steps(workdir)[-1]
     restored = ocp.StandardCheckpointer().restore(
-        os.path.join(workdir, checkpoint.CHECKPOINT_DIR, str(stopped), 'default'))
+        os.path.join(Workdir(workdir).checkpoint_dir, str(stopped), 'default'))
     assert int(restored['step']) == stopped
     assert all(leaf.size for leaf in jax.tree.leaves(restored['params']))

@@ -63,9 +63,9 @@ def _train(model, *, num_devices, accum_steps, batches=None, strategy='jit', unr
   state = jax.jit(functools.partial(init_fn, tx=tx),
                   out_shardings=parallel.replicated(mesh))(jax.random.key(0))
   step = parallel.distribute(
-      functools.partial(steps.train_step, model=model, tx=tx, schedule=schedule,
-                        label_smoothing=0.1, accum_steps=accum_steps, mesh=mesh,
-                        unroll_micro_batches=unroll),
+      functools.partial(steps.train_step, mesh=mesh, settings=steps.StepSettings(
+          model=model, tx=tx, schedule=schedule, label_smoothing=0.1, accum_steps=accum_steps,
+          unroll_micro_batches=unroll)),
       mesh, strategy)
   for batch in batches or _batches():
     state, metrics = step(state, jax.device_put(batch, parallel.batch_sharded(mesh)))
@@ -126,6 +126,7 @@ def test_accumulation_with_bn_differs_when_groups_differ():
   assert max(differences) > 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('bn_group_size', [None, 4])
 def test_one_device_and_eight_devices_train_the_same(bn_group_size):
   """Global BN: 1 vs 8 devices. Fixed groups: also 1 device accumulating 8 micro-batches."""

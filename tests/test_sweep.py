@@ -13,6 +13,7 @@ import pytest
 from configs import quickstart
 from lbtrain import metrics
 from lbtrain import sweep_report
+from lbtrain.workdir import Workdir
 from lbtrain.sweep_report import RunResult
 
 import lbtrain_process
@@ -35,8 +36,8 @@ def test_eval_points_keep_evaluations_only_by_step_and_the_last_of_a_repeated_st
 def test_read_records_skips_a_half_written_last_line(tmp_path):
   (tmp_path / 'metrics.jsonl').write_text(
       '{"step": 5, "eval/accuracy": 0.5}\n{"step": 10, "eval/acc')
-  assert metrics.read_records(str(tmp_path)) == [{'step': 5, 'eval/accuracy': 0.5}]
-  assert metrics.read_records(str(tmp_path / 'none')) == []
+  assert metrics.read_records(str(tmp_path / 'metrics.jsonl')) == [{'step': 5, 'eval/accuracy': 0.5}]
+  assert metrics.read_records(str(tmp_path / 'none.jsonl')) == []
 
 
 def test_steps_and_examples_to_target_are_the_first_evaluation_at_or_above_it():
@@ -135,7 +136,7 @@ def _tiny_sweep_args(sweep_dir, data_dir, batches='512,256'):
 
 
 def _metrics(run_dir):
-  return metrics.read_records(run_dir)
+  return Workdir(run_dir).metric_records()
 
 
 def _evals(run_dir):

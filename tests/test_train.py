@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from lbtrain import checkpoint
+from lbtrain.workdir import Workdir
 from lbtrain import train
 
 REQUIRED_TRAIN = ('train/loss', 'train/accuracy', 'train/lr', 'train/grad_norm',
@@ -17,13 +17,13 @@ REQUIRED_EVAL = ('eval/loss', 'eval/accuracy', 'eval/num_examples')
 
 
 def _records(workdir):
-  with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
+  with open(Workdir(workdir).metrics_file, encoding='utf-8') as f:
     return [json.loads(line) for line in f]
 
 
 def _final_params(workdir, step):
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  path = os.path.join(workdir, checkpoint.CHECKPOINT_DIR, str(step), 'default')
+  path = os.path.join(Workdir(workdir).checkpoint_dir, str(step), 'default')
   return ocp.StandardCheckpointer().restore(path)['params']
 
 
@@ -49,7 +49,7 @@ def test_train_writes_metrics_checkpoints_and_loss_falls(tiny_config, tmp_path):
   with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
     assert json.load(f)['train']['global_batch_size'] == 256
   assert glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))
-  steps = sorted(int(p) for p in os.listdir(os.path.join(workdir, checkpoint.CHECKPOINT_DIR))
+  steps = sorted(int(p) for p in os.listdir(os.path.join(Workdir(workdir).checkpoint_dir))
                  if p.isdigit())
   assert steps == [6, 12]
 
@@ -64,7 +64,7 @@ def test_rerun_resumes_from_the_latest_checkpoint_and_matches(tiny_config, tmp_p
   interrupted = str(tmp_path / 'interrupted')
   train.train_and_evaluate(tiny_config, interrupted)
   import shutil  # pylint: disable=g-import-not-at-top
-  shutil.rmtree(os.path.join(interrupted, checkpoint.CHECKPOINT_DIR, '12'))
+  shutil.rmtree(os.path.join(Workdir(interrupted).checkpoint_dir, '12'))
   train.train_and_evaluate(tiny_config, interrupted)
 
   expected = jax.tree.leaves(_final_params(uninterrupted, 12))
@@ -74,34 +74,6 @@ def test_rerun_resumes_from_the_latest_checkpoint_and_matches(tiny_config, tmp_p
     np.testing.assert_array_equal(a, b)
   # Records written after step 6 by the lost work are replaced, not duplicated.
   assert [r['step'] for r in _records(interrupted) if 'train/loss' in r] == [4, 8, 12]
-
-
-@pytest.mark.parametrize('changes, fragment', [
-    ({'train.global_batch_size': 260}, 'not divisible by the 8 devices'),
-    ({'train.micro_batch_size': 5}, 'must divide the per-device batch 32'),
-    ({'train.micro_batch_size': 16}, 'set --config.model.bn_group_size'),
-    ({'train.micro_batch_size': 16, 'model.bn_group_size': 32}, 'per-device micro batch 16'),
-    ({'model.bn_group_size': 100}, 'must divide the global batch 256'),
-    ({'train.num_epochs': 0.0}, 'num_epochs must be positive'),
-    ({'optimizer.base_lr': -0.1}, 'base_lr'),
-    ({'schedule.warmup_epochs': 1.0}, 'warmup'),
-    ({'schedule.decay': 'exponential'}, 'exponential'),
-])
-def test_plan_rejects_bad_recipes_before_compiling(tiny_config, changes, fragment):
-  for path, value in changes.items():
-    block, field = path.split('.')
-    setattr(tiny_config[block], field, value)
-  with pytest.raises(train.UserError, match=fragment):
-    train.plan(tiny_config)
-
-
-def test_plan_derives_the_accumulation_layout(tiny_config):
-  tiny_config.train.micro_batch_size = 8
-  tiny_config.model.bn_group_size = 8
-  run = train.plan(tiny_config)
-  assert (run.per_device_batch_size, run.micro_batch_size, run.accum_steps) == (32, 8, 4)
-  assert run.total_steps == 12
-  assert 'micro batch' in train.describe(run) and '8 per device x 4' in train.describe(run)
 
 
 @pytest.mark.slow
@@ -150,7 +122,8 @@ def test_synthetic_data_trains_without_host_input(tmp_path):
 
 
 def test_synthetic_eval_batches_count_the_split_once():
-  from lbtrain import data, parallel, synthetic  # pylint: disable=g-import-not-at-top
+  from lbtrain import data, parallel  # pylint: disable=g-import-not-at-top
+  from lbtrain.data import synthetic  # pylint: disable=g-import-not-at-top
   from configs import base  # pylint: disable=g-import-not-at-top
   data_config = base.get_config().data
   data_config.update(dataset='synthetic', image_size=8)

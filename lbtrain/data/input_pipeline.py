@@ -9,7 +9,11 @@ Data sets small enough to decode into memory (Fashion-MNIST, `in_memory`) are ga
 so their global batch of a step is also the same on any number of processes. ImageNet
 (`imagenet`) is read shard by shard, each process from its own slice of the split, so its
 global batch depends on the process count; its module docstring gives the order.
-`synthetic` has no host pipeline: the trainer makes its batches on the devices.
+`synthetic` has no host pipeline: its batches are made on the devices (`synthetic`).
+
+`train_inputs` / `eval_inputs` give the loop global `jax.Array` batches for any data set, one
+interface: the host pipelines' rows go through `parallel.prefetch_to_mesh`, synthetic batches
+are made in place. Both are generators; closing one stops its threads.
 
 TensorFlow is imported only when a data set is first touched, so code that merely imports this
 package (the model, the training step, a synthetic run) runs without it.
@@ -238,6 +242,38 @@ def eval_batches(data_config: ml_collections.ConfigDict, info: DatasetInfo, *,
       process_index=process_index, process_count=process_count)
 
 
+def train_inputs(data_config: ml_collections.ConfigDict, info: DatasetInfo, mesh, *,
+                 global_batch_size: int, seed: int, start_step: int,
+                 num_steps: int) -> Iterator[dict]:
+  """Global batches of steps [start_step, start_step + num_steps), on the devices ahead of the
+  step that needs them."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from lbtrain import parallel  # pylint: disable=g-import-not-at-top
+  if _dataset(info.name).pipeline == 'device':
+    from lbtrain.data import synthetic  # pylint: disable=g-import-not-at-top
+    return synthetic.train_batches(info, mesh, global_batch_size=global_batch_size, seed=seed,
+                                   num_steps=num_steps)
+  return parallel.prefetch_to_mesh(
+      train_batches(data_config, info, global_batch_size=global_batch_size, seed=seed,
+                    start_step=start_step, num_steps=num_steps,
+                    process_index=jax.process_index(), process_count=jax.process_count()),
+      mesh, data_config.prefetch_batches)
+
+
+def eval_inputs(data_config: ml_collections.ConfigDict, info: DatasetInfo, mesh, *,
+                global_batch_size: int) -> Iterator[dict]:
+  """The eval split once as global batches on the devices, the last one padded and masked."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from lbtrain import parallel  # pylint: disable=g-import-not-at-top
+  if _dataset(info.name).pipeline == 'device':
+    from lbtrain.data import synthetic  # pylint: disable=g-import-not-at-top
+    return synthetic.eval_batches(info, mesh, global_batch_size=global_batch_size)
+  return parallel.prefetch_to_mesh(
+      eval_batches(data_config, info, global_batch_size=global_batch_size,
+                   process_index=jax.process_index(), process_count=jax.process_count()),
+      mesh, data_config.prefetch_batches)
+
+
 def prepared_dir(data_config: ml_collections.ConfigDict) -> str:
   """The folder of the prepared tfds data set, found as the trainer finds it (UserError saying
   how to prepare it when it is not)."""
@@ -269,5 +305,5 @@ def _with_host_pipeline(info: DatasetInfo) -> _Dataset:
   dataset = _dataset(info.name)
   if dataset.pipeline == 'device':
     raise ValueError(f'dataset {info.name!r} has no host input pipeline: its batches are made on '
-                     'the devices (lbtrain.synthetic), not read through lbtrain.data.')
+                     'the devices (data.train_inputs / eval_inputs).')
   return dataset

@@ -37,8 +37,8 @@ def create_model(model_config, num_classes: int,
   device's slice of the batch: BN then psums its sums and counts over that axis. Under jit over
   a sharded global batch leave it None; the statistics are global already.
 
-  Raises UserError for an unknown name or dtype or a non-positive bn_group_size, so that a bad
-  config fails before anything is compiled or written.
+  Raises UserError for an unknown name or dtype, so that a bad config fails before anything is
+  compiled or written.
   """
   if model_config.name not in _MODELS:
     raise UserError(f'Unknown config.model.name {model_config.name!r}; '
@@ -46,10 +46,7 @@ def create_model(model_config, num_classes: int,
   if model_config.dtype not in _DTYPES:
     raise UserError(f'Unknown config.model.dtype {model_config.dtype!r}; '
                     f'known dtypes: {", ".join(_DTYPES)}.')
-  group_size = model_config.bn_group_size
-  if group_size is not None and group_size < 1:
-    raise UserError(f'config.model.bn_group_size must be None or a positive number of '
-                    f'examples, not {group_size}.')
+  group_size = model_config.bn_group_size  # validated against the batch by `plan`
   dtype = _DTYPES[model_config.dtype]
   norm = functools.partial(
       batch_norm.BatchNorm, momentum=model_config.bn_momentum,

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from lbtrain import parallel
-from lbtrain.data import DatasetInfo
+from lbtrain.data.input_pipeline import DatasetInfo
 
 
 def _make_batch(info: DatasetInfo, mesh: Mesh, batch_size: int, num_real: int | None,
@@ -39,7 +39,7 @@ def _make_batch(info: DatasetInfo, mesh: Mesh, batch_size: int, num_real: int | 
 def train_batches(info: DatasetInfo, mesh: Mesh, *, global_batch_size: int, seed: int,
                   num_steps: int) -> Iterator[dict[str, jax.Array]]:
   """The same on-device global batch, `num_steps` times."""
-  return itertools.repeat(_make_batch(info, mesh, global_batch_size, None, seed), num_steps)
+  yield from itertools.repeat(_make_batch(info, mesh, global_batch_size, None, seed), num_steps)
 
 
 def eval_batches(info: DatasetInfo, mesh: Mesh, *,

@@ -1,0 +1,122 @@
+"""A Plan turned into compiled functions: the mesh's shardings, jitted init/train/eval.
+
+Also where `train.micro_batch_size='auto'` is resolved, since only a compiled step knows its
+memory: `choose_micro_batch` compiles candidate steps before the run's Plan is made, so the
+Plan never changes once made.
+"""
+
+import dataclasses
+import functools
+import os
+from typing import Any, Callable
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+from jax.sharding import Mesh
+
+from lbtrain import memory
+from lbtrain import parallel
+from lbtrain import plan as plan_lib
+from lbtrain import steps
+from lbtrain.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+  """The jitted functions of a run, with the state's shardings and abstract shape."""
+  init: Callable[[jax.Array], steps.TrainState]
+  train_step: Callable[[steps.TrainState, Any], tuple[steps.TrainState, steps.Metrics]]
+  eval_step: Callable[[steps.TrainState, Any], steps.Metrics]
+  abstract_state: Any  # jax.ShapeDtypeStruct leaves carrying the target shardings
+
+  def compile_train_step(self, run: plan_lib.Plan, mesh: Mesh):
+    """The train step compiled ahead of time for the run's batch shape."""
+    return self.train_step.lower(self.abstract_state, abstract_batch(run, mesh)).compile()
+
+
+def step_settings(run: plan_lib.Plan, mesh: Mesh) -> steps.StepSettings:
+  train = run.config.train
+  return steps.StepSettings(
+      model=run.model, tx=run.optimizer, schedule=run.schedule,
+      label_smoothing=train.label_smoothing, accum_steps=run.accum_steps,
+      skip_nonfinite=train.on_nonfinite == 'skip',
+      pixel_stats=(run.dataset.mean, run.dataset.std),
+      noise_scale_every=train.noise_scale_every, noise_scale_decay=train.noise_scale_decay,
+      unroll_micro_batches=parallel.loops_run_slowly(mesh))
+
+
+def build(run: plan_lib.Plan, mesh: Mesh) -> Steps:
+  """The jitted init/train/eval functions with explicit shardings and a donated state."""
+  replicated = parallel.replicated(mesh)
+  init_fn = functools.partial(steps.init_state, model=run.model, tx=run.optimizer,
+                              image_shape=run.dataset.image_shape)
+  abstract = jax.eval_shape(init_fn, jax.random.key(0))
+  init = jax.jit(init_fn, out_shardings=jax.tree.map(lambda _: replicated, abstract))
+  strategy = run.config.parallel.strategy
+  train_step = parallel.distribute(
+      functools.partial(steps.train_step, settings=step_settings(run, mesh), mesh=mesh),
+      mesh, strategy, donate_state=True)
+  eval_step = parallel.distribute(
+      functools.partial(steps.eval_step, model=run.model,
+                        pixel_stats=(run.dataset.mean, run.dataset.std)), mesh, strategy)
+  abstract_state = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract)
+  return Steps(init=init, train_step=train_step, eval_step=eval_step,
+               abstract_state=abstract_state)
+
+
+def abstract_batch(run: plan_lib.Plan, mesh: Mesh) -> dict:
+  sharding = parallel.batch_sharded(mesh)
+  batch_size = run.config.train.global_batch_size
+  return {
+      'image': jax.ShapeDtypeStruct((batch_size, *run.dataset.image_shape),
+                                    jnp.dtype(run.dataset.image_dtype), sharding=sharding),
+      'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=sharding),
+  }
+
+
+def choose_micro_batch(config: ml_collections.ConfigDict, mesh: Mesh,
+                       dataset=None) -> int:
+  """Resolves micro_batch_size='auto': the largest allowed micro-batch whose compiled train
+  step fits `train.memory_fraction` of a device's memory (see `memory`)."""
+  draft = plan_lib.plan(config, dataset=dataset)
+  limit = memory.device_memory_limit()
+  budget = int(limit.bytes_per_device * config.train.memory_fraction)
+
+  def bytes_of(size: int) -> int:
+    candidate = plan_lib.plan(config, micro_batch_size=size, dataset=draft.dataset)
+    return memory.step_bytes(build(candidate, mesh).compile_train_step(candidate, mesh))
+
+  per_device = draft.per_device_batch_size
+  sizes = memory.candidates(per_device, config.model.bn_group_size)
+  chosen, measured = memory.largest_fitting(sizes, bytes_of, budget)
+  logging.info('micro_batch_size=auto: budget %.2f GiB per device = %.2f x %s (%.2f GiB)',
+               budget / memory.GiB, config.train.memory_fraction, limit.source,
+               limit.bytes_per_device / memory.GiB)
+  for size, size_bytes in sorted(measured.items()):
+    logging.info('  micro-batch %d per device (%d accumulation steps): step needs %.2f GiB',
+                 size, per_device // size, size_bytes / memory.GiB)
+  if chosen is None:
+    smallest = min(measured)
+    hint = ('set --config.model.bn_group_size so that accumulation may split the per-device '
+            'batch' if config.model.bn_group_size is None else
+            'use more devices, a smaller model.bn_group_size, or model.dtype=bfloat16')
+    raise UserError(f'train.micro_batch_size=auto: even a micro-batch of {smallest} per device '
+                    f'needs {measured[smallest] / memory.GiB:.2f} GiB, over the '
+                    f'{budget / memory.GiB:.2f} GiB budget ({limit.source}); {hint}.')
+  logging.info('micro_batch_size=auto: chose %d per device, %d accumulation steps (the '
+               'largest allowed size that fits)', chosen, per_device // chosen)
+  return chosen
+
+
+def enable_compilation_cache(config: ml_collections.ConfigDict, default_directory: str) -> None:
+  """Persists compiled XLA programs so a restart after preemption skips compiling."""
+  directory = config.train.compilation_cache_dir
+  if directory == '':
+    return
+  directory = directory or default_directory
+  jax.config.update('jax_compilation_cache_dir', os.path.abspath(os.path.expanduser(directory)))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)

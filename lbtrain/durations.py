@@ -1,0 +1,75 @@
+"""Every interval of a run in epochs or in steps, converted to steps in one place.
+
+Papers state warmup and decay in epochs; operations think of checkpoints and logs in steps; a
+batch-size study needs both. Each interval is a pair of config fields, `<name>_epochs` and
+`<name>_steps`, of which exactly one is set (the other None): a config or an override that
+sets both would leave a reader guessing which one wins, so that is an error, as is neither.
+"""
+
+import math
+from typing import Any
+
+import ml_collections
+
+from lbtrain.errors import UserError
+
+
+def steps_per_epoch(num_train_examples: int, global_batch_size: int) -> float:
+  """Kept fractional: batches run across epoch boundaries, so rounding here would drift."""
+  return num_train_examples / global_batch_size
+
+
+def to_steps(epochs: float, per_epoch: float) -> int:
+  """floor(epochs * per_epoch + 0.5): rounded half up, so that e.g. Goyal's 5 warmup epochs at
+  156.39 steps/epoch are 782 steps. Half up (not Python's round-half-even) keeps the rule a
+  reader can redo by hand."""
+  return math.floor(epochs * per_epoch + 0.5)
+
+
+def _is_set(value: Any) -> bool:
+  # An empty list of boundaries is "no boundaries given", like None.
+  return value is not None and value != ()
+
+
+def interval(block: ml_collections.ConfigDict, path: str, per_epoch: float) -> Any:
+  """The interval `path` ('schedule.warmup', 'eval.every', ...) in steps.
+
+  Reads `block[<name>_epochs]` and `block[<name>_steps]`, `block` being the config block that
+  `path` starts with. A tuple of durations (decay boundaries) gives a tuple of steps; an unset
+  tuple gives (). Raises UserError when both or neither are set.
+  """
+  name = path.rsplit('.', 1)[1]
+  epochs, steps = block[f'{name}_epochs'], block[f'{name}_steps']
+  if _is_set(epochs) and _is_set(steps):
+    raise UserError(
+        f'{path}_epochs={epochs!r} and {path}_steps={steps!r} are both set; keep one and set the '
+        f'other to None (e.g. --config.{path}_epochs=None --config.{path}_steps={steps!r}).')
+  if isinstance(epochs, (tuple, list)) or isinstance(steps, (tuple, list)):
+    if _is_set(steps):
+      return tuple(int(s) for s in steps)
+    return tuple(to_steps(e, per_epoch) for e in epochs or ())
+  if not _is_set(epochs) and not _is_set(steps):
+    raise UserError(f'set {path}_epochs or {path}_steps (one of them; the other stays None).')
+  if _is_set(steps):
+    if steps != int(steps):
+      raise UserError(f'{path}_steps={steps!r} must be a whole number of steps.')
+    return int(steps)
+  return to_steps(epochs, per_epoch)
+
+
+def recurring(block: ml_collections.ConfigDict, path: str, per_epoch: float, *,
+              zero_means: str | None = None) -> int | None:
+  """A recurring interval (eval, checkpoint, log) in steps, at least 1.
+
+  `zero_means`: what 0 means (eval: 'never'), returned as None; without it 0 is an error.
+  """
+  name = path.rsplit('.', 1)[1]
+  steps = interval(block, path, per_epoch)
+  unit = 'epochs' if _is_set(block[f'{name}_epochs']) else 'steps'
+  given = block[f'{name}_{unit}']
+  if given == 0 and zero_means:
+    return None
+  if given <= 0:
+    raise UserError(f'{path}_{unit}={given!r} must be positive'
+                    + (f', or 0 for {zero_means}.' if zero_means else '.'))
+  return max(1, steps)

@@ -1,0 +1,246 @@
+"""Every number a run derives from its config and the hardware, with every rule checked once.
+
+`plan()` is the one validation path: the loop, `--describe`, the sweep (through `recipe()`, the
+part that needs no hardware) and the advisor all go through it, so a rule has one wording. It
+runs before anything is compiled or written, and the `Plan` it returns is never changed
+afterwards (`micro_batch_size='auto'` is resolved by `build` before the plan is made).
+"""
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from lbtrain import data
+from lbtrain import durations
+from lbtrain import models
+from lbtrain import optim
+from lbtrain import parallel
+from lbtrain import schedules
+from lbtrain.errors import UserError
+
+NONFINITE_POLICIES = ('stop', 'skip')
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """What the config alone fixes once the training split's size is known: no hardware."""
+  schedule: Any
+  schedule_info: schedules.ScheduleInfo
+  eval_every_steps: int | None  # None: no evaluation
+  checkpoint_every_steps: int
+  log_every_steps: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """A recipe laid out on this hardware: the model, the optimizer and the batch layout."""
+  config: ml_collections.ConfigDict
+  dataset: data.DatasetInfo
+  schedule_info: schedules.ScheduleInfo
+  schedule: Any
+  model: Any
+  optimizer: Any
+  abstract_params: Any
+  num_devices: int
+  num_processes: int
+  per_device_batch_size: int
+  micro_batch_size: int  # per device
+  accum_steps: int
+  eval_global_batch_size: int
+  eval_every_steps: int | None  # None: no evaluation
+  checkpoint_every_steps: int
+  log_every_steps: int
+
+  @property
+  def total_steps(self) -> int:
+    return self.schedule_info.total_steps
+
+  @property
+  def auto_micro_batch(self) -> bool:
+    """micro_batch_size='auto': the layout above was chosen from compiled steps' memory."""
+    return self.config.train.micro_batch_size == 'auto'
+
+
+def _require(condition: bool, message: str) -> None:
+  if not condition:
+    raise UserError(message)
+
+
+def recipe(config: ml_collections.ConfigDict, num_train_examples: int) -> Recipe:
+  """The schedule and intervals of `config`; UserError for any config-only rule it breaks."""
+  train = config.train
+  _require(train.on_nonfinite in NONFINITE_POLICIES,
+           f'train.on_nonfinite={train.on_nonfinite!r}: use one of '
+           f'{", ".join(NONFINITE_POLICIES)}.')
+  _require(config.parallel.strategy in parallel.STRATEGIES,
+           f'parallel.strategy={config.parallel.strategy!r}: use one of '
+           f'{", ".join(parallel.STRATEGIES)}.')
+  group = config.model.bn_group_size
+  _require(group is None or (group > 0 and train.global_batch_size % group == 0),
+           f'model.bn_group_size={group} must be a positive divisor of the global batch '
+           f'{train.global_batch_size}; pick one, or None for global statistics.')
+  if train.noise_scale_every is not None:
+    _require(train.noise_scale_every > 0,
+             f'train.noise_scale_every={train.noise_scale_every} must be a positive number of '
+             'steps (or None for no noise scale).')
+    _require(0 <= train.noise_scale_decay < 1,
+             f'train.noise_scale_decay={train.noise_scale_decay} must be in [0, 1).')
+  schedule, info = schedules.create_schedule(config, num_train_examples)
+  per_epoch = info.steps_per_epoch
+  return Recipe(
+      schedule=schedule, schedule_info=info,
+      eval_every_steps=durations.recurring(config.eval, 'eval.every', per_epoch,
+                                           zero_means='no evaluation'),
+      checkpoint_every_steps=durations.recurring(config.checkpoint, 'checkpoint.every',
+                                                 per_epoch),
+      log_every_steps=durations.recurring(train, 'train.log_every', per_epoch))
+
+
+def batch_layout(config: ml_collections.ConfigDict, num_devices: int,
+                 micro_batch_size: int | None = None) -> tuple[int, int, int]:
+  """(per-device batch, per-device micro batch, accumulation steps), validated.
+
+  `micro_batch_size` stands for the config's ('auto' resolved, or a candidate of that search);
+  an unresolved 'auto' is laid out as no accumulation.
+  """
+  global_batch = config.train.global_batch_size
+  _require(global_batch > 0, f'train.global_batch_size must be positive, got {global_batch}.')
+  _require(global_batch % num_devices == 0,
+           f'train.global_batch_size={global_batch} is not divisible by the {num_devices} '
+           f'devices; use a multiple of {num_devices} (e.g. '
+           f'--config.train.global_batch_size={max(1, global_batch // num_devices) * num_devices}).')
+  per_device = global_batch // num_devices
+  configured = config.train.micro_batch_size
+  _require(configured in (None, 'auto') or (type(configured) is int and configured > 0),
+           f'train.micro_batch_size={configured!r} must be a positive number of examples per '
+           "device, None (no accumulation) or 'auto' (the largest that fits in memory).")
+  micro = micro_batch_size or (per_device if configured in (None, 'auto') else configured)
+  _require(0 < micro <= per_device and per_device % micro == 0,
+           f'train.micro_batch_size={micro} must divide the per-device batch {per_device} '
+           f'(= {global_batch} / {num_devices} devices); pick a divisor of {per_device}.')
+  accum_steps = per_device // micro
+  group = config.model.bn_group_size
+  if accum_steps > 1 and group is None:
+    raise UserError(
+        f'gradient accumulation ({accum_steps} micro-batches of {micro} per device) computes BN '
+        f'statistics per micro-batch; set --config.model.bn_group_size to a divisor of {micro} '
+        'to make those groups explicit (the same value then gives the same training on any '
+        'number of devices).')
+  _require(accum_steps == 1 or micro % group == 0,
+           f'model.bn_group_size={group} must divide the per-device micro batch {micro}; pick '
+           'a divisor of it or None for global statistics.')
+  return per_device, micro, accum_steps
+
+
+def _check_noise_scale_source(config, accum_steps: int, num_devices: int) -> None:
+  if config.train.noise_scale_every is None:
+    return
+  per_device_gradients = config.parallel.strategy == 'pmap' and num_devices > 1
+  _require(per_device_gradients or accum_steps > 1,
+           'train.noise_scale_every needs gradients of small batches that the step computes '
+           'anyway: set --config.parallel.strategy=pmap on more than one device (per-device '
+           'gradients, same training) or accumulate micro-batches '
+           '(--config.train.micro_batch_size).')
+
+
+def dataset_info(config: ml_collections.ConfigDict, describe_only: bool = False):
+  """The data set's sizes; with `describe_only`, a data set that is not prepared here is
+  described from its published split sizes, so a recipe can be checked without its data."""
+  try:
+    return data.get_dataset_info(config.data)
+  except UserError as error:
+    dataset = data.published_dataset_info(config.data) if describe_only else None
+    if dataset is None:
+      raise
+    from absl import logging  # pylint: disable=g-import-not-at-top
+    logging.warning('%s; describing it from its published split sizes.', str(error).rstrip('.'))
+    return dataset
+
+
+def plan(config: ml_collections.ConfigDict, *, micro_batch_size: int | None = None,
+         dataset: data.DatasetInfo | None = None, describe_only: bool = False) -> Plan:
+  """Validates the config against the data and hardware; raises UserError on bad input.
+
+  `micro_batch_size`: the resolved 'auto' (see `build.choose_micro_batch`). `dataset`: its info
+  when already read. `describe_only`: see `dataset_info`.
+  """
+  num_devices, num_processes = jax.device_count(), jax.process_count()
+  per_device, micro, accum_steps = batch_layout(config, num_devices, micro_batch_size)
+  eval_batch = config.eval.global_batch_size or config.train.global_batch_size
+  _require(eval_batch > 0 and eval_batch % num_devices == 0,
+           f'eval.global_batch_size={eval_batch} must be a positive multiple of the '
+           f'{num_devices} devices.')
+  dataset = dataset or dataset_info(config, describe_only)
+  run_recipe = recipe(config, dataset.num_train_examples)
+  _check_noise_scale_source(config, accum_steps, num_devices)
+  per_device_program = config.parallel.strategy == 'pmap'
+  model = models.create_model(config.model, num_classes=dataset.num_classes,
+                              axis_name=parallel.DATA_AXIS if per_device_program else None)
+  abstract_params = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, *dataset.image_shape), jnp.float32),
+                         train=False))['params']
+  optimizer = optim.create_optimizer(config.optimizer, run_recipe.schedule, abstract_params)
+  return Plan(config=config, dataset=dataset, schedule_info=run_recipe.schedule_info,
+              schedule=run_recipe.schedule, model=model, optimizer=optimizer,
+              abstract_params=abstract_params, num_devices=num_devices,
+              num_processes=num_processes, per_device_batch_size=per_device,
+              micro_batch_size=micro, accum_steps=accum_steps,
+              eval_global_batch_size=eval_batch, eval_every_steps=run_recipe.eval_every_steps,
+              checkpoint_every_steps=run_recipe.checkpoint_every_steps,
+              log_every_steps=run_recipe.log_every_steps)
+
+
+def describe(run: Plan) -> str:
+  """The recipe as a table a human can check against the paper, before anything runs."""
+  config = run.config
+  num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(run.abstract_params))
+  rows = [
+      ('dataset', f'{run.dataset.name}: {run.dataset.num_train_examples:,} train / '
+                  f'{run.dataset.num_eval_examples:,} eval examples, '
+                  f'{run.dataset.num_classes} classes, image {run.dataset.image_shape}'),
+      ('model', f'{config.model.name} ({num_params:,} parameters), dtype {config.model.dtype}'),
+      ('devices', f'{run.num_devices} devices on {run.num_processes} process(es), '
+                  f'mesh ({parallel.DATA_AXIS}: {run.num_devices})'),
+      ('strategy', {'jit': 'jit: one program over the global batch',
+                    'pmap': 'pmap: a per-device program, explicit pmean/psum over '
+                            f'{parallel.DATA_AXIS!r}'}[config.parallel.strategy]),
+      ('per-device batch', f'{run.per_device_batch_size:,}'),
+      ('micro batch', f'{run.micro_batch_size:,} per device x {run.accum_steps} accumulation '
+                      'step(s)' + (', chosen from the compiled step\'s memory'
+                                   if run.auto_micro_batch else '')),
+      ('BN statistics', 'over the global batch' if config.model.bn_group_size is None else
+       f'over groups of {config.model.bn_group_size} consecutive examples'),
+      ('label smoothing', f'{config.train.label_smoothing}'),
+      ('noise scale', 'off' if config.train.noise_scale_every is None else
+       f'every {config.train.noise_scale_every} steps, EMA decay '
+       f'{config.train.noise_scale_decay}, small batches of '
+       + (f'{run.per_device_batch_size} (one device)' if config.parallel.strategy == 'pmap'
+          else f'{config.train.global_batch_size // run.accum_steps} (one micro-batch)')),
+      ('eval', 'none (eval.every_epochs=0)' if run.eval_every_steps is None else
+               f'every {run.eval_every_steps} steps and at the end, global batch '
+               f'{run.eval_global_batch_size}'),
+      ('checkpoint', f'every {run.checkpoint_every_steps} steps, keep '
+                     f'{config.checkpoint.keep}'),
+      ('optimizer', optim.describe_optimizer(config.optimizer)),
+  ]
+  for name, summary in optim.describe_masks(config.optimizer, run.abstract_params).items():
+    if summary is None:
+      rows.append((name.replace('_', ' '), 'not applied'))
+      continue
+    rows.append((name.replace('_', ' '),
+                 f'on {len(summary["on"])} tensors ({summary["on_params"]:,} parameters), '
+                 f'off {len(summary["off"])} tensors ({summary["off_params"]:,} parameters)'))
+    rows.append(('  off', _abbreviate(summary['off'])))
+  width = 17
+  lines = schedules.describe_schedule(run.schedule_info)
+  lines += [f'{name:<{width}} {value}' for name, value in rows]
+  return '\n'.join(lines)
+
+
+def _abbreviate(names: list[str], limit: int = 8) -> str:
+  shown = ', '.join(names[:limit])
+  return shown + (f', ... ({len(names) - limit} more)' if len(names) > limit else '') or '-'

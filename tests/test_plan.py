@@ -1,0 +1,91 @@
+"""The plan: every rule checked once, before anything compiles; what --describe shows."""
+
+import pytest
+
+from configs import base
+from lbtrain import plan
+from lbtrain.errors import UserError
+
+
+@pytest.mark.parametrize('changes, fragment', [
+    ({'train.global_batch_size': 260}, 'not divisible by the 8 devices'),
+    ({'train.micro_batch_size': 5}, 'must divide the per-device batch 32'),
+    ({'train.micro_batch_size': 16}, 'set --config.model.bn_group_size'),
+    ({'train.micro_batch_size': 16, 'model.bn_group_size': 32}, 'per-device micro batch 16'),
+    ({'model.bn_group_size': 100}, 'positive divisor of the global batch 256'),
+    ({'model.bn_group_size': 0}, 'positive divisor of the global batch 256'),
+    ({'train.on_nonfinite': 'ignore'}, 'stop, skip'),
+    ({'train.noise_scale_every': 0}, 'noise_scale_every=0 must be a positive'),
+    ({'eval.every_steps': 5}, 'eval.every_epochs=.* and eval.every_steps=5 are both set'),
+    ({'checkpoint.every_steps': None}, 'set checkpoint.every_epochs or checkpoint.every_steps'),
+    ({'checkpoint.every_steps': 0}, 'checkpoint.every_steps=0 must be positive.'),
+    ({'train.log_every_steps': None, 'train.log_every_epochs': -1.0},
+     'train.log_every_epochs=-1.0 must be positive'),
+    ({'schedule.warmup_steps': 3}, 'schedule.warmup_epochs=0.0 and schedule.warmup_steps=3 are both'),
+    ({'train.num_epochs': 0.0}, 'num_epochs must be positive'),
+    ({'optimizer.base_lr': -0.1}, 'base_lr'),
+    ({'schedule.warmup_epochs': 1.0}, 'warmup'),
+    ({'schedule.decay': 'exponential'}, 'exponential'),
+])
+def test_plan_rejects_bad_recipes_before_compiling(tiny_config, changes, fragment):
+  for path, value in changes.items():
+    block, field = path.split('.')
+    setattr(tiny_config[block], field, value)
+  with pytest.raises(UserError, match=fragment):
+    plan.plan(tiny_config)
+
+
+def test_plan_derives_the_accumulation_layout(tiny_config):
+  tiny_config.train.micro_batch_size = 8
+  tiny_config.model.bn_group_size = 8
+  run = plan.plan(tiny_config)
+  assert (run.per_device_batch_size, run.micro_batch_size, run.accum_steps) == (32, 8, 4)
+  assert run.total_steps == 12
+  assert 'micro batch' in plan.describe(run) and '8 per device x 4' in plan.describe(run)
+
+
+
+
+def test_every_interval_may_be_given_in_either_unit(tiny_config):
+  """12 steps of 256 on 60,000 examples: 234.375 steps per epoch."""
+  per_epoch = 60000 / 256
+  tiny_config.eval.every_epochs, tiny_config.eval.every_steps = None, 3
+  tiny_config.checkpoint.every_steps, tiny_config.checkpoint.every_epochs = None, 4 / per_epoch
+  tiny_config.train.log_every_steps, tiny_config.train.log_every_epochs = None, 2 / per_epoch
+  tiny_config.schedule.warmup_epochs, tiny_config.schedule.warmup_steps = None, 5
+  run = plan.plan(tiny_config)
+  assert (run.eval_every_steps, run.checkpoint_every_steps, run.log_every_steps) == (3, 4, 2)
+  assert run.schedule_info.warmup_steps == 5
+  tiny_config.eval.every_steps = 0
+  assert plan.plan(tiny_config).eval_every_steps is None  # 0: no evaluation, in either unit
+
+
+def test_step_boundaries_in_either_unit():
+  config = base.get_config()
+  config.schedule.decay = 'step'
+  config.schedule.boundaries_epochs = (2, 4)
+  per_epoch = 60000 / config.train.global_batch_size
+  assert plan.recipe(config, 60000).schedule_info.milestones[1].step == round(2 * per_epoch)
+  config.schedule.boundaries_steps = (100, 200)
+  with pytest.raises(UserError, match='boundaries_epochs=.* and schedule.boundaries_steps'):
+    plan.recipe(config, 60000)
+  config.schedule.boundaries_epochs = ()
+  steps = [m.step for m in plan.recipe(config, 60000).schedule_info.milestones]
+  assert steps == [0, 100, 200, 586]
+
+
+@pytest.mark.parametrize('name, expected', [
+    ('lars', 'lars: momentum 0.9, nesterov False, trust_coefficient 0.001, eps 0 (default), '
+             'weight_decay 0.0001, no gradient clipping'),
+    ('nesterov', 'nesterov: momentum 0.9, weight_decay 0.0001, no gradient clipping'),
+    ('lamb', 'lamb: b1 0.9, b2 0.999, eps 1e-06 (default), weight_decay 0.0001, '
+             'no gradient clipping'),
+    ('adam', 'adam: b1 0.9, b2 0.999, eps 1e-08 (default), no gradient clipping'),
+])
+def test_describe_names_the_optimizer_and_its_hyperparameters(tiny_config, name, expected):
+  tiny_config.optimizer.name = name
+  tiny_config.optimizer.weight_decay = 0.0 if name == 'adam' else 1e-4
+  described = plan.describe(plan.plan(tiny_config))
+  assert f'optimizer         {expected}' in described.splitlines()
+  tiny_config.optimizer.grad_clip_norm = 2.0
+  assert 'gradient clipped to norm 2' in plan.describe(plan.plan(tiny_config))
