@@ -13,17 +13,16 @@ A run spans several processes (hosts) when
 
 Then `initialize()` selects gloo for cross-process collectives on CPU and calls
 `jax.distributed.initialize` with bounded timeouts, so that no failure leaves a process waiting
-for CI's limit (times measured with 2 processes on one machine):
+for CI's limit (docs/operations.md has the measured times):
 
 * a process that does not arrive: the others abort (jax: "DEADLINE_EXCEEDED ... RegisterTask")
   about 5 s after `--distributed_init_timeout`;
 * a process that dies (killed, out of memory, crashed): its connections close, so a survivor in
   an all-reduce fails at once ("Gloo all-reduce failed: ... Connection reset by peer", exit 1,
-  0.2 s); a survivor elsewhere, or any survivor of a process that hangs without dying (SIGSTOP,
+  within a second); a survivor elsewhere, or any survivor of a process that hangs without dying (SIGSTOP,
   a stuck host), is ended by jax when process 0's coordinator misses heartbeats for
   `--distributed_heartbeat_timeout` ("Terminating process because the JAX distributed service
-  detected fatal errors ... stopped sending heartbeats", SIGABRT, exit 134; 26 s with the
-  default 30 s); if process 0 dies, the others lose the coordinator and end at once;
+  detected fatal errors ... stopped sending heartbeats", SIGABRT, exit 134); if process 0 dies, the others lose the coordinator and end at once;
 * a process that fails with an exception while the others are inside a collective: it exits
   at once (see `_exit_at_once_on_uncaught_exception`), which the others see as a death (above);
 * a process that ends on its own (exit code 2 or 0) while others go on: jax's shutdown barrier

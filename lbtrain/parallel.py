@@ -32,19 +32,17 @@ def create_mesh() -> Mesh:
 def one_program_at_a_time(mesh: Mesh) -> bool:
   """Whether the loop must wait for each multi-device program before dispatching the next.
 
-  XLA:CPU (jax 0.10) runs the per-device parts of a program on one shared thread pool; with
-  two programs in flight, a device's convolution can wait for pool threads that all sit in
-  another program's all-reduce, and the run hangs (then aborts after 40 s). Seen here with
-  8 and 2 emulated devices on a 2-core machine: waiting per step avoids it. GPUs and TPUs keep
-  fully asynchronous dispatch.
+  XLA:CPU runs the per-device parts of a program on one shared thread pool; with two programs
+  in flight, a device's convolution can wait for pool threads that all sit in another
+  program's all-reduce, and the run hangs (then aborts), most readily on few cores: waiting
+  per step avoids it. GPUs and TPUs keep fully asynchronous dispatch.
   """
   return mesh.size > 1 and mesh.devices.flat[0].platform == 'cpu'
 
 
 def loops_run_slowly(mesh: Mesh) -> bool:
-  """Whether a `lax.scan` over the model should be unrolled: XLA:CPU (jax 0.10) runs
-  convolutions inside a while loop tens of times slower than the same ones outside it (a
-  ResNet-20 step as 2 scanned micro-batches: 8.7 s against 0.35 s unscanned; unrolled: 0.38 s,
+  """Whether a `lax.scan` over the model should be unrolled: XLA:CPU runs convolutions inside
+  a while loop tens of times slower than the same ones outside it (docs/performance.md,
   `scripts/benchmark.py accumulation`). GPUs and TPUs keep the loop, which bounds memory to one
   micro-batch's activations."""
   return mesh.devices.flat[0].platform == 'cpu'

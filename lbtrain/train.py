@@ -73,10 +73,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> 
   checkpoints = checkpoint.Checkpointer(workdir.checkpoint_dir, run.checkpoint_every_steps,
                                         config.checkpoint.keep,
                                         config.checkpoint.keep_every_steps)
+  # A checkpoint that cannot be restored ends the run here, with the workdir only read (orbax
+  # made checkpoints/ and removed interrupted saves). Not inside the `finally` below: closing
+  # the manager would collect orbax's abandoned reads and print each one's traceback.
+  restored = checkpoints.restore_latest(compiled.abstract_state)
   try:
-    restored = checkpoints.restore_latest(compiled.abstract_state)
-    # Up to here the workdir was only read (orbax made checkpoints/ and removed interrupted
-    # saves), so a refused checkpoint leaves it as it was.
     if is_primary:
       workdir.write_config(config)
     build.enable_compilation_cache(config, workdir.compilation_cache_dir)

@@ -63,34 +63,13 @@ class Workdir:
       raise UserError('--workdir is required: the folder for checkpoints and metrics.')
     self.path = os.path.abspath(os.path.expanduser(path))
     self._given = path
-
-  @property
-  def config_file(self) -> str:
-    return os.path.join(self.path, 'config.json')
-
-  @property
-  def metrics_file(self) -> str:
-    return os.path.join(self.path, 'metrics.jsonl')
-
-  @property
-  def checkpoint_dir(self) -> str:
-    return os.path.join(self.path, 'checkpoints')
-
-  @property
-  def compilation_cache_dir(self) -> str:
-    return os.path.join(self.path, 'compilation_cache')
-
-  @property
-  def events_dir(self) -> str:
-    return self.path
-
-  @property
-  def sweep_log(self) -> str:
-    return os.path.join(self.path, 'train.log')
-
-  @property
-  def sweep_record(self) -> str:
-    return os.path.join(self.path, 'sweep_run.json')
+    self.config_file = os.path.join(self.path, 'config.json')
+    self.metrics_file = os.path.join(self.path, 'metrics.jsonl')
+    self.events_dir = self.path  # TensorBoard's event files
+    self.checkpoint_dir = os.path.join(self.path, 'checkpoints')
+    self.compilation_cache_dir = os.path.join(self.path, 'compilation_cache')
+    self.sweep_log = os.path.join(self.path, 'train.log')
+    self.sweep_record = os.path.join(self.path, 'sweep_run.json')
 
   def metric_records(self) -> list[dict]:
     return metrics.read_records(self.metrics_file)

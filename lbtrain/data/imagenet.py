@@ -27,9 +27,8 @@ another order, and in the epoch it resumes in some examples come twice and other
 
 Resuming at step k rebuilds the stream from the start of the epoch that holds stream position
 k*b and passes the records before it through the file reader and the shuffle buffer without
-decoding them: up to one epoch of this process's serialized records, ~140 GB / P for ImageNet.
-Measured at 5,800 records/s (640 MB/s) from the page cache on one core: ~220 s for the last step
-of an ImageNet epoch on one process, ~7 s on 32, or the storage's pace if slower.
+decoding them: up to one epoch of this process's serialized records, ~140 GB / P for ImageNet
+(docs/imagenet.md gives the measured cost).
 
 Eval reads each process's slice of the eval split once (16 shards at a time) and pads it to
 ceil(N / B) * b rows (possible since N_p <= ceil(N / P)), so every example is counted exactly

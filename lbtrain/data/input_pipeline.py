@@ -122,9 +122,10 @@ def _imagenet_shape(data_config: ml_collections.ConfigDict) -> tuple[int, int, i
 
 
 _IMAGENET_MANUAL_FILES = ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar')
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 _IMAGENET_SPLITS = {'train': 1_281_167, 'validation': 50_000}
+_IMAGENET_LIKE = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), image_dtype='uint8',
+                      image_shape=_imagenet_shape, published_splits=_IMAGENET_SPLITS,
+                      published_classes=1000)
 
 _DATASETS = {
     'fashion_mnist': _Dataset(
@@ -142,24 +143,10 @@ _DATASETS = {
             _find_prepared, 'imagenet2012',
             'tfds build imagenet2012 --data_dir={data_dir} --manual_dir={manual_dir}',
             _IMAGENET_MANUAL_FILES),
-        mean=_IMAGENET_MEAN,
-        std=_IMAGENET_STD,
-        image_dtype='uint8',
-        pipeline='imagenet',
-        image_shape=_imagenet_shape,
-        published_splits=_IMAGENET_SPLITS,
-        published_classes=1000),
+        pipeline='imagenet', **_IMAGENET_LIKE),
     # ImageNet-shaped batches made on the devices, to measure the step without any input
     # pipeline; ImageNet's sizes, so that epochs and schedules mean what they mean there.
-    'synthetic': _Dataset(
-        locate=None,
-        mean=_IMAGENET_MEAN,
-        std=_IMAGENET_STD,
-        image_dtype='uint8',
-        pipeline='device',
-        image_shape=_imagenet_shape,
-        published_splits=_IMAGENET_SPLITS,
-        published_classes=1000),
+    'synthetic': _Dataset(locate=None, pipeline='device', **_IMAGENET_LIKE),
 }
 
 

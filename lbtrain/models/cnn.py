@@ -1,4 +1,4 @@
-"""A small CNN for 28x28 Fashion-MNIST, cheap enough for batch-size sweeps on 2 CPU cores."""
+"""A small CNN for 28x28 Fashion-MNIST, cheap enough for batch-size sweeps on CPU cores."""
 
 from typing import Any, Callable
 
@@ -19,9 +19,8 @@ class CNN(nn.Module):
     fc    7*7*32 * 128        =   200,704 MACs
     head  128 * 10            =     1,280 MACs
     total 1.22 M MACs = 2.4 MFLOPs forward, ~7.3 MFLOPs per training example (fwd + bwd),
-  so 60k images x 8 epochs is ~3.5 TFLOPs: about 4.5 minutes at the ~1,800 images/s measured
-  on 2 shared CPU cores (batch 256). Widths 32/64 cost 3.5x that (~11 minutes), too slow for
-  batch-size sweeps here. 207,098 parameters for 10 classes.
+  so 60k images x 8 epochs is ~3.5 TFLOPs: small enough for batch-size sweeps on CPU cores
+  (docs/performance.md); widths 32/64 would cost 3.5x that. 207,098 parameters for 10 classes.
 
   Attributes:
     num_classes: width of the logits.
