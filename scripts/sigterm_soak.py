@@ -5,8 +5,8 @@ did not.
     .venv/bin/python scripts/sigterm_soak.py [--runs=20] [--signal=TERM] [--parallel=2]
 
 Each run is a real `python -m lbtrain.main` process on Fashion-MNIST (prepared in --data_dir on
-first use), 8 emulated devices, 46 steps of batch 256 (0.2 epochs), signalled once the step
-drawn for it (1 .. 44, seeded) is logged.
+first use), 8 emulated devices, 60 steps of batch 256, signalled once the step drawn for it
+(1 .. 58, seeded) is logged.
 """
 
 import argparse
@@ -24,7 +24,7 @@ sys.path.insert(0, ROOT)
 
 from lbtrain.workdir import Workdir  # pylint: disable=g-import-not-at-top
 
-TOTAL_STEPS = 46
+TOTAL_STEPS = 60
 
 
 def _start(workdir: str, data_dir: str, log_path: str) -> subprocess.Popen:
@@ -74,10 +74,14 @@ def main() -> None:
       for index, target in batch:
         workdir, log = os.path.join(scratch, f'run{index}'), os.path.join(scratch, f'{index}.log')
         running.append((index, target, workdir, log, _start(workdir, args.data_dir, log)))
+      waiting = list(running)
+      while waiting:  # signal each as soon as it is there, while the others run on
+        for run in list(waiting):
+          if _logged_step(run[2]) >= run[1] or run[4].poll() is not None:
+            run[4].send_signal(signum)
+            waiting.remove(run)
+        time.sleep(0.02)
       for index, target, workdir, log, process in running:
-        while _logged_step(workdir) < target and process.poll() is None:
-          time.sleep(0.02)
-        process.send_signal(signum)
         good, detail = _outcome(workdir, log, process.wait(timeout=300), f'SIG{args.signal}')
         failures += not good
         print(f'run {index:2d}: SIG{args.signal} after step {target:2d}: {detail}'

@@ -9,6 +9,7 @@ fast) and every one must exit 0 with its checkpoint restorable.
 import os
 import re
 import signal
+import time
 
 import jax
 import orbax.checkpoint as ocp
@@ -20,7 +21,7 @@ from lbtrain.workdir import Workdir
 pytestmark = pytest.mark.slow
 
 TRIES = 5
-TOTAL_STEPS = 23
+TOTAL_STEPS = 60  # far past the signalled steps, so no run ends before its signal
 
 
 def _args(workdir, data_dir):
@@ -44,9 +45,19 @@ def test_a_signalled_run_saves_its_step_and_exits_0(signum, step, fmnist_data_di
     log = tmp_path / f'log{index}.txt'
     runs.append((workdir, log, lbtrain_process.start(_args(workdir, fmnist_data_dir), log)))
   try:
-    for workdir, _, process in runs:
-      lbtrain_process.wait_for_step(process, workdir, step)
-      process.send_signal(signum)
+    # Each process is signalled as soon as it has logged `step`, while the others run on:
+    # waiting for them one by one would let a fast one finish before its signal.
+    waiting = {index for index in range(TRIES)}
+    deadline = time.monotonic() + 300
+    while waiting and time.monotonic() < deadline:
+      for index in sorted(waiting):
+        workdir, _, process = runs[index]
+        assert process.poll() is None, f'run {index} exited ({process.returncode}) early'
+        if lbtrain_process.logged_steps(workdir)[-1:] >= [step]:
+          process.send_signal(signum)
+          waiting.discard(index)
+      time.sleep(0.02)
+    assert not waiting, f'runs {sorted(waiting)} did not reach step {step}'
     codes = [process.wait(timeout=120) for _, _, process in runs]
   finally:
     for _, _, process in runs:
@@ -59,8 +70,7 @@ def test_a_signalled_run_saves_its_step_and_exits_0(signum, step, fmnist_data_di
     stopped = int(re.search(r'stopping at step (\d+) on ' + signal.Signals(signum).name,
                             text).group(1))
     assert step <= stopped < TOTAL_STEPS
-    saved = sorted(int(name) for name in
-                   os.listdir(os.path.join(Workdir(workdir).checkpoint_dir)) if name.isdigit())
+    saved = Workdir(workdir).checkpoint_steps()
     assert saved[-1] == stopped == lbtrain_process.logged_steps(workdir)[-1]
     restored = ocp.StandardCheckpointer().restore(
         os.path.join(Workdir(workdir).checkpoint_dir, str(stopped), 'default'))
