@@ -186,10 +186,12 @@ def test_interrupted_prepare_leaves_nothing_that_looks_prepared(tiny_source, tmp
 
 
 @pytest.fixture(scope='module')
-def real_config(tmp_path_factory):
+def real_config(fmnist_data_dir):
+  """The session's data_dir, which conftest.py prepared from the real files (once: it takes
+  as long as a small training run)."""
   if not os.path.isdir(REAL_SOURCE):
     pytest.skip(f'{REAL_SOURCE} missing (apt-get install -y dataset-fashion-mnist)')
-  return _config(data_dir=str(tmp_path_factory.mktemp('tfds')))
+  return _config(data_dir=fmnist_data_dir)
 
 
 @pytest.mark.slow
