@@ -10,6 +10,18 @@ from lbtrain.workdir import Workdir
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def quickstart_args(workdir, data_dir, total_steps: int, *extra: str) -> list[str]:
+  """The quickstart for `total_steps` steps of batch 256, a record per step, a short warmup
+  and a checkpoint every 4 steps; `extra` flags come last and win."""
+  return ['--config=configs/quickstart.py', f'--workdir={workdir}',
+          f'--config.data.data_dir={data_dir}',
+          '--config.train.global_batch_size=256',
+          f'--config.train.num_epochs={total_steps * 256 / 60000}',
+          '--config.train.log_every_steps=1',
+          '--config.schedule.warmup_epochs=0.02',
+          '--config.checkpoint.every_steps=4', *extra]
+
+
 def environment(devices: int = 8) -> dict:
   return dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', JAX_PLATFORMS='cpu',
               XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',

@@ -20,14 +20,8 @@ TOTAL_STEPS = 24
 
 
 def _args(workdir, data_dir, *extra):
-  return ['--config=configs/quickstart.py', f'--workdir={workdir}',
-          f'--config.data.data_dir={data_dir}',
-          '--config.train.global_batch_size=256',
-          f'--config.train.num_epochs={TOTAL_STEPS * 256 / 60000}',
-          '--config.train.log_every_steps=1',
-          '--config.schedule.warmup_epochs=0.02',
-          '--config.eval.every_epochs=1.0',
-          '--config.checkpoint.every_steps=4', *extra]
+  return lbtrain_process.quickstart_args(workdir, data_dir, TOTAL_STEPS,
+                                         '--config.eval.every_epochs=1.0', *extra)
 
 
 def _params(workdir, step):

@@ -25,14 +25,8 @@ TOTAL_STEPS = 60  # far past the signalled steps, so no run ends before its sign
 
 
 def _args(workdir, data_dir):
-  return ['--config=configs/quickstart.py', f'--workdir={workdir}',
-          f'--config.data.data_dir={data_dir}',
-          '--config.train.global_batch_size=256',
-          f'--config.train.num_epochs={TOTAL_STEPS * 256 / 60000}',
-          '--config.train.log_every_steps=1',
-          '--config.schedule.warmup_epochs=0.02',
-          '--config.eval.every_epochs=0',
-          '--config.checkpoint.every_steps=4']
+  return lbtrain_process.quickstart_args(workdir, data_dir, TOTAL_STEPS,
+                                         '--config.eval.every_epochs=0')
 
 
 @pytest.mark.parametrize('signum,step', [(signal.SIGTERM, 2), (signal.SIGTERM, 18),
