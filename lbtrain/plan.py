@@ -9,6 +9,7 @@ afterwards (`micro_batch_size='auto'` is resolved by `build` before the plan is 
 import dataclasses
 from typing import Any
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -156,7 +157,6 @@ def dataset_info(config: ml_collections.ConfigDict, describe_only: bool = False)
     dataset = data.published_dataset_info(config.data) if describe_only else None
     if dataset is None:
       raise
-    from absl import logging  # pylint: disable=g-import-not-at-top
     logging.warning('%s; describing it from its published split sizes.', str(error).rstrip('.'))
     return dataset
 

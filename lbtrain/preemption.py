@@ -40,7 +40,7 @@ class StopSignal:
 
   def __init__(self):
     self._requested = threading.Event()
-    self._handling = None
+    self._handlers = contextlib.ExitStack()
     self.signal_name = None
 
   def _handle(self, signum):
@@ -53,14 +53,11 @@ class StopSignal:
 
   def __enter__(self):
     if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-      self._handling = handling(self._handle)
-      self._handling.__enter__()
+      self._handlers.enter_context(handling(self._handle))
     return self
 
   def __exit__(self, *exc_info):
-    if self._handling is not None:
-      self._handling.__exit__(*exc_info)
-      self._handling = None
+    self._handlers.close()
 
   def should_stop(self, step: int) -> bool:
     if jax.process_count() > 1:

@@ -12,7 +12,6 @@ fields that only change how a run is observed or laid out on the hardware may ch
     DIR/train.log, DIR/sweep_run.json   a sweep's record of the run (lbtrain.sweep)
 """
 
-import dataclasses
 import json
 import os
 
@@ -45,14 +44,6 @@ _INCOMPLETE_CHECKPOINT = '.orbax-checkpoint-tmp'  # orbax's mark of a save in pr
 def default_path(config_file: str) -> str:
   """runs/<config file name>: the same command then resumes the same run."""
   return os.path.join('runs', os.path.splitext(os.path.basename(config_file))[0])
-
-
-@dataclasses.dataclass(frozen=True)
-class Opened:
-  """What the workdir held when a run opened it."""
-  resuming: bool  # it holds a complete checkpoint
-  changes: tuple[str, ...]  # allowed config changes since that checkpoint, 'field: old -> new'
-  incomplete: tuple[str, ...]  # saves a killed process left half-written (orbax removes them)
 
 
 class Workdir:
@@ -102,20 +93,16 @@ class Workdir:
       raise UserError(f'workdir {self._given!r} is not writable ({existing!r}); choose a folder '
                       'you can write to.')
 
-  def open(self, config: ml_collections.ConfigDict) -> Opened:
-    """Checks that `config` may train here (UserError if not), writing nothing; logs what
-    it found."""
+  def open(self, config: ml_collections.ConfigDict) -> None:
+    """Checks that `config` may train here (UserError if not), writing nothing; logs the
+    allowed config changes since its checkpoints and the half-written saves orbax removes."""
     self.check_usable()
-    resuming = bool(self.checkpoint_steps())
-    opened = Opened(resuming=resuming,
-                    changes=tuple(self.resume_changes(config)) if resuming else (),
-                    incomplete=tuple(self.incomplete_checkpoints()))
-    for change in opened.changes:
-      logging.info('resuming with a changed field: %s', change)
-    for name in opened.incomplete:
+    if self.checkpoint_steps():
+      for change in self.resume_changes(config):
+        logging.info('resuming with a changed field: %s', change)
+    for name in self.incomplete_checkpoints():
       logging.warning('skipping incomplete checkpoint %s (a save was interrupted); it is '
                       'removed', name)
-    return opened
 
   def write_config(self, config: ml_collections.ConfigDict) -> None:
     os.makedirs(self.path, exist_ok=True)
