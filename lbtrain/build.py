@@ -111,6 +111,30 @@ def choose_micro_batch(config: ml_collections.ConfigDict, mesh: Mesh,
   return chosen
 
 
+def memory_advice(run: plan_lib.Plan) -> str:
+  """How to make a step that does not fit fit, as the config can say it."""
+  advice = []
+  if not run.auto_micro_batch:
+    advice.append('--config.train.micro_batch_size=auto (with --config.model.bn_group_size if '
+                  'unset) to accumulate smaller micro-batches')
+  advice.append(f'a smaller --config.train.global_batch_size (now '
+                f'{run.config.train.global_batch_size})')
+  if run.config.model.dtype != 'bfloat16':
+    advice.append('--config.model.dtype=bfloat16')
+  return ', or '.join(advice)
+
+
+def check_memory(run: plan_lib.Plan, compiled_step) -> None:
+  """Refuses, before training, a compiled step that needs more than a device's memory (on CPU
+  the kernel would kill the process without a word, part way through the first step)."""
+  limit = memory.device_memory_limit()
+  need = memory.step_bytes(compiled_step)
+  if need > limit.bytes_per_device:
+    raise UserError(f'the train step needs {need / memory.GiB:.2f} GiB per device, over the '
+                    f'{limit.bytes_per_device / memory.GiB:.2f} GiB there is ({limit.source}); '
+                    f'use {memory_advice(run)}.')
+
+
 def enable_compilation_cache(config: ml_collections.ConfigDict, default_directory: str) -> None:
   """Persists compiled XLA programs so a restart after preemption skips compiling."""
   directory = config.train.compilation_cache_dir

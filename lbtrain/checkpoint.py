@@ -7,14 +7,28 @@ one. Restores go into an abstract target that carries the current mesh's shardin
 checkpoint does not tie a run to the device count that wrote it.
 """
 
+import contextlib
 import os
+import re
 import sys
 from typing import Any
 
 from absl import logging
 import orbax.checkpoint as ocp
 
+from lbtrain.errors import RESUME_ADVICE
+from lbtrain.errors import RunFailed
 from lbtrain.errors import UserError
+
+
+# The OS errors a save meets, as tensorstore's messages spell them (it raises ValueError).
+_OS_ERRORS = re.compile(r'No space left on device|Permission denied|No such file or directory|'
+                        r'Read-only file system|Disk quota exceeded|Input/output error|'
+                        r'Stale file handle')
+
+
+class SaveFailed(RunFailed):
+  """A checkpoint could not be written (disk full, permission revoked, folder gone)."""
 
 class Checkpointer:
   """A workdir's checkpoint folder: every `every_steps` steps, keeping the last `keep` (and,
@@ -24,6 +38,7 @@ class Checkpointer:
                keep_every_steps: int | None = None):
     self._every_steps = every_steps
     self.directory = directory
+    self._saving = None  # the step of the save in flight, if any
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
@@ -63,17 +78,73 @@ class Checkpointer:
     return step % self._every_steps == 0
 
   def save(self, step: int, state: Any) -> None:
-    """Starts an asynchronous save; returns once the state is safe to donate again."""
-    if step not in self._manager.all_steps():
+    """Starts an asynchronous save; returns once the state is safe to donate again.
+
+    Raises SaveFailed for this save's synchronous part, or for the previous save, whose
+    failure orbax reports when the next one starts.
+    """
+    if step in self._manager.all_steps():
+      return
+    self.wait()  # orbax waits for the previous save anyway; this names it if it failed
+    with self._reporting(step):
       self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    self._saving = step
+
+  def check(self) -> None:
+    """Raises SaveFailed if the save in flight has failed already; cheap, never waits."""
+    with self._reporting(self._saving):
+      self._manager.check_for_errors()
 
   def wait(self) -> None:
-    """Blocks until the last asynchronous save is on disk."""
-    self._manager.wait_until_finished()
+    """Blocks until the last asynchronous save is on disk (SaveFailed if it could not be)."""
+    with self._reporting(self._saving):
+      self._manager.wait_until_finished()
+    self._saving = None
 
   def close(self) -> None:
-    self.wait()
-    self._manager.close()
+    """Waits for the last save, then stops orbax's threads; after a failed save only the
+    latter, and quietly: the failure has been reported."""
+    try:
+      self.wait()
+    except SaveFailed:
+      pass
+    finally:
+      self._manager.close()
+
+  @contextlib.contextmanager
+  def _reporting(self, step: int | None):
+    try:
+      yield
+    except Exception as error:  # pylint: disable=broad-except
+      raise SaveFailed(self._failure(step, error)) from None
+
+  def _failure(self, step: int | None, error: Exception) -> str:
+    chain, cause = [], error
+    while cause is not None and len(chain) < 10:
+      chain.append(cause)
+      cause = cause.__cause__ or cause.__context__
+    text = ' '.join(' '.join(str(e).split()) for e in chain)
+    os_error = next((e for e in chain if isinstance(e, OSError) and e.strerror), None)
+    named = _OS_ERRORS.search(text)
+    if os_error is not None:
+      reason = f'{os_error.strerror} ({os_error.filename or self.directory})'
+    elif named:
+      reason = named.group(0)
+    else:
+      reason = f'{type(error).__name__}: {text[:300]}'
+    return (f'the checkpoint save at step {step} to {self.directory} failed: {reason}; '
+            f'{self.resume_point(failed_step=step)}. {RESUME_ADVICE}')
+
+  def resume_point(self, failed_step: int | None = None) -> str:
+    """Where the same command would resume, read from the folder (orbax's own list may name a
+    save that has just failed)."""
+    try:
+      complete = [int(name) for name in os.listdir(self.directory)
+                  if name.isdigit() and int(name) != failed_step]
+    except OSError:
+      complete = []
+    return (f'the last complete checkpoint is step {max(complete)}' if complete else
+            'no checkpoint is complete')
 
 
 def _log_abandoned_read(unraisable: Any) -> None:

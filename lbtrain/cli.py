@@ -8,12 +8,14 @@ is one line on stderr and exit code 2, before anything is written; a run that ha
 import os
 import re
 import sys
+import threading
 from typing import Callable
 
 from absl import app
 from absl import flags
 from absl import logging
 
+from lbtrain.errors import RunFailed
 from lbtrain.errors import TrainingStopped
 from lbtrain.errors import UserError
 
@@ -101,8 +103,8 @@ def no_arguments(argv: list[str]) -> None:
 
 
 def report_errors(body: Callable[[], None]) -> None:
-  """Runs `body`, turning a UserError into one line and exit 2, TrainingStopped into one line
-  and exit 1; anything else is a bug and keeps its traceback."""
+  """Runs `body`, turning a UserError into one line and exit 2, TrainingStopped and RunFailed
+  into one line and exit 1; anything else is a bug and keeps its traceback."""
   try:
     body()
   except UserError as error:
@@ -110,13 +112,19 @@ def report_errors(body: Callable[[], None]) -> None:
   except TrainingStopped as error:
     sys.stderr.write(f'lbtrain: stopped: {error}\n')
     sys.exit(TRAINING_STOPPED)
+  except RunFailed as error:
+    sys.stderr.write(f'lbtrain: failed: {error}\n')
+    sys.exit(TRAINING_STOPPED)
 
 
 class _QuietLibraries:
-  """Drops INFO records of orbax and tfds, which log every step of every save, and jax's probe
-  for TPUs on a machine that has none."""
+  """Drops INFO records of orbax and tfds, which log every step of every save, jax's probe
+  for TPUs on a machine that has none, and the tracebacks of orbax's failed background saves,
+  which `checkpoint.SaveFailed` reports as one line."""
 
   def filter(self, record) -> bool:
+    if '/orbax/' in record.pathname and record.exc_info:
+      return False
     if record.levelno > logging.converter.ABSL_TO_STANDARD[logging.INFO]:
       return True
     if "Unable to initialize backend 'tpu'" in record.getMessage():
@@ -124,9 +132,38 @@ class _QuietLibraries:
     return not any(part in record.pathname for part in ('/orbax/', '/tensorflow_datasets/'))
 
 
+def _background_os_error(args) -> None:
+  """A library's writer thread that meets a full disk or a lost folder: one line, not a
+  traceback; the run reports the failure itself when it next writes (see `metrics`)."""
+  if issubclass(args.exc_type, OSError):
+    logging.warning('background thread %s stopped: %s', args.thread.name if args.thread else '?',
+                    args.exc_value)
+  else:
+    threading.__excepthook__(args)
+
+
+def _late_event_loop_callback(exc_type, exc_value) -> bool:
+  """tensorstore's late callbacks into the event loop of an orbax save that failed (reported
+  as one line by `checkpoint.SaveFailed`): it prints them with PyErr_Print or as unraisable."""
+  return exc_type is RuntimeError and str(exc_value) == 'Event loop is closed'
+
+
+def _excepthook(exc_type, exc_value, exc_traceback) -> None:
+  if not _late_event_loop_callback(exc_type, exc_value):
+    sys.__excepthook__(exc_type, exc_value, exc_traceback)
+
+
+def _unraisablehook(unraisable) -> None:
+  if not _late_event_loop_callback(unraisable.exc_type, unraisable.exc_value):
+    sys.__unraisablehook__(unraisable)
+
+
 def run(main: Callable[[list[str]], None], verbosity: int = logging.INFO) -> None:
   """absl's app.run with lbtrain's flag parsing and log filter."""
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # tensorflow's start-up chatter
   logging.set_verbosity(verbosity)
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  threading.excepthook = _background_os_error
+  sys.excepthook = _excepthook
+  sys.unraisablehook = _unraisablehook
   app.run(main, flags_parser=parse_flags)

@@ -14,6 +14,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+
+class Unwritable(Exception):
+  """A metrics record could not be written; the loop adds where the run resumes."""
+
+
 class MetricWriter:
   """Appends one JSON object per logging event and mirrors each scalar to TensorBoard."""
 
@@ -32,20 +37,43 @@ class MetricWriter:
       self._tensorboard = SummaryWriter(logdir=events_dir, flush_secs=30)
 
   def write(self, step: int, values: Mapping[str, float]) -> None:
+    """Raises Unwritable when a record cannot be written (a full disk, a folder gone)."""
     if not self._enabled:
       return
     record = {'step': int(step)}
     record.update({name: value if isinstance(value, int) else float(value)
                    for name, value in values.items()})
-    self._jsonl.write(json.dumps(record) + '\n')
-    self._jsonl.flush()
+    try:
+      self._jsonl.write(json.dumps(record) + '\n')
+      self._jsonl.flush()
+    except OSError as error:
+      raise Unwritable(f'metrics cannot be written to {self._jsonl.name}: '
+                       f'{error.strerror or error}') from None
+    if not self._tensorboard_alive():
+      raise Unwritable(f'TensorBoard events cannot be written to {self._tensorboard.logdir} '
+                       '(its writer thread failed; is the disk full or the folder gone?)')
     for name, value in values.items():
       self._tensorboard.add_scalar(name, float(value), int(step))
 
+  def _tensorboard_alive(self) -> bool:
+    """Whether tensorboardX's writer thread still runs: when a write fails, the thread dies
+    and the next events would wait forever for room in its queue."""
+    writer = getattr(self._tensorboard.file_writer, 'event_writer', None)
+    worker = getattr(writer, '_worker', None)
+    return worker is None or worker.is_alive()
+
   def close(self) -> None:
     if self._enabled:
-      self._jsonl.close()
-      self._tensorboard.close()
+      try:
+        self._jsonl.close()
+      except OSError:
+        pass  # the failure that stopped the run has been reported
+      if self._tensorboard_alive():
+        self._tensorboard.close()
+      else:
+        # Its close would flush into the failed file and wait forever on the dead thread; mark
+        # it closed so tensorboardX's exit hook does not try either (tensorboardX 2.6).
+        self._tensorboard.file_writer.event_writer._closed = True  # pylint: disable=protected-access
 
 
 def read_records(path: str) -> list[dict]:

@@ -51,6 +51,7 @@ class Plan:
   per_device_batch_size: int
   micro_batch_size: int  # per device
   accum_steps: int
+  micro_batch_measured: bool  # 'auto' resolved from compiled steps' memory (not by --describe)
   eval_global_batch_size: int
   eval_every_steps: int | None  # None: no evaluation
   checkpoint_every_steps: int
@@ -189,9 +190,20 @@ def plan(config: ml_collections.ConfigDict, *, micro_batch_size: int | None = No
               abstract_params=abstract_params, num_devices=num_devices,
               num_processes=num_processes, per_device_batch_size=per_device,
               micro_batch_size=micro, accum_steps=accum_steps,
+              micro_batch_measured=micro_batch_size is not None,
               eval_global_batch_size=eval_batch, eval_every_steps=run_recipe.eval_every_steps,
               checkpoint_every_steps=run_recipe.checkpoint_every_steps,
               log_every_steps=run_recipe.log_every_steps)
+
+
+def _describe_micro_batch(run: Plan) -> str:
+  layout = f'{run.micro_batch_size:,} per device x {run.accum_steps} accumulation step(s)'
+  if not run.auto_micro_batch:
+    return layout
+  if run.micro_batch_measured:
+    return f"{layout}, chosen from the compiled step's memory"
+  return ("'auto': the largest that fits, chosen from the compiled step's memory when training "
+          f'starts (up to {run.per_device_batch_size:,} per device, no accumulation)')
 
 
 def describe(run: Plan) -> str:
@@ -209,9 +221,7 @@ def describe(run: Plan) -> str:
                     'pmap': 'pmap: a per-device program, explicit pmean/psum over '
                             f'{parallel.DATA_AXIS!r}'}[config.parallel.strategy]),
       ('per-device batch', f'{run.per_device_batch_size:,}'),
-      ('micro batch', f'{run.micro_batch_size:,} per device x {run.accum_steps} accumulation '
-                      'step(s)' + (', chosen from the compiled step\'s memory'
-                                   if run.auto_micro_batch else '')),
+      ('micro batch', _describe_micro_batch(run)),
       ('BN statistics', 'over the global batch' if config.model.bn_group_size is None else
        f'over groups of {config.model.bn_group_size} consecutive examples'),
       ('label smoothing', f'{config.train.label_smoothing}'),

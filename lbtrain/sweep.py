@@ -35,6 +35,7 @@ from lbtrain import cli
 from lbtrain import preemption
 from lbtrain import sweep_report
 from lbtrain.errors import UserError
+from lbtrain.workdir import RunLock
 from lbtrain.workdir import Workdir
 
 config_flags.DEFINE_config_file(
@@ -228,6 +229,10 @@ def _sweep(runs: list[_Run], base_command: list[str]) -> None:
         print(f'{name}: diverged earlier, skipped (delete {run.workdir.path} to run it again)',
               flush=True)
         continue
+      try:
+        RunLock(run.workdir).check_free()  # another sweep (or lbtrain) is training it now
+      except UserError as error:
+        cli.fail(f'batch {run.batch}: {error}')
       resume_step = _latest_checkpoint(run)
       print(f'{name}: {f"resuming at step {resume_step}" if resume_step else "starting"}, '
             f'{run.total_steps} steps, peak lr {run.peak_lr:g}; log {run.log}', flush=True)
@@ -240,8 +245,9 @@ def _sweep(runs: list[_Run], base_command: list[str]) -> None:
         print(f"{name}: diverged after {seconds:.0f} s ({record['diverged']}); going on",
               flush=True)
       elif code != 0:
-        reason = _last_line(output, 'lbtrain: error:') or (output.strip().splitlines() or
-                                                           ['no output'])[-1]
+        reason = (_last_line(output, 'lbtrain: error:') or
+                  _last_line(output, 'lbtrain: failed:') or
+                  (output.strip().splitlines() or ['no output'])[-1])
         sys.stderr.write(f'lbtrain: error: the run at batch {run.batch} failed (exit code '
                          f'{code}): {reason} Its log: {run.log}\n')
         sys.exit(_exit_code(code))
@@ -283,7 +289,15 @@ def main(argv: list[str]) -> None:
   base_command = [sys.executable, '-m', 'lbtrain.main',
                   f'--config={cli.config_file()}',
                   *_forwarded_overrides(cli.command_line())]
-  _sweep(runs, base_command)
+  sweep_lock = RunLock(Workdir(sweep_dir))  # one sweep per folder; each run also has its own
+  try:
+    sweep_lock.acquire()
+  except UserError as error:
+    cli.fail(str(error))
+  try:
+    _sweep(runs, base_command)
+  finally:
+    sweep_lock.release()
 
   results = _results(runs)
   sweep_report.save_results(sweep_dir, results, target,

@@ -4,13 +4,18 @@ No maths and no validation live here: `plan` derives and checks every number, `b
 the step, `steps` holds the maths, `workdir` owns the run folder. The loop only runs them.
 """
 
+import contextlib
+import os
+import shutil
 import time
 from typing import Any
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from lbtrain import build
 from lbtrain import checkpoint
@@ -20,6 +25,10 @@ from lbtrain import nonfinite as nonfinite_lib
 from lbtrain import parallel
 from lbtrain import plan as plan_lib
 from lbtrain import preemption
+from lbtrain.errors import RESUME_ADVICE
+from lbtrain.errors import RunFailed
+from lbtrain.errors import UserError
+from lbtrain.workdir import RunLock
 from lbtrain.workdir import Workdir
 
 
@@ -54,10 +63,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> 
   eval.
 
   Raises UserError (before writing anything) for a config, data or workdir that cannot work,
-  and TrainingStopped when training diverges.
+  TrainingStopped when training diverges, and RunFailed when the machine fails it (a full
+  disk, out of memory).
   """
   workdir = Workdir(workdir_path)
-  workdir.open(config)
+  # Several processes learn of a held lock together, after the plan (`_lock`).
+  workdir.open(config, check_lock=jax.process_count() == 1)
   mesh = parallel.create_mesh()
   micro_batch_size = (build.choose_micro_batch(config, mesh)
                       if config.train.micro_batch_size == 'auto' else None)
@@ -70,25 +81,83 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> 
     for line in plan_lib.describe(run).splitlines():
       logging.info('%s', line)
   compiled = build.build(run, mesh)
+  train_step = _compile_train_step(run, compiled, mesh, workdir)
+  lock = _lock(workdir)
+  try:
+    return _restore_and_train(run, compiled, train_step, mesh, workdir, is_primary)
+  except jax.errors.JaxRuntimeError as error:
+    if 'RESOURCE_EXHAUSTED' not in str(error) and 'Out of memory' not in str(error):
+      raise
+    first_line = str(error).strip().splitlines()[0][:300]
+    raise RunFailed(f'the device ran out of memory ({first_line}); use '
+                    f'{build.memory_advice(run)}.') from None
+  finally:
+    lock.release()
+
+
+def _compile_train_step(run: plan_lib.Plan, compiled: build.Steps, mesh, workdir: Workdir):
+  """Compiles the train step into the persistent cache, and refuses one that cannot fit in
+  memory before training; a refused run leaves no folder it made behind."""
+  new_cache = not os.path.exists(workdir.compilation_cache_dir)
+  new_workdir = not os.path.exists(workdir.path)
+  build.enable_compilation_cache(run.config, workdir.compilation_cache_dir)
+  start = time.perf_counter()
+  train_step = compiled.compile_train_step(run, mesh)
+  logging.info('train step compiled in %.1f s', time.perf_counter() - start)
+  try:
+    build.check_memory(run, train_step)
+  except UserError:
+    if jax.process_index() == 0 and new_cache:
+      shutil.rmtree(workdir.compilation_cache_dir, ignore_errors=True)
+      if new_workdir:
+        with contextlib.suppress(OSError):
+          os.rmdir(workdir.path)  # empty now, unless another process wrote in it meanwhile
+    raise
+  return train_step
+
+
+def _lock(workdir: Workdir) -> RunLock:
+  """Process 0 takes the run's lock; every process follows its answer (UserError if held)."""
+  lock, refusal = RunLock(workdir), None
+  if jax.process_index() == 0:
+    try:
+      lock.acquire()
+    except UserError as error:
+      refusal = error
+  if jax.process_count() > 1:
+    held = multihost_utils.broadcast_one_to_all(np.int32(refusal is None))
+    if not held and refusal is None:
+      refusal = UserError(f'workdir {workdir.path} is in use by another run (process 0 says '
+                          'who); wait for it to end or use another --workdir.')
+  if refusal is not None:
+    raise refusal
+  return lock
+
+
+def _restore_and_train(run: plan_lib.Plan, compiled: build.Steps, train_step, mesh,
+                       workdir: Workdir, is_primary: bool) -> dict[str, float]:
+  config = run.config
   checkpoints = checkpoint.Checkpointer(workdir.checkpoint_dir, run.checkpoint_every_steps,
                                         config.checkpoint.keep,
                                         config.checkpoint.keep_every_steps)
   # A checkpoint that cannot be restored ends the run here, with the workdir only read (orbax
-  # made checkpoints/ and removed interrupted saves). Not inside the `finally` below: closing
+  # made checkpoints/ and removed interrupted saves; the compiled step is cached). Not inside the `finally` below: closing
   # the manager would collect orbax's abandoned reads and print each one's traceback.
   restored = checkpoints.restore_latest(compiled.abstract_state)
   try:
     if is_primary:
       workdir.write_config(config)
-    build.enable_compilation_cache(config, workdir.compilation_cache_dir)
     if restored:
       state, start_step = restored
       logging.info('resumed from the checkpoint at step %d', start_step)
     else:
       state, start_step = compiled.init(jax.random.key(config.train.seed)), 0
-    loop = _Loop(run, compiled, mesh, workdir, checkpoints, start_step, is_primary,
+    loop = _Loop(run, compiled, train_step, mesh, workdir, checkpoints, start_step, is_primary,
                  last_good_checkpoint=start_step if restored else None)
-    return loop.train(state)
+    try:
+      return loop.train(state)
+    except metrics_lib.Unwritable as error:
+      raise RunFailed(f'{error}; {checkpoints.resume_point()}. {RESUME_ADVICE}') from None
   finally:
     checkpoints.close()
 
@@ -96,10 +165,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> 
 class _Loop:
   """One pass of training from `start_step` to the end, a stop signal or a non-finite stop."""
 
-  def __init__(self, run: plan_lib.Plan, compiled: build.Steps, mesh, workdir: Workdir,
-               checkpoints: checkpoint.Checkpointer, start_step: int, is_primary: bool,
-               last_good_checkpoint: int | None):
-    self.run, self.compiled, self.mesh = run, compiled, mesh
+  def __init__(self, run: plan_lib.Plan, compiled: build.Steps, train_step, mesh,
+               workdir: Workdir, checkpoints: checkpoint.Checkpointer, start_step: int,
+               is_primary: bool, last_good_checkpoint: int | None):
+    self.run, self.compiled, self.train_step, self.mesh = run, compiled, train_step, mesh
     self.checkpoints = checkpoints
     self.start_step = start_step
     self.is_primary = is_primary
@@ -125,9 +194,7 @@ class _Loop:
 
   def _steps(self, state, writer: metrics_lib.MetricWriter) -> dict[str, float]:
     run, config = self.run, self.run.config
-    compile_start = time.perf_counter()
-    train_step = self.compiled.compile_train_step(run, self.mesh)
-    logging.info('train step compiled in %.1f s', time.perf_counter() - compile_start)
+    train_step = self.train_step
     progress = metrics_lib.ProgressBar(run.total_steps, enabled=self.is_primary)
     clock = metrics_lib.LoopClock()
     one_at_a_time = parallel.one_program_at_a_time(self.mesh)
@@ -167,6 +234,7 @@ class _Loop:
     return self.final
 
   def _log(self, done: int, writer, progress, clock: metrics_lib.LoopClock) -> None:
+    self.checkpoints.check()  # a save that failed in the background stops the run here
     values = jax.device_get(self.pending)
     self.pending = []
     problem = self.nonfinite.observe(values, done - len(values) + 1)

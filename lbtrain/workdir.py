@@ -10,10 +10,14 @@ fields that only change how a run is observed or laid out on the hardware may ch
     DIR/checkpoints/<step>  orbax checkpoints
     DIR/compilation_cache/  XLA's persistent cache (unless train.compilation_cache_dir says)
     DIR/train.log, DIR/sweep_run.json   a sweep's record of the run (lbtrain.sweep)
+    DIR/lock                who trains here now (host, pid, since): see `RunLock`
 """
 
+import datetime
+import fcntl
 import json
 import os
+import socket
 
 from absl import logging
 import ml_collections
@@ -61,6 +65,7 @@ class Workdir:
     self.compilation_cache_dir = os.path.join(self.path, 'compilation_cache')
     self.sweep_log = os.path.join(self.path, 'train.log')
     self.sweep_record = os.path.join(self.path, 'sweep_run.json')
+    self.lock_file = os.path.join(self.path, 'lock')
 
   def metric_records(self) -> list[dict]:
     return metrics.read_records(self.metrics_file)
@@ -93,10 +98,13 @@ class Workdir:
       raise UserError(f'workdir {self._given!r} is not writable ({existing!r}); choose a folder '
                       'you can write to.')
 
-  def open(self, config: ml_collections.ConfigDict) -> None:
+  def open(self, config: ml_collections.ConfigDict, check_lock: bool = True) -> None:
     """Checks that `config` may train here (UserError if not), writing nothing; logs the
-    allowed config changes since its checkpoints and the half-written saves orbax removes."""
+    allowed config changes since its checkpoints and the half-written saves orbax removes.
+    `check_lock`: also refuse at once a workdir that a live run holds."""
     self.check_usable()
+    if check_lock:
+      RunLock(self).check_free()
     if self.checkpoint_steps():
       for change in self.resume_changes(config):
         logging.info('resuming with a changed field: %s', change)
@@ -133,6 +141,66 @@ class Workdir:
                       f'training config: {details}. Use a new workdir, or the original values to '
                       'resume.')
     return [f'{name}: {saved.get(name)!r} -> {current.get(name)!r}' for name in changed]
+
+
+class RunLock:
+  """One training process per workdir: an exclusive `flock` on DIR/lock, held for the run.
+
+  The kernel drops the lock when its process ends in any way (kill -9 included), so a workdir
+  left by a dead run is never blocked; the file only says who held it last. A lost node's lock
+  on a network filesystem lasts until the server's lease for it expires.
+  """
+
+  def __init__(self, workdir: Workdir):
+    self._workdir = workdir
+    self._fd = None
+
+  def _refusal(self) -> UserError:
+    try:
+      with open(self._workdir.lock_file, encoding='utf-8') as f:
+        holder = json.load(f)
+      who = f"{holder['host']} pid {holder['pid']} since {holder['since']}"
+    except (OSError, ValueError, KeyError):
+      who = 'another process'
+    return UserError(f'workdir {self._workdir.path} is in use: {who} is training in it '
+                     f'({self._workdir.lock_file}). Wait for that run to end or stop it, or use '
+                     'another --workdir.')
+
+  def _try_lock(self, create: bool) -> bool:
+    """Takes the lock (the file made if `create`); False if another process holds it."""
+    if not create and not os.path.exists(self._workdir.lock_file):
+      return True
+    if create:
+      os.makedirs(self._workdir.path, exist_ok=True)
+    fd = os.open(self._workdir.lock_file, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      os.close(fd)
+      return False
+    self._fd = fd
+    return True
+
+  def check_free(self) -> None:
+    """Refuses at once (UserError, nothing written) when a live run holds the workdir."""
+    if not self._try_lock(create=False):
+      raise self._refusal()
+    self.release()
+
+  def acquire(self) -> None:
+    """Takes the lock for this run and records who holds it; UserError if another run does."""
+    if not self._try_lock(create=True):
+      raise self._refusal()
+    since = datetime.datetime.now().astimezone().isoformat(timespec='seconds')
+    record = json.dumps({'host': socket.gethostname(), 'pid': os.getpid(), 'since': since})
+    os.ftruncate(self._fd, 0)
+    os.pwrite(self._fd, (record + '\n').encode(), 0)
+
+  def release(self) -> None:
+    if self._fd is not None:
+      fcntl.flock(self._fd, fcntl.LOCK_UN)
+      os.close(self._fd)
+      self._fd = None
 
 
 def _flatten(tree, prefix='') -> dict:

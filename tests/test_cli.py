@@ -29,6 +29,8 @@ def _assert_usage_error(result, *fragments):
     (['--config.train.micro_batch_size=half'], ["micro_batch_size='half'", "'auto'"]),
     (['--config.train.noise_scale_every=10'], ['noise_scale_every', 'parallel.strategy=pmap']),
     (['--config.data.eval_split=validation'], ["no split 'validation'", 'eval_split']),
+    (['--config.data.data_dir=/proc/lbtrain_data'],
+     ['data.data_dir /proc/lbtrain_data cannot be written', '--config.data.data_dir=']),
     (['--config.data.dataset=imagenet2012', '--config.data.data_dir={tmp}'],
      ['imagenet2012 is not prepared', 'tfds build imagenet2012']),
 ])

@@ -396,3 +396,23 @@ def test_resolve_decides_when_a_run_spans_processes():
   assert _resolve({**batch_script, 'SLURM_NTASKS': '2'}) is None  # outside srun
   ompi = _resolve({'OMPI_MCA_orte_hnp_uri': '1.0;tcp://10.0.0.1:1', 'OMPI_COMM_WORLD_SIZE': '4'})
   assert (ompi.cluster, ompi.num_processes) == ('ompi', 4)
+
+
+@pytest.mark.slow
+def test_a_held_workdir_refuses_every_process_of_a_two_process_run(fmnist_data_dir, tmp_path):
+  """Process 0 asks for the lock and every process follows its answer: all exit 2 at once."""
+  from lbtrain.workdir import RunLock, Workdir  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'run')
+  holder = RunLock(Workdir(workdir))
+  holder.acquire()  # this test's process stands for a run already training there
+  try:
+    code, output = _launch(2, _tiny_args(fmnist_data_dir, workdir), str(tmp_path / 'log'),
+                           '--devices_per_process=1', timeout=180)
+  finally:
+    holder.release()
+  assert code == 2, output[-4000:]
+  errors = re.findall(r'\[p(\d)\] lbtrain: error: (.*)', output)
+  assert sorted(index for index, _ in errors) == ['0', '1'], output[-4000:]
+  assert all('is in use' in line for _, line in errors)
+  assert f'pid {os.getpid()} since' in dict(errors)['0']
+  assert not os.path.exists(os.path.join(workdir, 'checkpoints'))

@@ -44,6 +44,17 @@ def test_plan_derives_the_accumulation_layout(tiny_config):
   assert 'micro batch' in plan.describe(run) and '8 per device x 4' in plan.describe(run)
 
 
+def test_describe_does_not_claim_a_measured_micro_batch_it_has_not_measured(tiny_config):
+  tiny_config.train.micro_batch_size = 'auto'
+  tiny_config.model.bn_group_size = 8
+  line = next(l for l in plan.describe(plan.plan(tiny_config)).splitlines()
+              if l.startswith('micro batch'))
+  assert "'auto'" in line and 'when training starts' in line and 'x 1 accumulation' not in line
+  measured = plan.describe(plan.plan(tiny_config, micro_batch_size=16))
+  assert "16 per device x 2 accumulation step(s), chosen from the compiled step's memory" in (
+      measured)
+
+
 
 
 def test_every_interval_may_be_given_in_either_unit(tiny_config):

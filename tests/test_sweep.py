@@ -13,6 +13,7 @@ import pytest
 from configs import quickstart
 from lbtrain import metrics
 from lbtrain import sweep_report
+from lbtrain.workdir import RunLock
 from lbtrain.workdir import Workdir
 from lbtrain.sweep_report import RunResult
 
@@ -264,3 +265,21 @@ def test_bad_flags_are_one_line_and_exit_2(args, fragment, tmp_path, fmnist_data
   assert len(errors) == 1 and fragment in errors[0], result.stderr
   assert 'Traceback' not in result.stderr
   assert not (tmp_path / 'sweep').exists()
+
+
+def test_a_sweep_refuses_a_folder_or_run_that_another_process_trains(tmp_path, fmnist_data_dir):
+  sweep_dir = tmp_path / 'sweep'
+  args = _tiny_sweep_args(sweep_dir, fmnist_data_dir, batches='512,256')
+  for held, fragment in [(sweep_dir, f'workdir {sweep_dir} is in use'),
+                         (sweep_dir / 'batch_00256', 'batch 256: workdir')]:
+    lock = RunLock(Workdir(str(held)))
+    lock.acquire()  # as another sweep, or lbtrain on one run, would hold it
+    try:
+      result = _sweep(args, timeout=120)
+    finally:
+      lock.release()
+    assert result.returncode == 2, result.stdout + result.stderr[-3000:]
+    errors = [l for l in result.stderr.splitlines() if l.startswith('lbtrain: error:')]
+    assert len(errors) == 1 and fragment in errors[0], result.stderr[-3000:]
+    assert f'pid {os.getpid()} since' in errors[0]
+    assert not (held / 'checkpoints').exists() and not (held / 'train.log').exists()

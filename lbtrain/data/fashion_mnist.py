@@ -48,8 +48,14 @@ def prepare(source_dir: str, data_dir: str) -> str:
     return destination
   splits = _read_splits(os.path.expanduser(source_dir))
   logging.info('Preparing Fashion-MNIST from %s into %s (once).', source_dir, destination)
-  os.makedirs(os.path.dirname(destination), exist_ok=True)
-  scratch = tempfile.mkdtemp(prefix=f'.{VERSION}.incomplete-', dir=os.path.dirname(destination))
+  try:
+    os.makedirs(os.path.dirname(destination), exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix=f'.{VERSION}.incomplete-',
+                               dir=os.path.dirname(destination))
+  except OSError as error:
+    raise UserError(f'data.data_dir {data_dir} cannot be written ({error.strerror}: '
+                    f'{error.filename}), and Fashion-MNIST is prepared there on first use: set '
+                    '--config.data.data_dir= to a folder you can write to.') from None
   try:
     built = _store_as_tfds(splits, scratch)
     try:

@@ -1,0 +1,127 @@
+"""Faults users meet: a full disk, a second launch on a running workdir, a step too big for
+memory. Real faults where the machine allows them (a small tmpfs, real processes, SIGKILL)."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+
+import pytest
+
+import lbtrain_process
+from lbtrain import memory
+from lbtrain import train
+from lbtrain.errors import UserError
+from lbtrain.workdir import Workdir
+
+pytestmark = pytest.mark.slow
+
+
+def _args(workdir, data_dir, steps, *extra):
+  return ['--config=configs/quickstart.py', f'--workdir={workdir}',
+          f'--config.data.data_dir={data_dir}', '--config.train.global_batch_size=256',
+          f'--config.train.num_epochs={steps * 256 / 60000}',
+          '--config.train.log_every_steps=1', '--config.schedule.warmup_epochs=0',
+          '--config.eval.every_epochs=0', *extra]
+
+
+def _one_error_line(stderr, prefix):
+  lines = [line for line in stderr.splitlines() if line.startswith(prefix)]
+  assert len(lines) == 1 and 'Traceback' not in stderr, stderr[-3000:]
+  return lines[0]
+
+
+def test_a_second_launch_on_a_running_workdir_is_refused(fmnist_data_dir, tmp_path):
+  workdir = tmp_path / 'run'
+  args = _args(workdir, fmnist_data_dir, 400, '--config.checkpoint.every_steps=1000')
+  first = lbtrain_process.start(args, tmp_path / 'first.log')
+  try:
+    lbtrain_process.wait_for_step(first, workdir, 2)
+    holder = json.loads((workdir / 'lock').read_text())
+    assert holder['pid'] == first.pid and holder['host'] == socket.gethostname()
+    second = lbtrain_process.run(args)
+    assert second.returncode == 2, second.stderr[-3000:]
+    line = _one_error_line(second.stderr, 'lbtrain: error:')
+    assert f'{workdir} is in use' in line and f'pid {first.pid} since' in line
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=120) == 0
+  finally:
+    if first.poll() is None:
+      first.kill()
+      first.wait()
+  steps = lbtrain_process.logged_steps(workdir)
+  assert steps == list(range(1, steps[-1] + 1))  # one writer: no step twice
+
+
+def test_a_workdir_left_by_a_killed_run_is_not_blocked(fmnist_data_dir, tmp_path):
+  workdir = tmp_path / 'run'
+  args = _args(workdir, fmnist_data_dir, 30, '--config.checkpoint.every_steps=4')
+  first = lbtrain_process.start(args, tmp_path / 'first.log')
+  lbtrain_process.wait_for_step(first, workdir, 9)
+  first.kill()  # SIGKILL: no chance to release anything
+  first.wait()
+  assert (workdir / 'lock').exists()
+  again = lbtrain_process.run(args)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert 'resumed from the checkpoint at step' in again.stderr
+  assert Workdir(str(workdir)).checkpoint_steps()[-1] == 30
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 4 MiB tmpfs: two of the quickstart's checkpoints fit, the third does not."""
+  mount = tmp_path / 'small_disk'
+  mount.mkdir()
+  if not shutil.which('mount') or os.geteuid() != 0:
+    pytest.skip('mounting a tmpfs needs root and mount(8)')
+  result = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', str(mount)],
+                          capture_output=True, text=True)
+  if result.returncode != 0:
+    pytest.skip(f'cannot mount a tmpfs here: {result.stderr.strip()}')
+  try:
+    yield mount
+  finally:
+    subprocess.run(['umount', '-l', str(mount)], check=False)
+
+
+def test_a_full_disk_ends_the_run_with_one_line_and_the_same_command_resumes(
+    fmnist_data_dir, small_disk):
+  workdir = small_disk / 'run'
+  args = _args(workdir, fmnist_data_dir, 40, '--config.checkpoint.every_steps=5',
+               '--config.train.compilation_cache_dir=')
+  result = lbtrain_process.run(args)
+  assert result.returncode == 1, result.stderr[-3000:]
+  line = _one_error_line(result.stderr, 'lbtrain: failed:')
+  saved = Workdir(str(workdir)).checkpoint_steps()
+  assert saved and 'run the same command to resume' in line
+  assert f'the last complete checkpoint is step {saved[-1]}' in line
+  # Whichever write meets the full disk first: the checkpoint save, or the metrics' writers.
+  if 'checkpoint save at step' in line:
+    assert 'No space left on device' in line
+    failed_step = int(line.split('checkpoint save at step ')[1].split()[0])
+    assert failed_step > saved[-1]
+  else:
+    assert 'cannot be written to' in line, line
+    failed_step = saved[-1] + 5
+  # It stopped by the next save after the failed one, not at the end of training.
+  assert lbtrain_process.logged_steps(workdir)[-1] <= failed_step + 5
+  subprocess.run(['mount', '-o', 'remount,size=64m', str(small_disk)], check=True)
+  again = lbtrain_process.run(args)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert f'resumed from the checkpoint at step {saved[-1]}' in again.stderr
+  assert Workdir(str(workdir)).checkpoint_steps()[-1] == 40
+
+
+def test_a_step_too_big_for_memory_is_refused_before_training(tiny_config, tmp_path,
+                                                             monkeypatch):
+  monkeypatch.setattr(memory, 'device_memory_limit',
+                      lambda: memory.MemoryLimit(10_000, 'a made-up 10 kB device'))
+  workdir = tmp_path / 'run'
+  with pytest.raises(UserError) as error:
+    train.train_and_evaluate(tiny_config, str(workdir))
+  message = str(error.value)
+  assert 'GiB per device, over the 0.00 GiB there is (a made-up 10 kB device)' in message
+  assert 'micro_batch_size=auto' in message and 'model.dtype=bfloat16' in message
+  assert not workdir.exists()
