@@ -127,6 +127,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval = ml_collections.ConfigDict()
   config.eval.every_epochs = 1.0  # and at the end; 0 = never (e.g. throughput runs)
   config.eval.every_steps = config_dict.placeholder(int)  # the same interval in steps; 0 = never
+  # The first evaluation, later ones every eval.every_* after it (MLPerf: epoch 2, then every
+  # 4); both None = the first at eval.every_*.
+  config.eval.first_epochs = config_dict.placeholder(float)
+  config.eval.first_steps = config_dict.placeholder(int)  # the same in steps
+  # Stop at the first evaluation whose accuracy reaches this (saved; time to target recorded in
+  # metrics.jsonl, as MLPerf states results); None = train the whole schedule.
+  config.eval.target_accuracy = config_dict.placeholder(float)
   config.eval.global_batch_size = config_dict.placeholder(int)  # None = train global batch
 
   config.checkpoint = ml_collections.ConfigDict()

@@ -31,12 +31,13 @@ def _is_set(value: Any) -> bool:
   return value is not None and value != ()
 
 
-def interval(block: ml_collections.ConfigDict, path: str, per_epoch: float) -> Any:
+def interval(block: ml_collections.ConfigDict, path: str, per_epoch: float,
+             optional: bool = False) -> Any:
   """The interval `path` ('schedule.warmup', 'eval.every', ...) in steps.
 
   Reads `block[<name>_epochs]` and `block[<name>_steps]`, `block` being the config block that
   `path` starts with. A tuple of durations (decay boundaries) gives a tuple of steps; an unset
-  tuple gives (). Raises UserError when both or neither are set.
+  tuple gives (). Raises UserError when both are set, or neither unless `optional` (None then).
   """
   name = path.rsplit('.', 1)[1]
   epochs, steps = block[f'{name}_epochs'], block[f'{name}_steps']
@@ -49,6 +50,8 @@ def interval(block: ml_collections.ConfigDict, path: str, per_epoch: float) -> A
       return tuple(int(s) for s in steps)
     return tuple(to_steps(e, per_epoch) for e in epochs or ())
   if not _is_set(epochs) and not _is_set(steps):
+    if optional:
+      return None
     raise UserError(f'set {path}_epochs or {path}_steps (one of them; the other stays None).')
   if _is_set(steps):
     if steps != int(steps):

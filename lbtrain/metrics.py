@@ -196,8 +196,12 @@ class LoopClock:
   """Where the loop's time goes: training steps (per log interval), waiting for input,
   evaluation and checkpoints, so throughput excludes evaluation and the costs read as shares."""
 
-  def __init__(self):
+  def __init__(self, run_start: float | None = None, earlier_seconds: float = 0.0):
+    """`run_start`: perf_counter() when the run began (before compiling); `earlier_seconds`:
+    the elapsed time of the attempts before a resume, up to the checkpoint it resumed from."""
     self._loop_start = time.perf_counter()
+    self._run_start = self._loop_start if run_start is None else run_start
+    self._earlier_seconds = earlier_seconds
     self._steps = Stopwatch()
     self.input_wait = 0.0  # since the last lap
     self._eval_seconds = 0.0
@@ -218,8 +222,13 @@ class LoopClock:
   def checkpointing(self) -> '_Timer':
     return _Timer(self, '_checkpoint_seconds')
 
+  def elapsed(self) -> float:
+    """Wall seconds of the run so far, compile and evaluation included (MLPerf's clock)."""
+    return self._earlier_seconds + time.perf_counter() - self._run_start
+
   def split(self) -> dict[str, float]:
     return {'time/loop_seconds': time.perf_counter() - self._loop_start,
+            'time/elapsed_seconds': self.elapsed(),
             'time/eval_seconds': self._eval_seconds,
             'time/checkpoint_seconds': self._checkpoint_seconds}
 

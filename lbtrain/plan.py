@@ -32,6 +32,7 @@ class Recipe:
   schedule: Any
   schedule_info: schedules.ScheduleInfo
   eval_every_steps: int | None  # None: no evaluation
+  eval_first_step: int | None  # the first evaluation; None: no evaluation
   checkpoint_every_steps: int
   log_every_steps: int
 
@@ -54,8 +55,17 @@ class Plan:
   micro_batch_measured: bool  # 'auto' resolved from compiled steps' memory (not by --describe)
   eval_global_batch_size: int
   eval_every_steps: int | None  # None: no evaluation
+  eval_first_step: int | None
   checkpoint_every_steps: int
   log_every_steps: int
+
+  def evaluates_at(self, step: int) -> bool:
+    """At the first evaluation step, every eval_every_steps after it, and at the end."""
+    if self.eval_every_steps is None:
+      return False
+    return step == self.total_steps or (
+        step >= self.eval_first_step and (step - self.eval_first_step) % self.eval_every_steps
+        == 0)
 
   @property
   def total_steps(self) -> int:
@@ -93,10 +103,22 @@ def recipe(config: ml_collections.ConfigDict, num_train_examples: int) -> Recipe
              f'train.noise_scale_decay={train.noise_scale_decay} must be in [0, 1).')
   schedule, info = schedules.create_schedule(config, num_train_examples)
   per_epoch = info.steps_per_epoch
+  eval_every = durations.recurring(config.eval, 'eval.every', per_epoch,
+                                   zero_means='no evaluation')
+  eval_first = durations.interval(config.eval, 'eval.first', per_epoch, optional=True)
+  _require(eval_first is None or 0 < eval_first <= info.total_steps,
+           f'eval.first (step {eval_first}) must be within training (steps 1 to '
+           f'{info.total_steps}).')
+  target = config.eval.target_accuracy
+  _require(target is None or 0 < target <= 1,
+           f'eval.target_accuracy={target} must be an accuracy in (0, 1], e.g. 0.759.')
+  _require(target is None or eval_every is not None,
+           f'eval.target_accuracy={target} needs evaluations to reach it: set eval.every_epochs '
+           '(or eval.every_steps) above 0.')
   return Recipe(
       schedule=schedule, schedule_info=info,
-      eval_every_steps=durations.recurring(config.eval, 'eval.every', per_epoch,
-                                           zero_means='no evaluation'),
+      eval_every_steps=eval_every,
+      eval_first_step=None if eval_every is None else eval_first or eval_every,
       checkpoint_every_steps=durations.recurring(config.checkpoint, 'checkpoint.every',
                                                  per_epoch),
       log_every_steps=durations.recurring(train, 'train.log_every', per_epoch))
@@ -192,8 +214,21 @@ def plan(config: ml_collections.ConfigDict, *, micro_batch_size: int | None = No
               micro_batch_size=micro, accum_steps=accum_steps,
               micro_batch_measured=micro_batch_size is not None,
               eval_global_batch_size=eval_batch, eval_every_steps=run_recipe.eval_every_steps,
+              eval_first_step=run_recipe.eval_first_step,
               checkpoint_every_steps=run_recipe.checkpoint_every_steps,
               log_every_steps=run_recipe.log_every_steps)
+
+
+def _describe_eval(run: Plan) -> str:
+  if run.eval_every_steps is None:
+    return 'none (eval.every_epochs=0)'
+  first = ('' if run.eval_first_step == run.eval_every_steps else
+           f'at step {run.eval_first_step}, then ')
+  target = run.config.eval.target_accuracy
+  stop = ('' if target is None else
+          f'; stops at the first that reaches accuracy {target} (time to target recorded)')
+  return (f'{first}every {run.eval_every_steps} steps and at the end, global batch '
+          f'{run.eval_global_batch_size}{stop}')
 
 
 def _describe_micro_batch(run: Plan) -> str:
@@ -230,9 +265,7 @@ def describe(run: Plan) -> str:
        f'{config.train.noise_scale_decay}, small batches of '
        + (f'{run.per_device_batch_size} (one device)' if config.parallel.strategy == 'pmap'
           else f'{config.train.global_batch_size // run.accum_steps} (one micro-batch)')),
-      ('eval', 'none (eval.every_epochs=0)' if run.eval_every_steps is None else
-               f'every {run.eval_every_steps} steps and at the end, global batch '
-               f'{run.eval_global_batch_size}'),
+      ('eval', _describe_eval(run)),
       ('checkpoint', f'every {run.checkpoint_every_steps} steps, keep '
                      f'{config.checkpoint.keep}'),
       ('optimizer', optim.describe_optimizer(config.optimizer)),

@@ -151,13 +151,17 @@ def _add_attempt(run: _Run, seconds: float, diverged: str | None) -> dict:
 
 
 def _is_finished(run: _Run) -> bool:
-  """lbtrain's last acts are the final evaluation and the final checkpoint: both are on disk.
+  """lbtrain's last acts are the final evaluation and the final checkpoint: both are on disk
+  (the final step's, or that of the evaluation that reached eval.target_accuracy).
 
   (A run killed between the two is resumed: lbtrain redoes the steps after its last checkpoint.)
   """
   evals = run.evals()
-  return (run.total_steps in run.workdir.checkpoint_steps() and bool(evals)
-          and evals[-1][0] == run.total_steps)
+  saved = run.workdir.checkpoint_steps()
+  if saved and any('time/to_target_seconds' in record and record['step'] == saved[-1]
+                   for record in run.workdir.metric_records()):
+    return True  # stopped at eval.target_accuracy
+  return (run.total_steps in saved and bool(evals) and evals[-1][0] == run.total_steps)
 
 
 def _latest_checkpoint(run: _Run) -> int | None:

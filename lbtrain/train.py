@@ -66,6 +66,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> 
   TrainingStopped when training diverges, and RunFailed when the machine fails it (a full
   disk, out of memory).
   """
+  run_start = time.perf_counter()  # MLPerf's clock: compiling counts
   workdir = Workdir(workdir_path)
   # Several processes learn of a held lock together, after the plan (`_lock`).
   workdir.open(config, check_lock=jax.process_count() == 1)
@@ -84,7 +85,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> 
   train_step = _compile_train_step(run, compiled, mesh, workdir)
   lock = _lock(workdir)
   try:
-    return _restore_and_train(run, compiled, train_step, mesh, workdir, is_primary)
+    return _restore_and_train(run, compiled, train_step, mesh, workdir, is_primary, run_start)
   except jax.errors.JaxRuntimeError as error:
     if 'RESOURCE_EXHAUSTED' not in str(error) and 'Out of memory' not in str(error):
       raise
@@ -135,14 +136,15 @@ def _lock(workdir: Workdir) -> RunLock:
 
 
 def _restore_and_train(run: plan_lib.Plan, compiled: build.Steps, train_step, mesh,
-                       workdir: Workdir, is_primary: bool) -> dict[str, float]:
+                       workdir: Workdir, is_primary: bool, run_start: float) -> dict[str, float]:
   config = run.config
   checkpoints = checkpoint.Checkpointer(workdir.checkpoint_dir, run.checkpoint_every_steps,
                                         config.checkpoint.keep,
                                         config.checkpoint.keep_every_steps)
   # A checkpoint that cannot be restored ends the run here, with the workdir only read (orbax
-  # made checkpoints/ and removed interrupted saves; the compiled step is cached). Not inside the `finally` below: closing
-  # the manager would collect orbax's abandoned reads and print each one's traceback.
+  # made checkpoints/ and removed interrupted saves; the compiled step is cached). Not inside
+  # the `finally` below: closing the manager would collect orbax's abandoned reads and print
+  # each one's traceback.
   restored = checkpoints.restore_latest(compiled.abstract_state)
   try:
     if is_primary:
@@ -153,7 +155,7 @@ def _restore_and_train(run: plan_lib.Plan, compiled: build.Steps, train_step, me
     else:
       state, start_step = compiled.init(jax.random.key(config.train.seed)), 0
     loop = _Loop(run, compiled, train_step, mesh, workdir, checkpoints, start_step, is_primary,
-                 last_good_checkpoint=start_step if restored else None)
+                 last_good_checkpoint=start_step if restored else None, run_start=run_start)
     try:
       return loop.train(state)
     except metrics_lib.Unwritable as error:
@@ -167,8 +169,9 @@ class _Loop:
 
   def __init__(self, run: plan_lib.Plan, compiled: build.Steps, train_step, mesh,
                workdir: Workdir, checkpoints: checkpoint.Checkpointer, start_step: int,
-               is_primary: bool, last_good_checkpoint: int | None):
+               is_primary: bool, last_good_checkpoint: int | None, run_start: float):
     self.run, self.compiled, self.train_step, self.mesh = run, compiled, train_step, mesh
+    self.run_start = run_start
     self.checkpoints = checkpoints
     self.start_step = start_step
     self.is_primary = is_primary
@@ -188,15 +191,35 @@ class _Loop:
       if self.start_step >= run.total_steps:
         logging.info('training already complete (%d steps); nothing to do', run.total_steps)
         return self.final
-      return self._steps(state, writer)
+      reached_earlier, earlier_seconds = self._earlier_attempts()
+      if reached_earlier:
+        logging.info('eval.target_accuracy %s was reached at step %d; nothing to do',
+                     run.config.eval.target_accuracy, self.start_step)
+        return self.final
+      return self._steps(state, writer,
+                         metrics_lib.LoopClock(self.run_start, earlier_seconds))
     finally:
       writer.close()
 
-  def _steps(self, state, writer: metrics_lib.MetricWriter) -> dict[str, float]:
+  def _earlier_attempts(self) -> tuple[bool, float]:
+    """(whether an earlier attempt stopped at the target at this checkpoint, the wall seconds
+    of the attempts up to it), from process 0's metrics; every process follows its answer."""
+    reached, seconds = False, 0.0
+    if self.is_primary and self.start_step:
+      target = self.run.config.eval.target_accuracy
+      for record in self.workdir.metric_records():  # none after start_step: the writer cut them
+        seconds = record.get('time/elapsed_seconds', seconds)
+        reached = reached or (target is not None and record['step'] == self.start_step
+                              and record.get('eval/accuracy', -1.0) >= target)
+    if jax.process_count() > 1:
+      reached = bool(multihost_utils.broadcast_one_to_all(np.int32(reached)))
+    return reached, seconds
+
+  def _steps(self, state, writer: metrics_lib.MetricWriter,
+             clock: metrics_lib.LoopClock) -> dict[str, float]:
     run, config = self.run, self.run.config
     train_step = self.train_step
     progress = metrics_lib.ProgressBar(run.total_steps, enabled=self.is_primary)
-    clock = metrics_lib.LoopClock()
     one_at_a_time = parallel.one_program_at_a_time(self.mesh)
     batches = data.train_inputs(config.data, run.dataset, self.mesh,
                                 global_batch_size=config.train.global_batch_size,
@@ -217,10 +240,16 @@ class _Loop:
           last = done == run.total_steps
           if done % run.log_every_steps == 0 or last or stopping:
             self._log(done, writer, progress, clock)
-          if run.eval_every_steps and (done % run.eval_every_steps == 0 or last):
+          reached = False
+          if run.evaluates_at(done):
             self._evaluate(state, done, writer, clock)
-          if self.checkpoints.is_due(done) or last or stopping:
+            reached = self._reached_target(done, writer, clock)
+          if self.checkpoints.is_due(done) or last or stopping or reached:
             self._save(state, done, clock)
+          if reached:
+            if self.pending:
+              self._log(done, writer, progress, clock)
+            break
           if stopping:
             logging.info('stopping at step %d on %s; run the same command to resume', done,
                          stop_signal.signal_name or 'a preemption notice')
@@ -260,6 +289,17 @@ class _Loop:
     logging.info('step %d: eval loss %.4f, accuracy %.4f over %d examples', done,
                  self.final['eval/loss'], self.final['eval/accuracy'],
                  self.final['eval/num_examples'])
+
+  def _reached_target(self, done: int, writer, clock: metrics_lib.LoopClock) -> bool:
+    target = self.run.config.eval.target_accuracy
+    if target is None or self.final['eval/accuracy'] < target:
+      return False
+    seconds = clock.elapsed()
+    writer.write(done, {'eval/target_accuracy': target, 'time/to_target_seconds': seconds})
+    logging.info('step %d: eval accuracy %.4f reached eval.target_accuracy %s after %.1f s '
+                 '(compile and evaluation included); stopping', done,
+                 self.final['eval/accuracy'], target, seconds)
+    return True
 
   def _save(self, state, done: int, clock: metrics_lib.LoopClock) -> None:
     if self.pending and self.run.config.train.on_nonfinite == 'stop':

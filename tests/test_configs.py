@@ -102,6 +102,13 @@ RECIPES = {
     'resnet50_64k_lars': dict(
         steps_per_epoch=19.549057006835938, total_steps=1799, peak_lr=23.081, warmup_steps=645,
         points=[(0, 0.0), (129, 4.6162), (645, 23.081), (1222, 5.770325), (1799, 1e-4)]),
+    # MLPerf NVIDIA at 3,200: 1281167 / 3200 = 400.3647 steps/epoch; 37 epochs = 14813.49 ->
+    # 14813; peak 11.0; warmup 2 epochs = 800.73 -> 801 from 0 (step 267 = 801/3: 11/3 =
+    # 3.666667); poly power 2 over 14813 - 801 = 14012 steps: halfway (step 7807)
+    # (11 - 1e-4) / 4 + 1e-4 = 2.750075.
+    'resnet50_mlperf_3k': dict(
+        steps_per_epoch=400.3646875, total_steps=14813, peak_lr=11.0, warmup_steps=801,
+        points=[(0, 0.0), (267, 3.666667), (801, 11.0), (7807, 2.750075), (14813, 1e-4)]),
     # LAMB at 32k: 0.005 x sqrt(32768/2048) = 0.005 x 4 = 0.02; warmup 5 epochs = 195.49 -> 195;
     # poly power 2 over 3519 - 195 = 3324 steps to 0: halfway (step 1857) 0.02 / 4 = 0.005.
     'resnet50_32k_lamb': dict(
@@ -208,6 +215,14 @@ PAPER_FIELDS = {
         'optimizer.weight_decay': 1e-4, 'optimizer.trust_coefficient': 0.001,
         'optimizer.eps': 0.0, 'optimizer.scaling': 'none', 'schedule.decay': 'poly',
         'schedule.power': 2.0, 'schedule.end_lr': 1e-4, 'eval.every_epochs': 4.0},
+    'resnet50_mlperf_3k': {
+        'model.name': 'resnet50', 'model.bn_group_size': 400, 'model.zero_init_last_bn': True,
+        'model.dtype': 'bfloat16', 'train.global_batch_size': 3200, 'train.num_epochs': 37.0,
+        'train.label_smoothing': 0.1, 'optimizer.name': 'lars', 'optimizer.momentum': 0.9,
+        'optimizer.weight_decay': 5e-5, 'optimizer.trust_coefficient': 0.001,
+        'optimizer.eps': 0.0, 'optimizer.scaling': 'none', 'schedule.decay': 'poly',
+        'schedule.power': 2.0, 'schedule.end_lr': 1e-4, 'eval.first_epochs': 2.0,
+        'eval.every_epochs': 4.0, 'eval.target_accuracy': 0.759},
     'resnet50_32k_lamb': {
         'model.name': 'resnet50', 'train.global_batch_size': 32768, 'optimizer.name': 'lamb',
         'optimizer.b1': 0.9, 'optimizer.b2': 0.999, 'optimizer.eps': 1e-6,
@@ -249,6 +264,8 @@ RESNET50_MASKS = {
                           (RESNET50_BN_PARAMS + RESNET50_HEAD_BIAS, 107)),
     'resnet50_32k_lamb': ((RESNET50_BN_PARAMS + RESNET50_HEAD_BIAS, 107),
                           (RESNET50_BN_PARAMS + RESNET50_HEAD_BIAS, 107)),
+    'resnet50_mlperf_3k': ((RESNET50_BN_PARAMS + RESNET50_HEAD_BIAS, 107),
+                           (RESNET50_BN_PARAMS + RESNET50_HEAD_BIAS, 107)),
     'resnet50_32k_nesterov': ((RESNET50_BN_PARAMS + RESNET50_HEAD_BIAS, 107), None),
 }
 

@@ -26,6 +26,10 @@ from lbtrain.errors import UserError
     ({'optimizer.base_lr': -0.1}, 'base_lr'),
     ({'schedule.warmup_epochs': 1.0}, 'warmup'),
     ({'schedule.decay': 'exponential'}, 'exponential'),
+    ({'eval.target_accuracy': 75.9}, r'eval.target_accuracy=75.9 must be an accuracy in \(0, 1\]'),
+    ({'eval.target_accuracy': 0.9, 'eval.every_epochs': 0.0}, 'needs evaluations to reach it'),
+    ({'eval.first_steps': 13}, r'eval.first \(step 13\) must be within training'),
+    ({'eval.first_steps': 2, 'eval.first_epochs': 0.1}, 'eval.first_epochs=0.1 and'),
 ])
 def test_plan_rejects_bad_recipes_before_compiling(tiny_config, changes, fragment):
   for path, value in changes.items():
@@ -100,3 +104,15 @@ def test_describe_names_the_optimizer_and_its_hyperparameters(tiny_config, name,
   assert f'optimizer         {expected}' in described.splitlines()
   tiny_config.optimizer.grad_clip_norm = 2.0
   assert 'gradient clipped to norm 2' in plan.describe(plan.plan(tiny_config))
+
+
+def test_describe_shows_the_mlperf_recipe_as_published():
+  from configs import resnet50_mlperf_3k  # pylint: disable=g-import-not-at-top
+  described = plan.describe(plan.plan(resnet50_mlperf_3k.get_config(), describe_only=True))
+  for fragment in ['global batch      3200 ', 'training          14813 steps (37 epochs)',
+                   'peak lr           11 = base_lr', 'linear from 0 over 801 steps (2.00 epochs)',
+                   'decay             poly power 2 to 0.0001', 'label smoothing   0.1',
+                   'lars: momentum 0.9, nesterov False, trust_coefficient 0.001, eps 0, '
+                   'weight_decay 5e-05', 'eval              at step 801, then every 1601 steps',
+                   'stops at the first that reaches accuracy 0.759', 'per-device batch  400']:
+    assert fragment in described, fragment

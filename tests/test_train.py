@@ -132,3 +132,48 @@ def test_synthetic_eval_batches_count_the_split_once():
   assert len(batches) == 13  # ceil(50,000 / 4,096)
   assert sum(int(b['mask'].sum()) for b in batches) == info.num_eval_examples == 50_000
   assert batches[0]['image'].dtype == np.uint8 and batches[0]['image'].shape == (4096, 8, 8, 3)
+
+
+def _evals(records):
+  return [(r['step'], r['eval/accuracy']) for r in records if 'eval/accuracy' in r]
+
+
+def test_a_run_stops_at_the_first_evaluation_that_reaches_the_target_and_resumes(
+    tiny_config, tmp_path):
+  tiny_config.eval.every_epochs = None
+  tiny_config.eval.every_steps = 3
+  full = str(tmp_path / 'full')
+  train.train_and_evaluate(tiny_config, full)
+  evals = _evals(_records(full))
+  assert [step for step, _ in evals] == [3, 6, 9, 12]
+  # A target first reached after the first evaluation: the stop is at that evaluation.
+  stop = next(i for i in range(1, len(evals)) if evals[i][1] > max(a for _, a in evals[:i]))
+  stop_step, target = evals[stop]
+  tiny_config.eval.target_accuracy = target
+  workdir = str(tmp_path / 'target')
+  final = train.train_and_evaluate(tiny_config, workdir)
+  records = _records(workdir)
+  assert final['eval/accuracy'] == target and _evals(records) == evals[:stop + 1]
+  assert Workdir(workdir).checkpoint_steps()[-1] == stop_step
+  assert max(r['step'] for r in records) == stop_step  # no step trained after it
+  reached = [r for r in records if 'time/to_target_seconds' in r]
+  assert len(reached) == 1 and reached[0]['step'] == stop_step
+  assert reached[0]['eval/target_accuracy'] == target and reached[0]['time/to_target_seconds'] > 0
+  # The same command again has nothing to do; a higher target trains on from the checkpoint.
+  train.train_and_evaluate(tiny_config, workdir)
+  assert _records(workdir) == records
+  tiny_config.eval.target_accuracy = 1.0
+  train.train_and_evaluate(tiny_config, workdir)
+  assert _evals(_records(workdir)) == evals  # the resumed run matches the uninterrupted one
+  elapsed = [r['time/elapsed_seconds'] for r in _records(workdir) if 'time/elapsed_seconds' in r]
+  assert elapsed == sorted(elapsed)  # the clock carries over the resume
+
+
+def test_evaluation_starts_at_eval_first(tiny_config):
+  from lbtrain import plan  # pylint: disable=g-import-not-at-top
+  tiny_config.eval.every_epochs = None
+  tiny_config.eval.every_steps = 4
+  tiny_config.eval.first_steps = 2
+  run = plan.plan(tiny_config)
+  assert [s for s in range(1, 13) if run.evaluates_at(s)] == [2, 6, 10, 12]
+  assert 'at step 2, then every 4 steps and at the end' in plan.describe(run)
