@@ -8,11 +8,13 @@ import signal
 import socket
 import subprocess
 
+import jax
 import pytest
 
 import lbtrain_process
 from lbtrain import memory
 from lbtrain import train
+from lbtrain.errors import RunFailed
 from lbtrain.errors import UserError
 from lbtrain.workdir import Workdir
 
@@ -125,3 +127,19 @@ def test_a_step_too_big_for_memory_is_refused_before_training(tiny_config, tmp_p
   assert 'GiB per device, over the 0.00 GiB there is (a made-up 10 kB device)' in message
   assert 'micro_batch_size=auto' in message and 'model.dtype=bfloat16' in message
   assert not workdir.exists()
+
+
+def test_a_device_that_runs_out_of_memory_during_training_is_one_line(tiny_config, tmp_path,
+                                                                     monkeypatch):
+  def out_of_memory(*args, **kwargs):
+    raise jax.errors.JaxRuntimeError(
+        'RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9.50GiB.\n'
+        'BufferAssignment OOM Debugging.\n' + 'allocation 0: size 9.5G\n' * 50)
+  monkeypatch.setattr(train, '_restore_and_train', out_of_memory)
+  with pytest.raises(RunFailed) as error:
+    train.train_and_evaluate(tiny_config, str(tmp_path / 'run'))
+  message = str(error.value)
+  assert '\n' not in message and 'BufferAssignment' not in message
+  assert message.startswith('the device ran out of memory (RESOURCE_EXHAUSTED: Out of memory '
+                            'while trying to allocate 9.50GiB.)')
+  assert 'micro_batch_size=auto' in message and 'global_batch_size (now 256)' in message
