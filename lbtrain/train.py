@@ -159,6 +159,8 @@ def _restore_and_train(run: plan_lib.Plan, compiled: build.Steps, train_step, me
     try:
       return loop.train(state)
     except metrics_lib.Unwritable as error:
+      with contextlib.suppress(checkpoint.SaveFailed):
+        checkpoints.wait()  # a save in flight may still complete: it is where the run resumes
       raise RunFailed(f'{error}; {checkpoints.resume_point()}. {RESUME_ADVICE}') from None
   finally:
     checkpoints.close()
