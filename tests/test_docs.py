@@ -10,7 +10,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, 'README.md')
-TEST_COMMAND = 'bash scripts/setup.sh && .venv/bin/python -m pytest -q'
+TEST_COMMAND = 'bash scripts/setup.sh && .venv/bin/python -m pytest -q -n 2'
 
 
 def _generator():
@@ -98,6 +98,8 @@ def test_readme_is_short_and_keeps_the_ci_command():
   with open(README, encoding='utf-8') as f:
     text = f.read()
   assert TEST_COMMAND in text
+  with open(os.path.join(ROOT, '.ci', 'run'), encoding='utf-8') as f:
+    assert TEST_COMMAND in f.read()  # CI runs the README's command
   assert '.venv/bin/python -m pytest -q -m "not slow"' in text
 
 
