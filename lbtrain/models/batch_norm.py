@@ -13,12 +13,91 @@ counts over a group that is defined on the global batch:
   `psum`-ed over `axis_name`, so a group may span devices and no mean of means is ever taken.
 """
 
+import functools
 import math
 from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+
+def _spatial_axes(x: jax.Array) -> tuple[int, ...]:
+  return tuple(range(1, x.ndim - 1))
+
+
+def _opaque(values):
+  """`values` unchanged, behind a point XLA does not optimise across.
+
+  Used on small per-example arrays only, where it costs nothing, to keep each pass over the
+  activations a single fusion that reads them and writes nothing back. XLA merges equal
+  expressions (`x - mean` in the forward and backward pass, say) and folds a sum of sums into
+  one reduction; the shared or folded result is then written out whole and read back
+  (docs/performance.md).
+  """
+  return jax.lax.optimization_barrier(values)
+
+
+@jax.custom_vjp
+def _shifted_sums(x: jax.Array):
+  """Returns (s, sum of x - s, sum of (x - s)^2) over each example's positions, all [N, C].
+
+  s is the example's own value at its central position: any constant gives the same
+  statistics, and one drawn from the example's own distribution keeps x - s near the spread,
+  so the squares lose nothing to a mean that is large next to it. Neither sum waits for a
+  statistic of x, so they are one pass, not the two of mean-then-deviations. s is a constant
+  of the gradient; the custom VJP makes that gradient the elementwise g1 + 2 g2 (x - s), which
+  fuses with BN's other backward terms instead of materialising x - s.
+  """
+  spatial_axes = _spatial_axes(x)
+  shift = x[(slice(None),) + tuple(n // 2 for n in x.shape[1:-1])]
+  expand = functools.partial(jnp.expand_dims, axis=spatial_axes)
+  sum_d = jnp.sum(x - expand(shift), axis=spatial_axes)
+  sum_d2 = jnp.sum(jnp.square(x - expand(_opaque(shift))), axis=spatial_axes)
+  return _opaque((shift, sum_d, sum_d2))
+
+
+def _shifted_sums_fwd(x):
+  sums = _shifted_sums(x)
+  return sums, (x, sums[0])
+
+
+def _shifted_sums_bwd(residuals, cotangents):
+  x, shift = residuals
+  _, g_sum, g_sum_sq = cotangents
+  expand = functools.partial(jnp.expand_dims, axis=_spatial_axes(x))
+  return (expand(g_sum) + 2.0 * expand(g_sum_sq) * (x - expand(shift)),)
+
+
+_shifted_sums.defvjp(_shifted_sums_fwd, _shifted_sums_bwd)
+
+
+@jax.custom_vjp
+def _normalize(x, mean, mul, bias):
+  """(x - mean) * mul + bias; mean and mul have x's rank, bias is [C].
+
+  The custom VJP reduces dy and dy * (x - mean) straight from the inputs and derives bias's
+  gradient from the first, where autodiff would materialise dy * mul and x - mean and read
+  dy once more for bias.
+  """
+  return (x - mean) * mul + bias
+
+
+def _normalize_fwd(x, mean, mul, bias):
+  return _normalize(x, mean, mul, bias), (x, mean, mul)
+
+
+def _normalize_bwd(residuals, dy):
+  x, mean, mul = residuals
+  broadcast_axes = tuple(i for i, n in enumerate(mean.shape) if n == 1)
+  sum_dy, sum_dy_centred = _opaque((
+      jnp.sum(dy, axis=broadcast_axes, keepdims=True),
+      jnp.sum(dy * (x - _opaque(mean)), axis=broadcast_axes, keepdims=True)))
+  d_bias = jnp.sum(sum_dy, axis=tuple(range(x.ndim - 1))).reshape(x.shape[-1:])
+  return dy * mul, -sum_dy * mul, sum_dy_centred, d_bias
+
+
+_normalize.defvjp(_normalize_fwd, _normalize_bwd)
 
 
 class BatchNorm(nn.Module):
@@ -61,36 +140,48 @@ class BatchNorm(nn.Module):
     running_var = self.variable('batch_stats', 'var', jnp.ones, (features,), jnp.float32)
 
     x = x.astype(jnp.float32)
-    if train:
-      mean, var, group_means, group_vars = self._batch_statistics(x)
-      if not self.is_initializing():
-        running_mean.value = (self.momentum * running_mean.value +
-                              (1.0 - self.momentum) * jnp.mean(group_means, axis=0))
-        running_var.value = (self.momentum * running_var.value +
-                             (1.0 - self.momentum) * jnp.mean(group_vars, axis=0))
-    else:
-      mean, var = running_mean.value, running_var.value
-    y = (x - mean) * (scale * jax.lax.rsqrt(var + self.epsilon)) + bias
+    if not train:
+      y = (x - running_mean.value) * (scale * jax.lax.rsqrt(running_var.value + self.epsilon))
+      return (y + bias).astype(self.dtype)
+
+    mean, var, group_means, group_vars = self._batch_statistics(x)
+    if not self.is_initializing():
+      running_mean.value = (self.momentum * running_mean.value +
+                            (1.0 - self.momentum) * jnp.mean(group_means, axis=0))
+      running_var.value = (self.momentum * running_var.value +
+                           (1.0 - self.momentum) * jnp.mean(group_vars, axis=0))
+    if self.axis_name is not None:
+      # The kernel's gradient for bias sums over this device's examples only. Declared
+      # per-device, bias gets the sum over devices from pcast's transpose wherever shard_map
+      # tracks that (check_vma), as autodiff of `+ bias` would.
+      bias = jax.lax.pcast(bias, self.axis_name, to='varying')
+    y = _normalize(x, mean, scale * jax.lax.rsqrt(var + self.epsilon), bias)
     return y.astype(self.dtype)
 
   def _batch_statistics(self, x):
     """Returns per-example mean and variance (broadcastable to x) and the per-group ones.
 
-    Two passes (mean, then the sum of squared deviations from it) rather than
-    E[x^2] - E[x]^2: it costs one more read of x but cannot cancel catastrophically when a
-    channel's mean is large next to its spread, where float32 would give a badly wrong or
-    negative variance.
+    One read of x (`_shifted_sums`) gives each example's mean and sum of squared deviations,
+    M2; Chan et al.'s pairwise formula merges them into each group's,
+    M2_group = sum of M2 + positions * sum of (example mean - group mean)^2, on arrays of one
+    value per example and channel. Every difference taken is between values of the same
+    distribution, so a channel whose mean is large next to its spread loses no precision, as
+    it would in E[x^2] - E[x]^2.
     """
-    spatial_axes = tuple(range(1, x.ndim - 1))
     group_size, group_sum, to_examples = self._grouping(x.shape[0])
-    count = group_size * math.prod(x.shape[1:-1])
-    broadcast_shape = x.shape[:1] + (1,) * len(spatial_axes) + x.shape[-1:]
+    positions = math.prod(x.shape[1:-1])
+    broadcast_shape = x.shape[:1] + (1,) * (x.ndim - 2) + x.shape[-1:]
 
-    group_means = group_sum(jnp.sum(x, axis=spatial_axes)) / count
-    mean = to_examples(group_means).reshape(broadcast_shape)
-    group_vars = group_sum(jnp.sum(jnp.square(x - mean), axis=spatial_axes)) / count
-    var = to_examples(group_vars).reshape(broadcast_shape)
-    return mean, var, group_means, group_vars
+    shift, sum_d, sum_d2 = _shifted_sums(x)
+    offsets = sum_d / positions  # each example's mean less its shift
+    example_m2 = sum_d2 - sum_d * offsets
+    group_means = group_sum(shift + offsets) / group_size
+    mean = to_examples(group_means)
+    group_m2 = group_sum(example_m2 + positions * jnp.square((shift - mean) + offsets))
+    group_vars = group_m2 / (group_size * positions)
+    var = to_examples(group_vars)
+    return (mean.reshape(broadcast_shape), var.reshape(broadcast_shape), group_means,
+            group_vars)
 
   def _grouping(self, local_batch: int):
     """Returns (group_size, group_sum, to_examples) for this batch layout.
