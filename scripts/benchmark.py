@@ -10,6 +10,8 @@ batch made on the devices), so the host's input pipeline is out of the picture;
                 against a bare `jax.jit` loop over the same compiled step and on-device batch
   accumulation  k micro-batches per step against one batch of the same global size
   costs         how much of a run's loop time goes to evaluation and to checkpoint saves
+  bn            throughput of one network's SGD step with lbtrain's BatchNorm against the
+                same with flax's nn.BatchNorm, alternated step by step (no recipe config)
 
 Examples (docs/performance.md lists what was measured with which command):
 
@@ -17,25 +19,34 @@ Examples (docs/performance.md lists what was measured with which command):
       --dtype=float32,bfloat16
   XLA_FLAGS=--xla_force_host_platform_device_count=1 python scripts/benchmark.py overhead \\
       --model=resnet20 --image_size=32 --per_device_batch=64
+  XLA_FLAGS=--xla_force_host_platform_device_count=1 python scripts/benchmark.py bn \\
+      --image_size=112 --per_device_batch=16 --dtype=float32,bfloat16 --steps=2 --repeats=11
 """
 
 import argparse
+import functools
 import importlib
 import os
 import sys
 import tempfile
 import time
+from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jax  # pylint: disable=g-import-not-at-top
+import flax.linen as nn  # pylint: disable=g-import-not-at-top
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
 from lbtrain import build
 from lbtrain import parallel
 from lbtrain import plan
 from lbtrain import train
 from lbtrain.data import synthetic
+from lbtrain.models import batch_norm
+from lbtrain.models import resnet
 from lbtrain.workdir import Workdir
 from lbtrain.errors import UserError
 
@@ -250,13 +261,106 @@ def benchmark_costs(args) -> None:
   ])
 
 
+class _FlaxBatchNorm(nn.Module):
+  """flax's nn.BatchNorm behind lbtrain's norm interface, `norm(name=...)(x, train)`.
+
+  Its output is in the compute dtype, as lbtrain's is, so that the layers after it do the same
+  work in both networks.
+  """
+  momentum: float
+  epsilon: float
+  dtype: Any
+  scale_init: Callable[..., jax.Array] = nn.initializers.ones
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    return nn.BatchNorm(use_running_average=not train, momentum=self.momentum,
+                        epsilon=self.epsilon, dtype=self.dtype, scale_init=self.scale_init,
+                        name='bn')(x)
+
+
+_RESNETS = {'resnet20': resnet.ResNet20, 'resnet18': resnet.ResNet18, 'resnet34': resnet.ResNet34,
+            'resnet50': resnet.ResNet50, 'resnet101': resnet.ResNet101,
+            'resnet152': resnet.ResNet152}
+
+
+class _SgdStep:
+  """A jitted plain SGD step of one network, its state and one batch.
+
+  Deliberately not lbtrain's train step: no recipe, sharding or BN groups, so that the two
+  networks compared differ in their BatchNorm only.
+  """
+
+  def __init__(self, model: nn.Module, per_device_batch: int, image_size: int):
+    images = jax.random.normal(jax.random.key(1), (per_device_batch, image_size, image_size, 3))
+    labels = jax.random.randint(jax.random.key(2), (per_device_batch,), 0, 1000)
+    variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(0), images)
+    tx = optax.sgd(0.1, momentum=0.9)
+
+    def loss_fn(params, batch_stats):
+      logits, mutated = model.apply({'params': params, 'batch_stats': batch_stats}, images,
+                                    train=True, mutable=['batch_stats'])
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+      return loss, mutated['batch_stats']
+
+    def step(state):
+      params, batch_stats, opt_state = state
+      grads, batch_stats = jax.grad(loss_fn, has_aux=True)(params, batch_stats)
+      updates, opt_state = tx.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), batch_stats, opt_state
+
+    self.state = (variables['params'], variables['batch_stats'], tx.init(variables['params']))
+    self.step = jax.jit(step, donate_argnums=0)
+
+  def seconds_per_step(self) -> float:
+    """One step, waited for."""
+    start = time.perf_counter()
+    self.state = jax.block_until_ready(self.step(self.state))
+    return time.perf_counter() - start
+
+
+def benchmark_bn(args) -> None:
+  print(f'BatchNorm, lbtrain vs flax: {args.model} at {args.image_size}px, batch '
+        f'{args.per_device_batch[0]}, SGD step, {args.repeats} repeats of {args.steps} steps '
+        f'of each, alternated step by step; {_describe_devices()}')
+  if args.model not in _RESNETS:
+    raise UserError(f'bn compares ResNets; --model is one of {", ".join(_RESNETS)}.')
+  rows = []
+  for dtype_name in args.dtype:
+    dtype = jnp.dtype(dtype_name)
+    norms = {'lbtrain': functools.partial(batch_norm.BatchNorm, momentum=0.9, epsilon=1e-5,
+                                          dtype=dtype),
+             'flax': functools.partial(_FlaxBatchNorm, momentum=0.9, epsilon=1e-5, dtype=dtype)}
+    steps = {name: _SgdStep(_RESNETS[args.model](num_classes=1000, dtype=dtype, norm=norm),
+                            args.per_device_batch[0], args.image_size)
+             for name, norm in norms.items()}
+    for step in steps.values():
+      step.seconds_per_step()  # compiles
+    per_step = {name: [] for name in steps}
+    ratios = []
+    for _ in range(args.repeats):
+      seconds = dict.fromkeys(steps, 0.0)
+      for i in range(args.steps):  # each first in turn, so load changes hit both alike
+        for name in (list(steps) if i % 2 == 0 else list(steps)[::-1]):
+          seconds[name] += steps[name].seconds_per_step()
+      ratios.append(seconds['flax'] / seconds['lbtrain'])
+      for name in steps:
+        per_step[name].append(seconds[name] / args.steps)
+    del steps
+    rows.append([dtype_name, f'{1e3 * np.median(per_step["lbtrain"]):,.0f}',
+                 f'{1e3 * np.median(per_step["flax"]):,.0f}', f'{np.median(ratios):.3f}',
+                 ' '.join(f'{r:.3f}' for r in ratios)])
+  _print_table(['dtype', 'lbtrain BN ms/step', 'flax BN ms/step',
+                'throughput lbtrain / flax (median)', 'per repeat'], rows)
+
+
 def _ints(text: str) -> list[int]:
   return [int(x) for x in text.split(',')]
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('benchmark', choices=['step', 'overhead', 'accumulation', 'costs'])
+  parser.add_argument('benchmark', choices=['step', 'overhead', 'accumulation', 'costs', 'bn'])
   parser.add_argument('--config', default='resnet50_8k',
                       help='recipe in configs/ whose optimizer and schedule the step runs')
   parser.add_argument('--dataset', default='synthetic',
@@ -280,7 +384,8 @@ def main() -> None:
   args = parser.parse_args()
   try:
     {'step': benchmark_step, 'overhead': benchmark_overhead,
-     'accumulation': benchmark_accumulation, 'costs': benchmark_costs}[args.benchmark](args)
+     'accumulation': benchmark_accumulation, 'costs': benchmark_costs,
+     'bn': benchmark_bn}[args.benchmark](args)
   except UserError as error:
     sys.stderr.write(f'benchmark: error: {error}\n')
     sys.exit(2)

@@ -167,6 +167,91 @@ def test_mapped_axis_name_matches_whole_batch(group_size):
     np.testing.assert_allclose(mapped_stats[name], stats[name], rtol=1e-5)
 
 
+def _large_mean_batch(shape, seed=0):
+  """Channel 0 has mean 1000 and spread 1, so E[x^2] - E[x]^2 in float32 cancels to noise;
+  the other channels are ordinary."""
+  x = np.random.default_rng(seed).normal(size=shape)
+  x[..., 0] += 1000.0
+  return x.astype(np.float32)
+
+
+@pytest.mark.parametrize('group_size', [None, 4])
+@pytest.mark.parametrize('mapped', [False, True])
+def test_a_channel_whose_mean_dwarfs_its_spread_keeps_its_variance(group_size, mapped):
+  """Under shard_map each device sees 2 examples; groups of 4 straddle two devices."""
+  x = _large_mean_batch((16, 3, 3, 2))
+  variables = _random_bn_variables(2)
+  # Running statistics of zero: the update is then (1 - momentum) times the batch's statistics.
+  variables['batch_stats'] = {'mean': jnp.zeros(2), 'var': jnp.zeros(2)}
+  kwargs = dict(momentum=MOMENTUM, epsilon=EPSILON, group_size=group_size)
+  if mapped:
+    mesh = Mesh(np.array(jax.devices()), ('data',))
+    bn = batch_norm.BatchNorm(axis_name='data', **kwargs)
+    apply = jax.jit(jax.shard_map(lambda v, x: _train_apply(bn, v, x), mesh=mesh,
+                                  in_specs=(P(), P('data')), out_specs=(P('data'), P())))
+  else:
+    bn = batch_norm.BatchNorm(**kwargs)
+    apply = jax.jit(lambda v, x: _train_apply(bn, v, x))
+
+  y, stats = apply(variables, x)
+
+  groups = np.asarray(x, np.float64).reshape((-1, group_size or 16) + x.shape[1:])
+  want_var = groups.var(axis=(1, 2, 3)).mean(axis=0)
+  np.testing.assert_allclose(stats['var'] / (1 - MOMENTUM), want_var, rtol=1e-5)
+  np.testing.assert_allclose(stats['mean'] / (1 - MOMENTUM),
+                             groups.mean(axis=(1, 2, 3)).mean(axis=0), rtol=1e-6, atol=1e-6)
+  # What the network sees: each group's normalised channel 0 has mean bias and spread scale.
+  y0 = np.asarray(y, np.float64)[..., 0].reshape(groups.shape[:2] + (-1,))
+  params = variables['params']
+  np.testing.assert_allclose(y0.mean(axis=(1, 2)), params['bias'][0], atol=1e-3)
+  np.testing.assert_allclose(y0.std(axis=(1, 2)), params['scale'][0], rtol=1e-4)
+
+
+def _textbook_batch_norm(params, x, group_size):
+  """Two-pass BN per group of consecutive examples, in plain jnp, for autodiff to differentiate."""
+  groups = x.reshape((-1, group_size) + x.shape[1:])
+  axes = tuple(range(1, groups.ndim - 1))
+  mean = groups.mean(axis=axes, keepdims=True)
+  var = jnp.square(groups - mean).mean(axis=axes, keepdims=True)
+  y = (groups - mean) * jax.lax.rsqrt(var + EPSILON) * params['scale'] + params['bias']
+  return y.reshape(x.shape)
+
+
+@pytest.mark.parametrize('shape', [(16, 5, 4, 3), (16, 3)])
+@pytest.mark.parametrize('group_size', [None, 4])
+@pytest.mark.parametrize('mapped', [False, True])
+def test_batch_norm_gradients_are_the_textbook_formulas(shape, group_size, mapped):
+  """BN's hand-written backward pass against autodiff of the two-pass formula; mapped, under
+  shard_map with its default type checks, where groups of 4 straddle devices."""
+  rng = np.random.default_rng(3)
+  x = (rng.normal(size=shape) * 2 + 3).astype(np.float32)
+  cotangent = rng.normal(size=shape).astype(np.float32)
+  variables = _random_bn_variables(shape[-1])
+  loss = lambda y, cotangent: jnp.sum(jnp.sin(y) * cotangent)
+
+  bn = batch_norm.BatchNorm(epsilon=EPSILON, group_size=group_size,
+                            axis_name='data' if mapped else None)
+
+  def bn_loss(params, x, cotangent):
+    y, _ = _train_apply(bn, {**variables, 'params': params}, x)
+    value = loss(y, cotangent)
+    return jax.lax.psum(value, 'data') if mapped else value
+
+  grad = jax.grad(bn_loss, argnums=(0, 1))
+  if mapped:
+    mesh = Mesh(np.array(jax.devices()), ('data',))
+    grad = jax.shard_map(grad, mesh=mesh, in_specs=(P(), P('data'), P('data')),
+                         out_specs=(P(), P('data')))
+  params_grad, x_grad = jax.jit(grad)(variables['params'], x, cotangent)
+
+  want_params_grad, want_x_grad = jax.grad(
+      lambda p, x: loss(_textbook_batch_norm(p, x, group_size or shape[0]), cotangent),
+      argnums=(0, 1))(variables['params'], x)
+  np.testing.assert_allclose(x_grad, want_x_grad, rtol=1e-4, atol=1e-5)
+  for name in ('scale', 'bias'):
+    np.testing.assert_allclose(params_grad[name], want_params_grad[name], rtol=1e-4, atol=1e-5)
+
+
 def test_batch_norm_bfloat16_output_float32_statistics():
   bn = batch_norm.BatchNorm(dtype=jnp.bfloat16)
   x = jnp.asarray(_spread_batch((4, 2, 2, 3)), jnp.bfloat16)

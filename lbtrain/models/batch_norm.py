@@ -11,6 +11,15 @@ counts over a group that is defined on the global batch:
   module sees IS the global batch; XLA turns the reductions into the right all-reduces.
 * Under `pmap`/`shard_map` (`axis_name` set), each device sees its slice; the per-group sums are
   `psum`-ed over `axis_name`, so a group may span devices and no mean of means is ever taken.
+
+The statistics take one pass over the activations: per group and channel, the sums of x - s and
+(x - s)^2, with s one of the group's own values, give mean = s + E[x - s] and
+var = E[(x - s)^2] - E[x - s]^2. A shift from the group's own distribution keeps the latter
+free of the cancellation that E[x^2] - E[x]^2 suffers when a channel's mean is large next to
+its spread, without the two-pass variance's second read of x that waits for the mean; and the
+sums add up across devices like any others. The training forward and backward passes are
+written out (custom VJPs) so that XLA fuses every read of the activations into a kernel that
+writes back only y or dx.
 """
 
 import math
@@ -19,6 +28,84 @@ from typing import Any, Callable, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+
+def _opaque(values):
+  """`values` unchanged, behind a point XLA does not optimise across.
+
+  Used on small per-row arrays only, where it costs nothing, to keep each pass over the
+  activations a single fusion that reads them and writes nothing back. XLA merges equal
+  expressions (`x - mean` in the forward and backward pass, say) and folds a sum of sums into
+  one reduction; the shared or folded result is then written out whole and read back
+  (docs/performance.md).
+  """
+  return jax.lax.optimization_barrier(values)
+
+
+def _reduced_axes(rows: jax.Array) -> tuple[int, ...]:
+  return tuple(range(1, rows.ndim - 1))
+
+
+def _per_row(values: jax.Array, rows: jax.Array) -> jax.Array:
+  """[R, C] values broadcastable against rows [R, ..., C]."""
+  return jnp.expand_dims(values, _reduced_axes(rows))
+
+
+@jax.custom_vjp
+def _shifted_sums(rows: jax.Array, shift: jax.Array):
+  """Returns the sums of d and of d^2 over each row of rows [R, ..., C], d = rows - shift [R, C].
+
+  With shift one of the row's own values, d stays near the spread, so E[d^2] - E[d]^2 loses
+  nothing to a mean that is large next to it, and neither sum waits for a statistic of the
+  row: one pass, not the two of mean-then-deviations. The shift is a constant of the
+  gradient, which the custom VJP makes one elementwise term, g1 + 2 g2 d, that fuses with
+  BN's other backward terms instead of materialising d.
+  """
+  shift_1, shift_2 = _opaque((shift, shift))  # one d per sum, each fused into its reduction
+  sum_d = jnp.sum(rows - _per_row(shift_1, rows), axis=_reduced_axes(rows))
+  sum_d2 = jnp.sum(jnp.square(rows - _per_row(shift_2, rows)), axis=_reduced_axes(rows))
+  return sum_d, sum_d2
+
+
+def _shifted_sums_fwd(rows, shift):
+  return _shifted_sums(rows, shift), (rows, shift)
+
+
+def _shifted_sums_bwd(residuals, cotangents):
+  rows, shift = residuals
+  g_sum, g_sum_sq = cotangents
+  d_rows = _per_row(g_sum, rows) + 2.0 * _per_row(g_sum_sq, rows) * (rows - _per_row(shift, rows))
+  return d_rows, jnp.zeros_like(shift)
+
+
+_shifted_sums.defvjp(_shifted_sums_fwd, _shifted_sums_bwd)
+
+
+@jax.custom_vjp
+def _normalize(rows, mean, mul, bias):
+  """(rows - mean) * mul + bias, with mean and mul [R, C] per row and bias [C].
+
+  The custom VJP reduces dy and dy * (rows - mean) straight from the inputs and derives
+  bias's gradient from the first, where autodiff would materialise dy * mul and rows - mean
+  and read dy once more for bias.
+  """
+  return (rows - _per_row(mean, rows)) * _per_row(mul, rows) + bias
+
+
+def _normalize_fwd(rows, mean, mul, bias):
+  return _normalize(rows, mean, mul, bias), (rows, mean, mul)
+
+
+def _normalize_bwd(residuals, dy):
+  rows, mean, mul = residuals
+  axes = _reduced_axes(rows)
+  sum_dy, sum_dy_centred = _opaque((
+      jnp.sum(dy, axis=axes),
+      jnp.sum(dy * (rows - _per_row(_opaque(mean), rows)), axis=axes)))
+  return dy * _per_row(mul, rows), -sum_dy * mul, sum_dy_centred, jnp.sum(sum_dy, axis=0)
+
+
+_normalize.defvjp(_normalize_fwd, _normalize_bwd)
 
 
 class BatchNorm(nn.Module):
@@ -61,69 +148,68 @@ class BatchNorm(nn.Module):
     running_var = self.variable('batch_stats', 'var', jnp.ones, (features,), jnp.float32)
 
     x = x.astype(jnp.float32)
-    if train:
-      mean, var, group_means, group_vars = self._batch_statistics(x)
-      if not self.is_initializing():
-        running_mean.value = (self.momentum * running_mean.value +
-                              (1.0 - self.momentum) * jnp.mean(group_means, axis=0))
-        running_var.value = (self.momentum * running_var.value +
-                             (1.0 - self.momentum) * jnp.mean(group_vars, axis=0))
-    else:
-      mean, var = running_mean.value, running_var.value
-    y = (x - mean) * (scale * jax.lax.rsqrt(var + self.epsilon)) + bias
-    return y.astype(self.dtype)
+    if not train:
+      y = (x - running_mean.value) * (scale * jax.lax.rsqrt(running_var.value + self.epsilon))
+      return (y + bias).astype(self.dtype)
 
-  def _batch_statistics(self, x):
-    """Returns per-example mean and variance (broadcastable to x) and the per-group ones.
+    rows, to_rows, group_sum, group_shift, count = self._layout(x)
+    shift = jax.lax.stop_gradient(group_shift)
+    sum_d, sum_d2 = group_sum(_shifted_sums(rows, to_rows(shift)))
+    offsets = sum_d / count
+    group_means = shift + offsets
+    # The difference of two rounded sums may dip below zero where the variance is ~0.
+    group_vars = jnp.maximum(sum_d2 / count - jnp.square(offsets), 0.0)
+    if not self.is_initializing():
+      running_mean.value = (self.momentum * running_mean.value +
+                            (1.0 - self.momentum) * jnp.mean(group_means, axis=0))
+      running_var.value = (self.momentum * running_var.value +
+                           (1.0 - self.momentum) * jnp.mean(group_vars, axis=0))
+    if self.axis_name is not None:
+      # The kernel's gradient for bias sums over this device's examples only. Declared
+      # per-device, bias gets the sum over devices from pcast's transpose wherever shard_map
+      # tracks that (check_vma), as autodiff of `+ bias` would.
+      bias = jax.lax.pcast(bias, self.axis_name, to='varying')
+    mul = scale * jax.lax.rsqrt(group_vars + self.epsilon)
+    y = _normalize(rows, to_rows(group_means), to_rows(mul), bias)
+    return y.reshape(x.shape).astype(self.dtype)
 
-    Two passes (mean, then the sum of squared deviations from it) rather than
-    E[x^2] - E[x]^2: it costs one more read of x but cannot cancel catastrophically when a
-    channel's mean is large next to its spread, where float32 would give a badly wrong or
-    negative variance.
+  def _layout(self, x: jax.Array):
+    """Returns (rows, to_rows, group_sum, group_shift, count) for this batch layout.
+
+    rows is x viewed as [R, ..., C], each row's values belonging to one group, so that a
+    group's statistics are sums over its rows; to_rows maps per-group values [G, C] to per-row
+    ones [R, C] and group_sum (a pytree of) per-row sums back to per-group ones. group_shift
+    [G, C] is one value of each group per channel (its first example's central one), the
+    same on every device; count is the number of values per group and channel.
     """
-    spatial_axes = tuple(range(1, x.ndim - 1))
-    group_size, group_sum, to_examples = self._grouping(x.shape[0])
-    count = group_size * math.prod(x.shape[1:-1])
-    broadcast_shape = x.shape[:1] + (1,) * len(spatial_axes) + x.shape[-1:]
-
-    group_means = group_sum(jnp.sum(x, axis=spatial_axes)) / count
-    mean = to_examples(group_means).reshape(broadcast_shape)
-    group_vars = group_sum(jnp.sum(jnp.square(x - mean), axis=spatial_axes)) / count
-    var = to_examples(group_vars).reshape(broadcast_shape)
-    return mean, var, group_means, group_vars
-
-  def _grouping(self, local_batch: int):
-    """Returns (group_size, group_sum, to_examples) for this batch layout.
-
-    group_sum maps per-example values [n, C] to sums over each group of the global batch
-    [G, C]; to_examples maps per-group values [G, C] back to this array's examples [n, C].
-    """
+    centre = tuple(n // 2 for n in x.shape[1:-1])
+    positions = math.prod(x.shape[1:-1])
     if self.axis_name is None:
-      group_size = self._checked_group_size(local_batch)
-      num_groups = local_batch // group_size
+      # The whole global batch is here: a group's examples are one row.
+      group_size = self._checked_group_size(x.shape[0])
+      rows = x.reshape((x.shape[0] // group_size, group_size) + x.shape[1:])
+      same = lambda values: values
+      return rows, same, same, rows[(slice(None), 0) + centre], group_size * positions
 
-      def group_sum(values):
-        return jnp.sum(values.reshape((num_groups, group_size) + values.shape[1:]), axis=1)
-
-      def to_examples(values):
-        return jnp.repeat(values, group_size, axis=0, total_repeat_length=local_batch)
-
-      return group_size, group_sum, to_examples
-
-    # Mapped: this device holds rows [i * n, (i + 1) * n) of the global batch. Every device
-    # computes sums for all groups of the global batch (zero for groups it holds none of) and
-    # psums them, so a group may straddle devices and every device gets the same statistics.
+    # Mapped: this device holds rows [i * n, (i + 1) * n) of the global batch, one row per
+    # example. Every device computes sums for all groups of the global batch (zero for groups
+    # it holds none of) and psums them, so a group may straddle devices and every device gets
+    # the same statistics.
+    local_batch = x.shape[0]
     global_batch = local_batch * jax.lax.psum(1, self.axis_name)
     group_size = self._checked_group_size(global_batch)
     num_groups = global_batch // group_size
-    first_row = jax.lax.axis_index(self.axis_name) * local_batch
-    group_ids = (first_row + jnp.arange(local_batch)) // group_size
+    example_ids = jax.lax.axis_index(self.axis_name) * local_batch + jnp.arange(local_batch)
+    group_ids = example_ids // group_size
 
-    def mapped_group_sum(values):
-      sums = jax.ops.segment_sum(values, group_ids, num_segments=num_groups)
+    def group_sum(values):
+      sums = jax.tree.map(
+          lambda v: jax.ops.segment_sum(v, group_ids, num_segments=num_groups), values)
       return jax.lax.psum(sums, self.axis_name)
 
-    return group_size, mapped_group_sum, lambda values: values[group_ids]
+    is_first = (example_ids % group_size == 0)[:, None]
+    group_shift = group_sum(jnp.where(is_first, x[(slice(None),) + centre], 0.0))
+    return x, lambda values: values[group_ids], group_sum, group_shift, group_size * positions
 
   def _checked_group_size(self, global_batch: int) -> int:
     if self.group_size is None:
