@@ -153,6 +153,7 @@ class BatchNorm(nn.Module):
       return (y + bias).astype(self.dtype)
 
     rows, to_rows, group_sum, group_shift, count = self._layout(x)
+    # mean = shift + offset holds for any shift: a constant of the gradient, as in the kernel.
     shift = jax.lax.stop_gradient(group_shift)
     sum_d, sum_d2 = group_sum(_shifted_sums(rows, to_rows(shift)))
     offsets = sum_d / count
