@@ -19,6 +19,7 @@ import orbax.checkpoint as ocp
 from lbtrain.errors import RESUME_ADVICE
 from lbtrain.errors import RunFailed
 from lbtrain.errors import UserError
+from lbtrain.workdir import complete_checkpoint_steps
 
 
 # The OS errors a save meets, as tensorstore's messages spell them (it raises ValueError).
@@ -139,9 +140,8 @@ class Checkpointer:
     """Where the same command would resume, read from the folder (orbax's own list may name a
     save that has just failed)."""
     try:
-      complete = [int(name) for name in os.listdir(self.directory)
-                  if name.isdigit() and int(name) != failed_step]
-    except OSError:
+      complete = [s for s in complete_checkpoint_steps(self.directory) if s != failed_step]
+    except OSError:  # the folder itself is what failed
       complete = []
     return (f'the last complete checkpoint is step {max(complete)}' if complete else
             'no checkpoint is complete')

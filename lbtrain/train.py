@@ -125,14 +125,19 @@ def _lock(workdir: Workdir) -> RunLock:
       lock.acquire()
     except UserError as error:
       refusal = error
-  if jax.process_count() > 1:
-    held = multihost_utils.broadcast_one_to_all(np.int32(refusal is None))
-    if not held and refusal is None:
-      refusal = UserError(f'workdir {workdir.path} is in use by another run (process 0 says '
-                          'who); wait for it to end or use another --workdir.')
+  if not _process_zero_says(refusal is None) and refusal is None:
+    refusal = UserError(f'workdir {workdir.path} is in use by another run (process 0 says '
+                        'who); wait for it to end or use another --workdir.')
   if refusal is not None:
     raise refusal
   return lock
+
+
+def _process_zero_says(flag: bool) -> bool:
+  """Process 0's `flag` on every process, for decisions read from files only it may see."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
 
 
 def _restore_and_train(run: plan_lib.Plan, compiled: build.Steps, train_step, mesh,
@@ -213,9 +218,7 @@ class _Loop:
         seconds = record.get('time/elapsed_seconds', seconds)
         reached = reached or (target is not None and record['step'] == self.start_step
                               and record.get('eval/accuracy', -1.0) >= target)
-    if jax.process_count() > 1:
-      reached = bool(multihost_utils.broadcast_one_to_all(np.int32(reached)))
-    return reached, seconds
+    return _process_zero_says(reached), seconds
 
   def _steps(self, state, writer: metrics_lib.MetricWriter,
              clock: metrics_lib.LoopClock) -> dict[str, float]:

@@ -76,9 +76,7 @@ class Workdir:
 
   def checkpoint_steps(self) -> list[int]:
     """Steps of the complete checkpoints, ascending, without creating anything."""
-    if not os.path.isdir(self.checkpoint_dir):
-      return []
-    return sorted(int(name) for name in os.listdir(self.checkpoint_dir) if name.isdigit())
+    return complete_checkpoint_steps(self.checkpoint_dir)
 
   def incomplete_checkpoints(self) -> list[str]:
     if not os.path.isdir(self.checkpoint_dir):
@@ -141,6 +139,14 @@ class Workdir:
                       f'training config: {details}. Use a new workdir, or the original values to '
                       'resume.')
     return [f'{name}: {saved.get(name)!r} -> {current.get(name)!r}' for name in changed]
+
+
+def complete_checkpoint_steps(checkpoint_dir: str) -> list[int]:
+  """Steps of the complete checkpoints in an orbax folder, ascending: orbax names a finished
+  save by its step and a save in progress `<step>.orbax-checkpoint-tmp-*`."""
+  if not os.path.isdir(checkpoint_dir):
+    return []
+  return sorted(int(name) for name in os.listdir(checkpoint_dir) if name.isdigit())
 
 
 class RunLock:
