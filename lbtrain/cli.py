@@ -119,17 +119,27 @@ def report_errors(body: Callable[[], None]) -> None:
 
 class _QuietLibraries:
   """Drops INFO records of orbax and tfds, which log every step of every save, jax's probe
-  for TPUs on a machine that has none, and the tracebacks of orbax's failed background saves,
-  which `checkpoint.SaveFailed` reports as one line."""
+  for TPUs on a machine that has none, and the tracebacks of orbax's failed background saves
+  (logged by orbax, or by asyncio for a save task abandoned when the run stopped), which
+  `checkpoint.SaveFailed` reports as one line."""
 
   def filter(self, record) -> bool:
-    if '/orbax/' in record.pathname and record.exc_info:
+    if record.exc_info and ('/orbax/' in record.pathname or _raised_in_orbax(record.exc_info)):
       return False
     if record.levelno > logging.converter.ABSL_TO_STANDARD[logging.INFO]:
       return True
     if "Unable to initialize backend 'tpu'" in record.getMessage():
       return False
     return not any(part in record.pathname for part in ('/orbax/', '/tensorflow_datasets/'))
+
+
+def _raised_in_orbax(exc_info) -> bool:
+  traceback = exc_info[2] if isinstance(exc_info, tuple) else None
+  while traceback is not None:
+    if '/orbax/' in traceback.tb_frame.f_code.co_filename:
+      return True
+    traceback = traceback.tb_next
+  return False
 
 
 def _background_os_error(args) -> None:

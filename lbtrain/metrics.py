@@ -62,18 +62,28 @@ class MetricWriter:
     worker = getattr(writer, '_worker', None)
     return worker is None or worker.is_alive()
 
-  def close(self) -> None:
-    if self._enabled:
+  def close(self, quietly: bool = False) -> None:
+    """Flushes and closes both files; raises Unwritable when the last records cannot be
+    written, unless `quietly` (another failure, already on its way, is the one to report)."""
+    if not self._enabled:
+      return
+    problem = None
+    try:
+      self._jsonl.close()
+    except OSError as error:
+      problem = f'metrics cannot be written to {self._jsonl.name}: {error.strerror or error}'
+    if self._tensorboard_alive():
       try:
-        self._jsonl.close()
-      except OSError:
-        pass  # the failure that stopped the run has been reported
-      if self._tensorboard_alive():
         self._tensorboard.close()
-      else:
-        # Its close would flush into the failed file and wait forever on the dead thread; mark
-        # it closed so tensorboardX's exit hook does not try either (tensorboardX 2.6).
-        self._tensorboard.file_writer.event_writer._closed = True  # pylint: disable=protected-access
+      except OSError as error:
+        problem = problem or (f'TensorBoard events cannot be written to '
+                              f'{self._tensorboard.logdir}: {error.strerror or error}')
+    if problem or not self._tensorboard_alive():
+      # A second close would flush into the failed file (and wait forever on a dead thread);
+      # mark it closed so tensorboardX's exit hook does not try (tensorboardX 2.6).
+      self._tensorboard.file_writer.event_writer._closed = True  # pylint: disable=protected-access
+    if problem and not quietly:
+      raise Unwritable(problem)
 
 
 def read_records(path: str) -> list[dict]:

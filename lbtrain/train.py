@@ -204,16 +204,18 @@ class _Loop:
     try:
       if self.start_step >= run.total_steps:
         logging.info('training already complete (%d steps); nothing to do', run.total_steps)
-        return self.final
-      reached_earlier, earlier_seconds = self._earlier_attempts()
-      if reached_earlier:
-        logging.info('eval.target_accuracy %s was reached at step %d; nothing to do',
-                     run.config.eval.target_accuracy, self.start_step)
-        return self.final
-      return self._steps(state, writer,
-                         metrics_lib.LoopClock(self.run_start, earlier_seconds))
-    finally:
-      writer.close()
+      else:
+        reached_earlier, earlier_seconds = self._earlier_attempts()
+        if reached_earlier:
+          logging.info('eval.target_accuracy %s was reached at step %d; nothing to do',
+                       run.config.eval.target_accuracy, self.start_step)
+        else:
+          self._steps(state, writer, metrics_lib.LoopClock(self.run_start, earlier_seconds))
+    except BaseException:
+      writer.close(quietly=True)  # what stopped the loop is what the user must read
+      raise
+    writer.close()
+    return self.final
 
   def _earlier_attempts(self) -> tuple[bool, float]:
     """(whether an earlier attempt stopped at the target at this checkpoint, the wall seconds

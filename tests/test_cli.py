@@ -121,3 +121,25 @@ def test_a_field_can_be_unset_from_the_command_line(fmnist_data_dir):
   unknown = lbtrain_process.run(['--config=configs/quickstart.py', '--describe',
                                  '--config.schedule.warmup_weeks=None'])
   _assert_usage_error(unknown, 'no field schedule.warmup_weeks')
+
+
+def _record_with_exception_from(filename):
+  """A log record like asyncio's "Task exception was never retrieved", for an exception
+  raised in code that lives in `filename`."""
+  import logging  # pylint: disable=g-import-not-at-top
+  namespace = {}
+  exec(compile('def save():\n  raise ValueError("RESOURCE_EXHAUSTED: disk full")\n', filename,
+               'exec'), namespace)
+  try:
+    namespace['save']()
+  except ValueError as error:
+    exc_info = (type(error), error, error.__traceback__)
+  return logging.LogRecord('asyncio', logging.ERROR, '/usr/lib/python3.11/asyncio/base_events.py',
+                           1771, 'Task exception was never retrieved', (), exc_info)
+
+
+def test_the_log_filter_drops_tracebacks_of_abandoned_orbax_saves_only():
+  from lbtrain import cli  # pylint: disable=g-import-not-at-top
+  quiet = cli._QuietLibraries()  # pylint: disable=protected-access
+  assert not quiet.filter(_record_with_exception_from('/venv/orbax/checkpoint/serialization.py'))
+  assert quiet.filter(_record_with_exception_from('/work/lbtrain/train.py'))
