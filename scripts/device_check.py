@@ -5,13 +5,14 @@ resnet50_8k recipe's optimizer and BatchNorm groups, with scripts/benchmark.py's
 
   step_batch_128/256  ResNet-50 v1.5 at 224 px: images/sec, compile seconds, TFLOP/s per device
                       from the compiled step's cost analysis, and MFU against the datasheet peak
-  image_size_160/192/224  images/sec at those `data.image_size` values (224: step_batch_256)
+  image_size_160/192/224  images/sec at those `data.image_size` values, batch 256 per device
+                      (224 is step_batch_256)
   loop_over_bare      seconds per step of a bare jit loop / lbtrain's loop (train_and_evaluate)
   accumulation        one batch's seconds per step / k micro-batches' (k = 2), same global batch
   input_pipeline      lbtrain's tf.data ImageNet pipeline over synthetic JPEGs on every host core
                       (null, with the reason, where TensorFlow is not installed)
-  xla_flags           images/sec of step_batch_256 under publicly recommended XLA flags that the
-                      check does not apply by default (see _CANDIDATE_XLA_FLAGS), against without
+  xla_flags           step_batch_256's images/sec with XLA flags a public guide recommends and
+                      the check does not apply (_CANDIDATE_XLA_FLAGS), against without them
 
 Every measurement is an object with "status": "measured" (and its figures), "error" (and the
 error's first line), "not measured" (and the reason) or "skipped" (the time budget ran out
@@ -50,18 +51,18 @@ _SCRIPTS = os.path.dirname(os.path.abspath(__file__))
 _REPO = os.path.dirname(_SCRIPTS)
 WHEEL_DIR = os.path.join(_REPO, '.device_wheels')
 
-# XLA flags the public GPU tuning guides recommend, none applied by default. Measured against
-# the defaults (measurement xla_flags) because none has a public reason to speed up one GPU
-# training a convolutional network:
-_CANDIDATE_XLA_FLAGS = {
+# XLA flags that a public GPU guide recommends for one device's code, not applied by default:
+# measurement xla_flags compares the step with them against without. The guides' other flags
+# (latency-hiding scheduler, async collectives, NCCL and CUDA_DEVICE_MAX_CONNECTIONS
+# settings) overlap or tune communication between devices, which one GPU does not have.
+_CANDIDATE_XLA_FLAGS = (
     # JAX's "GPU performance tips" lists it as a code-generation flag that "can improve
-    # performance" (docs.jax.dev/en/latest/gpu_performance_tips.html); ResNet-50 has one GEMM
-    # (the head), its convolutions are cuDNN calls.
+    # performance" (docs.jax.dev/en/latest/gpu_performance_tips.html), while JAX-Toolbox lists
+    # --xla_gpu_enable_triton_gemm=false, cuBLAS instead of Triton (NVIDIA/JAX-Toolbox,
+    # rosetta/docs/GPU_performance.md): no public reason either way for ResNet-50, whose one
+    # GEMM is the head; its convolutions are cuDNN calls.
     '--xla_gpu_triton_gemm_any=true',
-    # The same page and NVIDIA's JAX-Toolbox images set it (docs.nvidia.com/jax-toolbox/
-    # environment-variables): it moves collectives to overlap compute; one GPU has none.
-    '--xla_gpu_enable_latency_hiding_scheduler=true',
-}
+)
 
 # What the check does apply, and why; reported in the JSON with the figures.
 _SETTINGS = {
@@ -70,11 +71,13 @@ _SETTINGS = {
     'layout NHWC': "flax's convolutions take NHWC, the layout cuDNN's tensor-core convolutions "
                    'use; nothing to set',
     'XLA flags': 'none beyond XLA_FLAGS from the environment: the public lists (JAX GPU '
-                 'performance tips, JAX-Toolbox GPU performance) are about collectives or LLM '
-                 "GEMMs, and XLA's defaults already run fusions, cuBLAS and cuDNN calls as "
-                 'CUDA graphs (xla/debug_options_flags.cc, xla_gpu_enable_command_buffer)',
-    'XLA_PYTHON_CLIENT_MEM_FRACTION': "jax's default (0.75): ResNet-50 at batch 256 fits, "
-                                      'and the parts run one process at a time',
+                 'performance tips, JAX-Toolbox GPU performance) are about collectives or '
+                 "GEMMs, and XLA's defaults already put fusions, cuBLAS, cuDNN and custom "
+                 'calls into CUDA graphs (xla_gpu_enable_command_buffer in '
+                 'xla/debug_options_flags.cc)',
+    'XLA_PYTHON_CLIENT_MEM_FRACTION': "jax's default (0.75 of the device's memory): a "
+                                      'memory setting, not a speed one; the parts run one '
+                                      'process at a time, so none shares the device',
     'persistent compilation cache': 'a temporary one per run, so a program that two '
                                     'measurements compile alike is compiled once',
 }
@@ -89,14 +92,16 @@ class _Plan:
       self.model, self.image_size, self.image_sizes = 'cnn', 32, (24, 32)
       # BN groups of 8 (the recipe's are 32), so that batches this small divide into them.
       self.batches, self.accum_per_device, self.bn_group_size = (8, 16), 16, 8
-      self.steps, self.loop_steps, self.repeats, self.min_start_s = 2, 4, 1, 1.0
+      self.steps, self.loop_steps, self.repeats, self.loop_repeats = 2, 4, 1, 1
+      self.min_start_s = 1.0
       self.input = {'num_images': 16, 'batch_size': 8, 'num_batches': 2, 'image_size': 32}
     else:
       self.model, self.image_size, self.image_sizes = 'resnet50', 224, (160, 192, 224)
       # resnet50_8k's BN groups of 32, given explicitly so that accumulation's k = 1 is the
       # same program as step_batch_256 (compiled once, through the cache).
       self.batches, self.accum_per_device, self.bn_group_size = (128, 256), 256, 32
-      self.steps, self.loop_steps, self.repeats, self.min_start_s = 20, 20, 2, 45.0
+      self.steps, self.loop_steps, self.repeats, self.loop_repeats = 20, 20, 2, 3
+      self.min_start_s = 45.0
       self.input = {'num_images': 512, 'batch_size': 128, 'num_batches': 20, 'image_size': 224}
     self.config, self.dtype, self.accum_steps = 'resnet50_8k', 'bfloat16', 2
 
@@ -220,7 +225,7 @@ def _device_part(plan: _Plan, results: _Results, deadline: float, only: set[str]
 
     def loop_over_bare() -> dict[str, Any]:
       args = _benchmark_args(plan, benchmark, steps=plan.loop_steps,
-                             log_every_steps=plan.loop_steps // 2)
+                             log_every_steps=plan.loop_steps // 2, repeats=plan.loop_repeats)
       measured = benchmark.measure_overhead(args, plan.main_batch)
       return {'per_device_batch': plan.main_batch, 'image_size': plan.image_size,
               'ratio': round(measured['ratio'], 4),
@@ -287,7 +292,7 @@ def _xla_flags_part(plan: _Plan, results: _Results, deadline: float, only: set[s
   def measure() -> dict[str, Any]:
     measured = benchmark.measure_step(_benchmark_args(plan, benchmark), plan.main_batch,
                                       plan.dtype)
-    return {'flags': sorted(_CANDIDATE_XLA_FLAGS), 'per_device_batch': plan.main_batch,
+    return {'flags': list(_CANDIDATE_XLA_FLAGS), 'per_device_batch': plan.main_batch,
             'image_size': plan.image_size,
             'images_per_sec_with_flags': round(measured['images_per_sec'], 2)}
 
@@ -306,7 +311,7 @@ def _part_environment(plan: _Plan, part: str) -> dict[str, str]:
     env['CUDA_VISIBLE_DEVICES'] = ''  # tf.data must not take the accelerator
     env.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   if part == 'xla_flags':
-    env['XLA_FLAGS'] = ' '.join([env.get('XLA_FLAGS', ''), *sorted(_CANDIDATE_XLA_FLAGS)]).strip()
+    env['XLA_FLAGS'] = ' '.join([env.get('XLA_FLAGS', ''), *_CANDIDATE_XLA_FLAGS]).strip()
   return env
 
 
