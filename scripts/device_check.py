@@ -195,7 +195,7 @@ def _benchmark_args(plan: _Plan, benchmark, **overrides) -> argparse.Namespace:
 
 
 def _rounded(values: dict[str, Any]) -> dict[str, Any]:
-  return {k: round(v, 4) if isinstance(v, float) else v for k, v in values.items()}
+  return {k: round(v, 6) if isinstance(v, float) else v for k, v in values.items()}
 
 
 def _device_part(plan: _Plan, results: _Results, deadline: float, only: set[str]) -> None:
@@ -358,6 +358,15 @@ def _run_part(plan: _Plan, part: str, deadline: float, only: set[str], scratch: 
     return recorded, {'problem': problem, 'log_tail': [line.rstrip() for line in f][-8:]}
 
 
+def _commit() -> str | None:
+  """The checkout's commit, where git and the repository's history are there."""
+  try:
+    return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=_REPO, text=True,
+                          capture_output=True, check=True, timeout=10).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return None
+
+
 def _compare_xla_flags(plan: _Plan, measurements: dict[str, Any]) -> None:
   """Puts the figure without the candidate flags (step_batch_<main batch>) beside the one
   with them."""
@@ -432,6 +441,7 @@ def main(argv: list[str]) -> None:
       'check': 'lbtrain device check' + (' (dry run: CPU, tiny model)' if plan.dry_run else ''),
       'date_utc': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'),
       'command': ' '.join(['python3', 'scripts/device_check.py', *argv]),
+      'commit': _commit(),
       'model': plan.model, 'config': plan.config, 'dtype': plan.dtype,
       'budget_s': args.budget_s, 'elapsed_s': round(time.time() - start, 1),
       'environment': environment, 'wheels': [os.path.basename(w) for w in wheels],

@@ -26,7 +26,7 @@ _spec = importlib.util.spec_from_file_location('device_check', SCRIPT)
 device_check = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(device_check)
 
-REPORT_KEYS = {'check', 'date_utc', 'command', 'model', 'config', 'dtype', 'budget_s',
+REPORT_KEYS = {'check', 'date_utc', 'command', 'commit', 'model', 'config', 'dtype', 'budget_s',
                'elapsed_s', 'environment', 'wheels', 'settings', 'measurements',
                'process_problems'}
 
@@ -61,6 +61,7 @@ def test_the_device_plan_measures_what_the_issue_asks():
                    'xla_flags']
 
 
+@pytest.mark.slow
 def test_dry_run_without_tensorflow_or_installed_ml_collections():
   plan = device_check._Plan(True)
   report = _report(_check('--dry_run'))
@@ -114,6 +115,7 @@ def test_dry_run_without_tensorflow_or_installed_ml_collections():
       flags['images_per_sec_with_flags'] / main['images_per_sec'], rel=1e-3)
 
 
+@pytest.mark.slow
 def test_input_pipeline_where_tensorflow_is_installed():
   pytest.importorskip('tensorflow')
   report = _report(_check('--dry_run', '--only=input_pipeline', device_machine=False))
