@@ -41,6 +41,24 @@ def get_config() -> ml_collections.ConfigDict:
   # i.e. 0.875 = resize the shorter side to 256 and crop the central 224.
   config.data.image_size = 224
   config.data.eval_crop_ratio = 0.875  # eval crop (see above); also the train crop's fallback
+  config.data.eval_image_size = config_dict.placeholder(int)  # ImageNet eval size; None = image_size
+  # ImageNet/synthetic progressive resizing (FFCV, fast.ai; lbtrain.resolution): train at
+  # start_image_size until the ramp starts, at image_size from its end, in between the linear
+  # ramp rounded to the nearest `multiple` px; per epoch if the ramp is in epochs, else per step.
+  # One train step is compiled per distinct size.
+  config.data.progressive_resizing = ml_collections.ConfigDict()
+  # the train size up to the ramp; None = no ramp (image_size throughout)
+  config.data.progressive_resizing.start_image_size = config_dict.placeholder(int)
+  # start_image_size until here
+  config.data.progressive_resizing.ramp_start_epochs = config_dict.placeholder(float)
+  # the same in steps
+  config.data.progressive_resizing.ramp_start_steps = config_dict.placeholder(int)
+  # image_size from here on
+  config.data.progressive_resizing.ramp_end_epochs = config_dict.placeholder(float)
+  # the same in steps
+  config.data.progressive_resizing.ramp_end_steps = config_dict.placeholder(int)
+  # sizes inside the ramp are rounded to a multiple of this (FFCV: 32)
+  config.data.progressive_resizing.multiple = 32
   # ImageNet: serialized records each process shuffles (~110 KB each: ~1.1 GB), after reading its
   # shards in a new order each epoch, 16 at a time. Part of the data order, like the seed.
   config.data.shuffle_buffer = 10_000

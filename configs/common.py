@@ -15,6 +15,10 @@ KERNELS_ONLY = '(^|/)bias$:off,(^|/)scale$:off,(^|/)kernel$:on'
 # proj_bn) are not decayed; everything else (conv kernels, head kernel, head bias) is, as in the
 # paper.
 GOYAL_WEIGHT_DECAY_MASK = 'bn[0-9]*/(scale|bias)$:off,(^|/)kernel$:on,^head/bias$:on'
+# FFCV (train_imagenet.py): no weight decay on parameters whose torchvision name contains 'bn':
+# the stem's bn1 and each block's bn1-bn3, but not the projection shortcut's BN (torchvision's
+# `downsample.1`, lbtrain's proj_bn), which is decayed with every kernel and the fc bias.
+FFCV_WEIGHT_DECAY_MASK = '(^stem_bn|/bn[0-9])/(scale|bias)$:off,.*:on'
 
 
 # --- Data sets and budgets ---

@@ -31,9 +31,12 @@ class Steps:
   eval_step: Callable[[steps.TrainState, Any], steps.Metrics]
   abstract_state: Any  # jax.ShapeDtypeStruct leaves carrying the target shardings
 
-  def compile_train_step(self, run: plan_lib.Plan, mesh: Mesh):
-    """The train step compiled ahead of time for the run's batch shape."""
-    return self.train_step.lower(self.abstract_state, abstract_batch(run, mesh)).compile()
+  def compile_train_step(self, run: plan_lib.Plan, mesh: Mesh, image_size: int | None = None):
+    """The train step compiled ahead of time for the run's batch at `image_size` (None: its
+    largest train size, the one that needs the most memory)."""
+    image_size = image_size or max(run.resolution.train_sizes)
+    return self.train_step.lower(self.abstract_state,
+                                 abstract_batch(run, mesh, image_size)).compile()
 
 
 def step_settings(run: plan_lib.Plan, mesh: Mesh) -> steps.StepSettings:
@@ -67,11 +70,12 @@ def build(run: plan_lib.Plan, mesh: Mesh) -> Steps:
                abstract_state=abstract_state)
 
 
-def abstract_batch(run: plan_lib.Plan, mesh: Mesh) -> dict:
+def abstract_batch(run: plan_lib.Plan, mesh: Mesh, image_size: int) -> dict:
   sharding = parallel.batch_sharded(mesh)
   batch_size = run.config.train.global_batch_size
+  channels = run.dataset.image_shape[2]
   return {
-      'image': jax.ShapeDtypeStruct((batch_size, *run.dataset.image_shape),
+      'image': jax.ShapeDtypeStruct((batch_size, image_size, image_size, channels),
                                     jnp.dtype(run.dataset.image_dtype), sharding=sharding),
       'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=sharding),
   }

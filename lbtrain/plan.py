@@ -20,6 +20,7 @@ from lbtrain import durations
 from lbtrain import models
 from lbtrain import optim
 from lbtrain import parallel
+from lbtrain import resolution as resolution_lib
 from lbtrain import schedules
 from lbtrain.errors import UserError
 
@@ -58,6 +59,7 @@ class Plan:
   eval_first_step: int | None
   checkpoint_every_steps: int
   log_every_steps: int
+  resolution: resolution_lib.Resolution  # the image size of each step, and of evaluation
 
   def evaluates_at(self, step: int) -> bool:
     """At the first evaluation step, every eval_every_steps after it, and at the end."""
@@ -203,9 +205,16 @@ def plan(config: ml_collections.ConfigDict, *, micro_batch_size: int | None = No
   per_device_program = config.parallel.strategy == 'pmap'
   model = models.create_model(config.model, num_classes=dataset.num_classes,
                               axis_name=parallel.DATA_AXIS if per_device_program else None)
-  abstract_params = jax.eval_shape(
-      lambda: model.init(jax.random.key(0), jnp.zeros((1, *dataset.image_shape), jnp.float32),
-                         train=False))['params']
+  abstract_params = _abstract_params(model, dataset.image_shape)
+  sizes = _resolution(config, dataset, run_recipe.schedule_info.total_steps)
+  for size in {*sizes.train_sizes, sizes.eval_size} - {dataset.image_shape[0]}:
+    other = _abstract_params(model, (size, size, dataset.image_shape[2]))
+    _require(jax.tree.structure(other) == jax.tree.structure(abstract_params) and all(
+        x.shape == y.shape for x, y in zip(jax.tree.leaves(other),
+                                           jax.tree.leaves(abstract_params))),
+             f'model.name={config.model.name!r} has parameters whose shapes depend on the image '
+             f'size ({dataset.image_shape[0]} vs {size} px), so it cannot train or evaluate at '
+             'several sizes; use a model with global pooling (resnet*) or one image size.')
   optimizer = optim.create_optimizer(config.optimizer, run_recipe.schedule, abstract_params)
   return Plan(config=config, dataset=dataset, schedule_info=run_recipe.schedule_info,
               schedule=run_recipe.schedule, model=model, optimizer=optimizer,
@@ -216,7 +225,31 @@ def plan(config: ml_collections.ConfigDict, *, micro_batch_size: int | None = No
               eval_global_batch_size=eval_batch, eval_every_steps=run_recipe.eval_every_steps,
               eval_first_step=run_recipe.eval_first_step,
               checkpoint_every_steps=run_recipe.checkpoint_every_steps,
-              log_every_steps=run_recipe.log_every_steps)
+              log_every_steps=run_recipe.log_every_steps, resolution=sizes)
+
+
+def _abstract_params(model, image_shape: tuple) -> Any:
+  return jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, *image_shape), jnp.float32),
+                         train=False))['params']
+
+
+def _resolution(config: ml_collections.ConfigDict, dataset: data.DatasetInfo,
+                total_steps: int) -> resolution_lib.Resolution:
+  """The sizes of the config's ramp and eval on a data set that resizes; the data set's own
+  size throughout on one that does not (and UserError if the config asks for other sizes)."""
+  if dataset.resizable:
+    return resolution_lib.resolution(config, dataset.num_train_examples, total_steps)
+  asked = [name for name, value in (
+      ('data.eval_image_size', config.data.eval_image_size),
+      ('data.progressive_resizing.start_image_size',
+       config.data.progressive_resizing.start_image_size)) if value is not None]
+  _require(not asked,
+           f'{" and ".join(asked)}: only a data set whose pipeline crops and resizes '
+           f'(imagenet2012, synthetic) has other image sizes; {dataset.name} images are '
+           f'{"x".join(map(str, dataset.image_shape[:2]))}: unset it.')
+  side = dataset.image_shape[0]
+  return resolution_lib.Resolution((0,), (side,), total_steps, side, side)
 
 
 def _describe_eval(run: Plan) -> str:
@@ -278,6 +311,8 @@ def describe(run: Plan) -> str:
                  f'on {len(summary["on"])} tensors ({summary["on_params"]:,} parameters), '
                  f'off {len(summary["off"])} tensors ({summary["off_params"]:,} parameters)'))
     rows.append(('  off', _abbreviate(summary['off'])))
+  if run.dataset.resizable:
+    rows[1:1] = resolution_lib.describe(run.resolution, run.schedule_info.steps_per_epoch)
   width = 17
   lines = schedules.describe_schedule(run.schedule_info)
   lines += [f'{name:<{width}} {value}' for name, value in rows]

@@ -37,7 +37,8 @@ def evaluate(run: plan_lib.Plan, eval_step, state, mesh) -> dict[str, float]:
   totals = None
   one_at_a_time = parallel.one_program_at_a_time(mesh)
   batches = data.eval_inputs(run.config.data, run.dataset, mesh,
-                             global_batch_size=run.eval_global_batch_size)
+                             global_batch_size=run.eval_global_batch_size,
+                             image_size=run.resolution.eval_size)
   try:
     for batch in batches:
       sums = eval_step(state, batch)
@@ -82,10 +83,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> 
     for line in plan_lib.describe(run).splitlines():
       logging.info('%s', line)
   compiled = build.build(run, mesh)
-  train_step = _compile_train_step(run, compiled, mesh, workdir)
+  train_steps = _compile_train_steps(run, compiled, mesh, workdir)
   lock = _lock(workdir)
   try:
-    return _restore_and_train(run, compiled, train_step, mesh, workdir, is_primary, run_start)
+    return _restore_and_train(run, compiled, train_steps, mesh, workdir, is_primary, run_start)
   except jax.errors.JaxRuntimeError as error:
     if 'RESOURCE_EXHAUSTED' not in str(error) and 'Out of memory' not in str(error):
       raise
@@ -96,17 +97,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> 
     lock.release()
 
 
-def _compile_train_step(run: plan_lib.Plan, compiled: build.Steps, mesh, workdir: Workdir):
-  """Compiles the train step into the persistent cache, and refuses one that cannot fit in
-  memory before training; a refused run leaves no folder it made behind."""
+def _compile_train_steps(run: plan_lib.Plan, compiled: build.Steps, mesh,
+                         workdir: Workdir) -> dict[int, Any]:
+  """The train step compiled for each train image size (into the persistent cache), before
+  training, so a size change never stalls the loop; refuses one that cannot fit in memory. A
+  refused run leaves no folder it made behind."""
   new_cache = not os.path.exists(workdir.compilation_cache_dir)
   new_workdir = not os.path.exists(workdir.path)
   build.enable_compilation_cache(run.config, workdir.compilation_cache_dir)
-  start = time.perf_counter()
-  train_step = compiled.compile_train_step(run, mesh)
-  logging.info('train step compiled in %.1f s', time.perf_counter() - start)
+  train_steps = {}
   try:
-    build.check_memory(run, train_step)
+    for size in run.resolution.train_sizes:
+      start = time.perf_counter()
+      train_steps[size] = compiled.compile_train_step(run, mesh, size)
+      logging.info('train step compiled for %d px images in %.1f s', size,
+                   time.perf_counter() - start)
+      build.check_memory(run, train_steps[size])
   except UserError:
     if jax.process_index() == 0 and new_cache:
       shutil.rmtree(workdir.compilation_cache_dir, ignore_errors=True)
@@ -114,7 +120,7 @@ def _compile_train_step(run: plan_lib.Plan, compiled: build.Steps, mesh, workdir
         with contextlib.suppress(OSError):
           os.rmdir(workdir.path)  # empty now, unless another process wrote in it meanwhile
     raise
-  return train_step
+  return train_steps
 
 
 def _lock(workdir: Workdir) -> RunLock:
@@ -140,8 +146,9 @@ def _process_zero_says(flag: bool) -> bool:
   return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
 
 
-def _restore_and_train(run: plan_lib.Plan, compiled: build.Steps, train_step, mesh,
-                       workdir: Workdir, is_primary: bool, run_start: float) -> dict[str, float]:
+def _restore_and_train(run: plan_lib.Plan, compiled: build.Steps, train_steps: dict[int, Any],
+                       mesh, workdir: Workdir, is_primary: bool,
+                       run_start: float) -> dict[str, float]:
   config = run.config
   checkpoints = checkpoint.Checkpointer(workdir.checkpoint_dir, run.checkpoint_every_steps,
                                         config.checkpoint.keep,
@@ -159,7 +166,7 @@ def _restore_and_train(run: plan_lib.Plan, compiled: build.Steps, train_step, me
       logging.info('resumed from the checkpoint at step %d', start_step)
     else:
       state, start_step = compiled.init(jax.random.key(config.train.seed)), 0
-    loop = _Loop(run, compiled, train_step, mesh, workdir, checkpoints, start_step, is_primary,
+    loop = _Loop(run, compiled, train_steps, mesh, workdir, checkpoints, start_step, is_primary,
                  last_good_checkpoint=start_step if restored else None, run_start=run_start)
     try:
       return loop.train(state)
@@ -174,10 +181,10 @@ def _restore_and_train(run: plan_lib.Plan, compiled: build.Steps, train_step, me
 class _Loop:
   """One pass of training from `start_step` to the end, a stop signal or a non-finite stop."""
 
-  def __init__(self, run: plan_lib.Plan, compiled: build.Steps, train_step, mesh,
-               workdir: Workdir, checkpoints: checkpoint.Checkpointer, start_step: int,
+  def __init__(self, run: plan_lib.Plan, compiled: build.Steps, train_steps: dict[int, Any],
+               mesh, workdir: Workdir, checkpoints: checkpoint.Checkpointer, start_step: int,
                is_primary: bool, last_good_checkpoint: int | None, run_start: float):
-    self.run, self.compiled, self.train_step, self.mesh = run, compiled, train_step, mesh
+    self.run, self.compiled, self.train_steps, self.mesh = run, compiled, train_steps, mesh
     self.run_start = run_start
     self.checkpoints = checkpoints
     self.start_step = start_step
@@ -223,13 +230,15 @@ class _Loop:
   def _steps(self, state, writer: metrics_lib.MetricWriter,
              clock: metrics_lib.LoopClock) -> dict[str, float]:
     run, config = self.run, self.run.config
-    train_step = self.train_step
+    sizes = run.resolution
     progress = metrics_lib.ProgressBar(run.total_steps, enabled=self.is_primary)
     one_at_a_time = parallel.one_program_at_a_time(self.mesh)
     batches = data.train_inputs(config.data, run.dataset, self.mesh,
                                 global_batch_size=config.train.global_batch_size,
                                 seed=config.train.seed, start_step=self.start_step,
-                                num_steps=run.total_steps - self.start_step)
+                                num_steps=run.total_steps - self.start_step, sizes=sizes)
+    size_changes = frozenset(sizes.segment_starts[1:])
+    train_step = self.train_steps[sizes.size_at(self.start_step)]
     done = self.start_step
     try:
       with preemption.StopSignal() as stop_signal:
@@ -243,8 +252,11 @@ class _Loop:
           done = step + 1
           stopping = stop_signal.should_stop(done)
           last = done == run.total_steps
-          if done % run.log_every_steps == 0 or last or stopping:
+          resizing = done in size_changes  # each record's steps have one image size
+          if done % run.log_every_steps == 0 or last or stopping or resizing:
             self._log(done, writer, progress, clock)
+          if resizing:
+            train_step = self.train_steps[sizes.size_at(done)]
           reached = False
           if run.evaluates_at(done):
             self._evaluate(state, done, writer, clock)
@@ -277,6 +289,8 @@ class _Loop:
                                     self.run.config.train.global_batch_size,
                                     self.run.num_devices)
     summary['train/epoch'] = done / self.run.schedule_info.steps_per_epoch
+    if self.run.dataset.resizable:  # throughput per image size: group the records by it
+      summary['train/image_size'] = self.run.resolution.size_at(done - 1)
     summary.update(clock.split())
     if self.run.config.train.on_nonfinite == 'skip':
       summary['train/skipped_steps'] = self.nonfinite.skipped

@@ -109,6 +109,13 @@ RECIPES = {
     'resnet50_mlperf_3k': dict(
         steps_per_epoch=400.3646875, total_steps=14813, peak_lr=11.0, warmup_steps=801,
         points=[(0, 0.0), (267, 3.666667), (801, 11.0), (7807, 2.750075), (14813, 1e-4)]),
+    # FFCV 40 epochs at 4,096: 1281167 / 4096 = 312.7849 steps/epoch; 40 epochs = 12511.4 ->
+    # 12511; peak 1.7; warmup 2 epochs = 625.57 -> 626 from 1.7e-4 (step 313: 1.7e-4 + (1.7 -
+    # 1.7e-4) / 2 = 0.850085); poly power 1 over 12511 - 626 = 11885 steps to 0: at step
+    # 626 + 2377 = 3003 (1/5 of the decay) 1.7 x 0.8 = 1.36.
+    'resnet50_ffcv_4k': dict(
+        steps_per_epoch=312.784912109375, total_steps=12511, peak_lr=1.7, warmup_steps=626,
+        points=[(0, 1.7e-4), (313, 0.850085), (626, 1.7), (3003, 1.36), (12511, 0.0)]),
     # LAMB at 32k: 0.005 x sqrt(32768/2048) = 0.005 x 4 = 0.02; warmup 5 epochs = 195.49 -> 195;
     # poly power 2 over 3519 - 195 = 3324 steps to 0: halfway (step 1857) 0.02 / 4 = 0.005.
     'resnet50_32k_lamb': dict(
@@ -223,6 +230,14 @@ PAPER_FIELDS = {
         'optimizer.eps': 0.0, 'optimizer.scaling': 'none', 'schedule.decay': 'poly',
         'schedule.power': 2.0, 'schedule.end_lr': 1e-4, 'eval.first_epochs': 2.0,
         'eval.every_epochs': 4.0, 'eval.target_accuracy': 0.759},
+    'resnet50_ffcv_4k': {
+        'model.name': 'resnet50', 'model.bn_group_size': 512, 'model.zero_init_last_bn': False,
+        'model.dtype': 'bfloat16', 'train.global_batch_size': 4096, 'train.num_epochs': 40.0,
+        'train.label_smoothing': 0.1, 'optimizer.name': 'sgd', 'optimizer.momentum': 0.9,
+        'optimizer.nesterov': False, 'optimizer.weight_decay': 1e-4, 'optimizer.scaling': 'none',
+        'schedule.warmup_init_lr': 1.7e-4, 'schedule.decay': 'poly', 'schedule.power': 1.0,
+        'schedule.end_lr': 0.0, 'data.image_size': 192, 'data.eval_image_size': 256,
+        'data.eval_crop_ratio': 0.875, 'eval.every_epochs': 1.0},
     'resnet50_32k_lamb': {
         'model.name': 'resnet50', 'train.global_batch_size': 32768, 'optimizer.name': 'lamb',
         'optimizer.b1': 0.9, 'optimizer.b2': 0.999, 'optimizer.eps': 1e-6,
@@ -231,6 +246,12 @@ PAPER_FIELDS = {
         'model.name': 'resnet50', 'train.global_batch_size': 32768, 'optimizer.name': 'nesterov',
         'optimizer.scaling': 'linear'},
 }
+
+
+def test_ffcv_resolution_ramp_is_the_yaml_files():
+  ramp = _load('resnet50_ffcv_4k').data.progressive_resizing
+  assert (ramp.start_image_size, ramp.ramp_start_epochs, ramp.ramp_end_epochs, ramp.multiple) == (
+      160, 29.0, 34.0, 32)
 
 
 @pytest.mark.parametrize('name', sorted(PAPER_FIELDS))
@@ -291,6 +312,19 @@ def test_resnet50_masks(name, resnet50_params):
     assert all(_is_bn(n) or n == 'head/bias' for n in summary['off']), (name, kind)
     assert ('head/bias' in summary['off']) == (off_params > RESNET50_BN_PARAMS), (name, kind)
     assert all(n.endswith('/kernel') or n == 'head/bias' for n in summary['on']), (name, kind)
+
+
+def test_ffcv_mask_decays_all_but_the_bn_modules_torchvision_names_bn(resnet50_params):
+  """FFCV decays every parameter whose torchvision name lacks 'bn'. ResNet-50's projection BNs
+  (torchvision's downsample.1) have 256 + 512 + 1024 + 2048 = 3840 channels: 7,680 parameters in
+  8 tensors decayed with the kernels and the fc bias; the other 45,440 BN parameters (98
+  tensors) are not."""
+  summary = optim.describe_masks(_load('resnet50_ffcv_4k').optimizer,
+                                 resnet50_params)['weight_decay']
+  assert (summary['off_params'], len(summary['off'])) == (RESNET50_BN_PARAMS - 7680, 98)
+  assert all(_is_bn(name) and 'proj_bn' not in name for name in summary['off'])
+  assert 'head/bias' in summary['on']
+  assert sum('proj_bn' in name for name in summary['on']) == 8
 
 
 def test_goyal_256_and_8k_differ_only_in_batch_and_warmup():

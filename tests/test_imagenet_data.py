@@ -19,6 +19,7 @@ from configs import base
 from lbtrain import data
 from lbtrain.data import imagenet
 from lbtrain.errors import UserError
+from lbtrain.resolution import Resolution
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_TRAIN, NUM_EVAL = 40, 10
@@ -175,6 +176,27 @@ def test_processes_read_disjoint_halves_of_each_epoch(config):
                                 process_count=2)).reshape(-1) for p in range(2)]
   assert sorted(per_process[0]) == list(range(20))
   assert sorted(per_process[1]) == list(range(20, 40))
+
+
+def test_a_ramp_gives_each_step_its_size_with_the_crops_of_that_size(config):
+  """Progressive resizing changes only the output size: each step's batch is the one a run at
+  that fixed size reads at that step (same examples, same crop boxes, same flips)."""
+  sizes = Resolution(segment_starts=(0, 3), segment_sizes=(8, 16), total_steps=6,
+                     eval_size=12, final_size=16)
+  ramped = _train(config, num_steps=5, start_step=1, sizes=sizes)
+  assert [batch['image'].shape[1:3] for batch in ramped] == [(8, 8)] * 2 + [(16, 16)] * 3
+  small = config.copy_and_resolve_references()
+  small.image_size = 8
+  at_8 = _train(small, num_steps=2, start_step=1)
+  at_16 = _train(config, num_steps=3, start_step=3)
+  for got, expected in zip(ramped, at_8 + at_16, strict=True):
+    np.testing.assert_array_equal(got['image'], expected['image'])
+    np.testing.assert_array_equal(got['label'], expected['label'])
+  info = data.get_dataset_info(config)
+  batch = next(data.eval_batches(config, info, global_batch_size=4, image_size=12))
+  assert batch['image'].shape == (4, 12, 12, 3)
+  np.testing.assert_array_equal(_label_in_blue(batch['image'][batch['mask']]),
+                                batch['label'][batch['mask']])
 
 
 def test_crops_and_flips_vary_between_epochs(config):

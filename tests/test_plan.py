@@ -116,3 +116,17 @@ def test_describe_shows_the_mlperf_recipe_as_published():
                    'weight_decay 5e-05', 'eval              at step 801, then every 1601 steps',
                    'stops at the first that reaches accuracy 0.759', 'per-device batch  400']:
     assert fragment in described, fragment
+
+
+def test_describe_shows_the_ffcv_resolution_ramp():
+  from configs import resnet50_ffcv_4k  # pylint: disable=g-import-not-at-top
+  described = plan.describe(plan.plan(resnet50_ffcv_4k.get_config(), describe_only=True))
+  for fragment in ['global batch      4096 ', 'training          12511 steps (40 epochs)',
+                   'warmup            linear from 0.00017 over 626 steps (2.00 epochs)',
+                   'decay             poly power 1 to 0',
+                   'image size        2 train sizes (one compiled step each); 256 px eval',
+                   '160 px: steps 0-10009 (epochs 0.00-32.00)',
+                   '192 px: steps 10010-12510 (epochs 32.00-40.00)',
+                   'train FLOPs predicted 0.756 x those of 192 px throughout',
+                   'sgd: momentum 0.9, nesterov False, weight_decay 0.0001']:
+    assert fragment in described, fragment

@@ -1,9 +1,11 @@
 """ImageNet (the user's prepared tfds `imagenet2012`) through tf.data: Inception crop, exact eval.
 
 Batches hold uint8 pixels, {'image': uint8 [b, S, S, 3], 'label': int32 [b]} (+ 'mask': bool [b]
-in eval), S = `data.image_size`: the device normalises them with `DatasetInfo.mean`/`std`. That
-moves a quarter of float32's bytes to the devices and spares the host the normalisation, which
-cost a quarter to a third of its images/sec per core (`scripts/benchmark_input.py`).
+in eval), S = `data.image_size` (or the step's size under progressive resizing, and
+`data.eval_image_size` in eval: `lbtrain.resolution`): the device normalises them with
+`DatasetInfo.mean`/`std`. That moves a quarter of float32's bytes to the devices and spares the
+host the normalisation, which cost a quarter to a third of its images/sec per core
+(`scripts/benchmark_input.py`).
 
 The order. TFRecord shards are read front to back, so unlike the in-memory pipeline ImageNet
 cannot be gathered by index; instead each process reads only its own slice of the split and
@@ -46,6 +48,7 @@ import tensorflow_datasets as tfds
 
 from lbtrain.data import in_memory
 from lbtrain.errors import UserError
+from lbtrain.resolution import Resolution
 
 Batch = dict[str, np.ndarray]
 
@@ -68,10 +71,12 @@ _ORDER, _AUGMENT = 0, 1
 
 def train_dataset(dataset_dir: str, data_config: ml_collections.ConfigDict, *,
                   global_batch_size: int, seed: int, start_step: int, num_steps: int,
-                  process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
+                  process_index: int = 0, process_count: int = 1,
+                  sizes: Resolution | None = None) -> tf.data.Dataset:
   """This process's rows of the global batches of steps [start_step, start_step + num_steps).
 
   See the module docstring for the order; `to_numpy` turns the result into numpy batches.
+  `sizes`: the image size of each step (None: data.image_size at every step).
   """
   rows = in_memory.rows_per_process(
       global_batch_size, process_index, process_count)
@@ -100,13 +105,14 @@ def train_dataset(dataset_dir: str, data_config: ml_collections.ConfigDict, *,
   records = tf.data.Dataset.range(first // num_local, -(-stop // num_local)).flat_map(epoch)
   records = records.skip(first % num_local).take(stop - first)
   deserialize = _deserializer(builder)
+  size_of_step = _size_of_step(sizes, data_config.image_size)
 
   def example(local_position, record):
     features = deserialize(record)
     position = ((local_position // rows) * global_batch_size + process_index * rows
                 + local_position % rows)
     image = preprocess_for_train(features['image'], _seed(seed, _AUGMENT, position),
-                                 image_size=data_config.image_size,
+                                 image_size=size_of_step(local_position // rows),
                                  center_crop_ratio=data_config.eval_crop_ratio)
     return {'image': image, 'label': tf.cast(features['label'], tf.int32)}
 
@@ -115,12 +121,14 @@ def train_dataset(dataset_dir: str, data_config: ml_collections.ConfigDict, *,
 
 
 def eval_dataset(dataset_dir: str, data_config: ml_collections.ConfigDict, *,
-                 global_batch_size: int, process_index: int = 0,
-                 process_count: int = 1) -> tf.data.Dataset:
+                 global_batch_size: int, process_index: int = 0, process_count: int = 1,
+                 image_size: int | None = None) -> tf.data.Dataset:
   """This process's rows of ceil(N / global_batch_size) global batches covering the split once.
 
   Rows past the end of this process's slice are padding: zero image and label, mask False.
+  `image_size`: the side of the eval crop (None: data.image_size).
   """
+  size = image_size or data_config.image_size
   rows = in_memory.rows_per_process(
       global_batch_size, process_index, process_count)
   builder = _builder(dataset_dir)
@@ -133,13 +141,12 @@ def eval_dataset(dataset_dir: str, data_config: ml_collections.ConfigDict, *,
   def example(record):
     features = deserialize(record)
     return {
-        'image': preprocess_for_eval(features['image'], image_size=data_config.image_size,
+        'image': preprocess_for_eval(features['image'], image_size=size,
                                      crop_ratio=data_config.eval_crop_ratio),
         'label': tf.cast(features['label'], tf.int32),
         'mask': tf.constant(True),
     }
 
-  size = data_config.image_size
   padding = tf.data.Dataset.from_tensors({
       'image': tf.zeros([size, size, 3], tf.uint8),
       'label': tf.constant(0, tf.int32),
@@ -307,6 +314,17 @@ def _parallelism(data_config: ml_collections.ConfigDict) -> int:
   if data_config.autotune:
     return tf.data.AUTOTUNE
   return data_config.threads or len(os.sched_getaffinity(0))
+
+
+def _size_of_step(sizes: Resolution | None, fixed: int) -> Callable[[tf.Tensor], object]:
+  """Step -> output side: a Python int when it never changes (static batch shapes), else a
+  lookup in the resolution's segments."""
+  if sizes is None or not sizes.ramped:
+    size = fixed if sizes is None else sizes.segment_sizes[0]
+    return lambda step: size
+  starts = tf.constant(sizes.segment_starts, tf.int64)
+  values = tf.constant(sizes.segment_sizes, tf.int32)
+  return lambda step: values[tf.searchsorted(starts, [step], side='right')[0] - 1]
 
 
 def _seed(seed: tf.Tensor, purpose: int, index: tf.Tensor) -> tf.Tensor:

@@ -30,6 +30,7 @@ import numpy as np
 
 from lbtrain.data import fashion_mnist
 from lbtrain.errors import UserError
+from lbtrain.resolution import Resolution
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +48,9 @@ class DatasetInfo:
   # dtype of the yielded images: 'float32' (normalised on the host) or 'uint8' (a quarter of the
   # bytes to move and no normalisation on the host: the device does it).
   image_dtype: str
+  # Whether the pipeline crops and resizes to any size: image_shape is then data.image_size's,
+  # and a run may train and evaluate at other sizes (`lbtrain.resolution`).
+  resizable: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,12 +189,13 @@ def get_dataset_info(data_config: ml_collections.ConfigDict) -> DatasetInfo:
 
 def train_batches(data_config: ml_collections.ConfigDict, info: DatasetInfo, *,
                   global_batch_size: int, seed: int, start_step: int, num_steps: int,
-                  process_index: int = 0,
-                  process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+                  process_index: int = 0, process_count: int = 1,
+                  sizes: Optional[Resolution] = None) -> Iterator[dict[str, np.ndarray]]:
   """This process's slices of the global batches of steps [start_step, start_step + num_steps).
 
   Each batch is {'image': [b, H, W, C] of info.image_dtype, 'label': int32 [b]} with
-  b = global_batch_size // process_count; see the module docstring for the order.
+  b = global_batch_size // process_count; see the module docstring for the order. `sizes`: the
+  image size of each step (resizable data sets; None: info.image_shape's).
   """
   dataset = _with_host_pipeline(info)
   if dataset.pipeline == 'imagenet':
@@ -198,7 +203,7 @@ def train_batches(data_config: ml_collections.ConfigDict, info: DatasetInfo, *,
     return imagenet.to_numpy(imagenet.train_dataset(
         dataset.locate(data_config), data_config, global_batch_size=global_batch_size,
         seed=seed, start_step=start_step, num_steps=num_steps, process_index=process_index,
-        process_count=process_count), data_config)
+        process_count=process_count, sizes=sizes), data_config)
   from lbtrain.data import in_memory  # pylint: disable=g-import-not-at-top
   images, labels = in_memory.load_split(dataset.locate(data_config), data_config.train_split)
   return in_memory.train_batches(
@@ -208,20 +213,22 @@ def train_batches(data_config: ml_collections.ConfigDict, info: DatasetInfo, *,
 
 
 def eval_batches(data_config: ml_collections.ConfigDict, info: DatasetInfo, *,
-                 global_batch_size: int, process_index: int = 0,
-                 process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+                 global_batch_size: int, process_index: int = 0, process_count: int = 1,
+                 image_size: Optional[int] = None) -> Iterator[dict[str, np.ndarray]]:
   """This process's slices of ceil(N_eval / global_batch_size) global batches.
 
   Every eval example appears exactly once over all processes and every process yields the same
   number of batches; padding rows have 'mask' (bool [b]) False, so metrics must be weighted by
-  it. 'image' is of info.image_dtype.
+  it. 'image' is of info.image_dtype; `image_size`: its side (resizable data sets; None:
+  info.image_shape's).
   """
   dataset = _with_host_pipeline(info)
   if dataset.pipeline == 'imagenet':
     from lbtrain.data import imagenet  # pylint: disable=g-import-not-at-top
     return imagenet.to_numpy(imagenet.eval_dataset(
         dataset.locate(data_config), data_config, global_batch_size=global_batch_size,
-        process_index=process_index, process_count=process_count), data_config)
+        process_index=process_index, process_count=process_count, image_size=image_size),
+        data_config)
   from lbtrain.data import in_memory  # pylint: disable=g-import-not-at-top
   images, labels = in_memory.load_split(dataset.locate(data_config), data_config.eval_split)
   return in_memory.eval_batches(
@@ -230,34 +237,38 @@ def eval_batches(data_config: ml_collections.ConfigDict, info: DatasetInfo, *,
 
 
 def train_inputs(data_config: ml_collections.ConfigDict, info: DatasetInfo, mesh, *,
-                 global_batch_size: int, seed: int, start_step: int,
-                 num_steps: int) -> Iterator[dict]:
+                 global_batch_size: int, seed: int, start_step: int, num_steps: int,
+                 sizes: Optional[Resolution] = None) -> Iterator[dict]:
   """Global batches of steps [start_step, start_step + num_steps), on the devices ahead of the
-  step that needs them."""
+  step that needs them; `sizes` as in train_batches."""
   import jax  # pylint: disable=g-import-not-at-top
   from lbtrain import parallel  # pylint: disable=g-import-not-at-top
   if _dataset(info.name).pipeline == 'device':
     from lbtrain.data import synthetic  # pylint: disable=g-import-not-at-top
     return synthetic.train_batches(info, mesh, global_batch_size=global_batch_size, seed=seed,
-                                   num_steps=num_steps)
+                                   start_step=start_step, num_steps=num_steps, sizes=sizes)
   return parallel.prefetch_to_mesh(
       train_batches(data_config, info, global_batch_size=global_batch_size, seed=seed,
                     start_step=start_step, num_steps=num_steps,
-                    process_index=jax.process_index(), process_count=jax.process_count()),
+                    process_index=jax.process_index(), process_count=jax.process_count(),
+                    sizes=sizes),
       mesh, data_config.prefetch_batches)
 
 
 def eval_inputs(data_config: ml_collections.ConfigDict, info: DatasetInfo, mesh, *,
-                global_batch_size: int) -> Iterator[dict]:
-  """The eval split once as global batches on the devices, the last one padded and masked."""
+                global_batch_size: int, image_size: Optional[int] = None) -> Iterator[dict]:
+  """The eval split once as global batches on the devices, the last one padded and masked;
+  `image_size` as in eval_batches."""
   import jax  # pylint: disable=g-import-not-at-top
   from lbtrain import parallel  # pylint: disable=g-import-not-at-top
   if _dataset(info.name).pipeline == 'device':
     from lbtrain.data import synthetic  # pylint: disable=g-import-not-at-top
-    return synthetic.eval_batches(info, mesh, global_batch_size=global_batch_size)
+    return synthetic.eval_batches(info, mesh, global_batch_size=global_batch_size,
+                                  image_size=image_size)
   return parallel.prefetch_to_mesh(
       eval_batches(data_config, info, global_batch_size=global_batch_size,
-                   process_index=jax.process_index(), process_count=jax.process_count()),
+                   process_index=jax.process_index(), process_count=jax.process_count(),
+                   image_size=image_size),
       mesh, data_config.prefetch_batches)
 
 
@@ -279,7 +290,8 @@ def _info(data_config: ml_collections.ConfigDict, dataset: _Dataset, num_train_e
   return DatasetInfo(name=data_config.dataset, num_train_examples=num_train_examples,
                      num_eval_examples=num_eval_examples, num_classes=num_classes,
                      image_shape=dataset.image_shape(data_config), mean=dataset.mean,
-                     std=dataset.std, image_dtype=dataset.image_dtype)
+                     std=dataset.std, image_dtype=dataset.image_dtype,
+                     resizable=dataset.pipeline in ('imagenet', 'device'))
 
 
 def _synthetic_info(data_config: ml_collections.ConfigDict, dataset: _Dataset) -> DatasetInfo:
