@@ -154,9 +154,9 @@ def _describe_devices() -> str:
 
 
 def measure_step(args, per_device: int, dtype: str) -> dict[str, Any]:
-  """The train step alone: images/sec, seconds per step, compile seconds, TFLOP/s per device
-  from the compiled program's cost analysis, and MFU against the device's peak (None where
-  XLA gives no FLOP count or the peak is unknown)."""
+  """The train step alone: images/sec, seconds per step, compile seconds, FLOPs per device and
+  step as XLA's cost analysis of the compiled program counts them, TFLOP/s per device, and MFU
+  against the device's peak (None where XLA gives no FLOP count or the peak is unknown)."""
   step = _CompiledStep(_config(args, per_device, dtype))
   seconds = step.seconds_per_step(args.steps)
   global_batch = step.run.config.train.global_batch_size
@@ -165,7 +165,8 @@ def measure_step(args, per_device: int, dtype: str) -> dict[str, Any]:
   peak = _peak_tflops(args, dtype)
   return {'per_device_batch': per_device, 'global_batch': global_batch,
           'images_per_sec': global_batch / seconds, 'seconds_per_step': seconds,
-          'compile_seconds': step.compile_seconds, 'tflops_per_device': tflops,
+          'compile_seconds': step.compile_seconds, 'flops_per_device_step': flops,
+          'tflops_per_device': tflops,
           'peak_tflops_per_device': peak, 'mfu': tflops / peak if tflops and peak else None}
 
 

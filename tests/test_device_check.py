@@ -78,7 +78,8 @@ def test_dry_run_without_tensorflow_or_installed_ml_collections():
     step = measurements[f'step_batch_{batch}']
     assert step['status'] == 'measured', step
     assert step['per_device_batch'] == batch and step['image_size'] == plan.image_size
-    for key in ('images_per_sec', 'seconds_per_step', 'compile_seconds', 'tflops_per_device'):
+    for key in ('images_per_sec', 'seconds_per_step', 'compile_seconds',
+                'flops_per_device_step', 'tflops_per_device'):
       assert _positive(step[key]), (key, step)
     assert step['images_per_sec'] == pytest.approx(batch / step['seconds_per_step'], rel=1e-2)
     assert step['peak_tflops_per_device'] is None and step['mfu'] is None  # no CPU peak
@@ -89,6 +90,9 @@ def test_dry_run_without_tensorflow_or_installed_ml_collections():
     assert _positive(at_size['images_per_sec'])
   assert measurements[f'image_size_{plan.image_size}']['images_per_sec'] == \
       main['images_per_sec']
+  for size in plan.image_sizes:  # data.image_size shapes the step: FLOPs go with the pixels
+    assert measurements[f'image_size_{size}']['flops_per_device_step'] == pytest.approx(
+        main['flops_per_device_step'] * (size / plan.image_size)**2, rel=0.15)
 
   loop = measurements['loop_over_bare']
   assert loop['status'] == 'measured', loop
