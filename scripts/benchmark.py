@@ -153,24 +153,35 @@ def _describe_devices() -> str:
           f'{jax.process_count()} process(es), jax {jax.__version__}')
 
 
+def measure_step(args, per_device: int, dtype: str) -> dict[str, Any]:
+  """The train step alone: images/sec, seconds per step, compile seconds, FLOPs per device and
+  step as XLA's cost analysis of the compiled program counts them, TFLOP/s per device, and MFU
+  against the device's peak (None where XLA gives no FLOP count or the peak is unknown)."""
+  step = _CompiledStep(_config(args, per_device, dtype))
+  seconds = step.seconds_per_step(args.steps)
+  global_batch = step.run.config.train.global_batch_size
+  flops = step.flops_per_device()
+  tflops = flops / seconds / 1e12 if flops else None
+  peak = _peak_tflops(args, dtype)
+  return {'per_device_batch': per_device, 'global_batch': global_batch,
+          'images_per_sec': global_batch / seconds, 'seconds_per_step': seconds,
+          'compile_seconds': step.compile_seconds, 'flops_per_device_step': flops,
+          'tflops_per_device': tflops,
+          'peak_tflops_per_device': peak, 'mfu': tflops / peak if tflops and peak else None}
+
+
 def benchmark_step(args) -> None:
   print(f'train step, synthetic data: {args.model} at {args.image_size}px, {args.config} '
         f'recipe; {_describe_devices()}')
   rows = []
   for dtype in args.dtype:
     for per_device in args.per_device_batch:
-      step = _CompiledStep(_config(args, per_device, dtype))
-      seconds = step.seconds_per_step(args.steps)
-      images_per_sec = step.run.config.train.global_batch_size / seconds
-      flops = step.flops_per_device()
-      tflops = flops / seconds / 1e12 if flops else None
-      peak = _peak_tflops(args, dtype)
-      rows.append([dtype, per_device, step.run.config.train.global_batch_size,
-                   f'{images_per_sec:,.0f}', f'{images_per_sec / jax.device_count():,.0f}',
-                   f'{seconds * 1e3:.1f}', f'{step.compile_seconds:.1f}',
-                   f'{tflops:.2f}' if tflops else '-',
-                   f'{100 * tflops / peak:.1f} %' if tflops and peak else '-'])
-      del step
+      m = measure_step(args, per_device, dtype)
+      rows.append([dtype, per_device, m['global_batch'], f'{m["images_per_sec"]:,.0f}',
+                   f'{m["images_per_sec"] / jax.device_count():,.0f}',
+                   f'{m["seconds_per_step"] * 1e3:.1f}', f'{m["compile_seconds"]:.1f}',
+                   f'{m["tflops_per_device"]:.2f}' if m['tflops_per_device'] else '-',
+                   f'{100 * m["mfu"]:.1f} %' if m['mfu'] else '-'])
   _print_table(['dtype', 'batch/device', 'global batch', 'img/s', 'img/s/device', 'ms/step',
                 'compile s', 'TFLOP/s/device', 'MFU'], rows)
 
@@ -185,29 +196,50 @@ def _loop_seconds_per_step(config, workdir: str, skip_records: int) -> float:
   return sum(seconds) / sum(steps)
 
 
+def measure_overhead(args, per_device: int) -> dict[str, Any]:
+  """Seconds per step of lbtrain's loop and of a bare jit loop over the same compiled step,
+  `args.repeats` of each, alternated; `ratio` is bare / loop of their medians."""
+  config = _config(args, per_device, args.dtype[0])
+  log_every = args.log_every_steps
+  num_steps = log_every * (args.steps // log_every + 2)
+  step = _CompiledStep(config)
+  config.train.num_epochs = _num_epochs(config, num_steps, step.run.dataset.num_train_examples)
+  config.train.log_every_steps = log_every
+  config.eval.every_epochs = 0  # none: only the training steps are compared
+  bare, loop = [], []
+  for _ in range(args.repeats):  # alternated, so load changes on a shared machine hit both
+    bare.append(step.seconds_per_step(num_steps - 2 * log_every))
+    with tempfile.TemporaryDirectory() as workdir:
+      loop.append(_loop_seconds_per_step(config, workdir, skip_records=1))
+  return {'per_device_batch': per_device, 'global_batch': config.train.global_batch_size,
+          'bare_seconds_per_step': bare, 'loop_seconds_per_step': loop,
+          'ratio': float(np.median(bare)) / float(np.median(loop))}
+
+
 def benchmark_overhead(args) -> None:
   print(f'lbtrain loop vs bare jit loop: {args.model} at {args.image_size}px, '
         f'{_describe_devices()}')
   rows = []
   for per_device in args.per_device_batch:
-    config = _config(args, per_device, args.dtype[0])
-    log_every = args.log_every_steps
-    num_steps = log_every * (args.steps // log_every + 2)
-    step = _CompiledStep(config)
-    config.train.num_epochs = _num_epochs(config, num_steps, step.run.dataset.num_train_examples)
-    config.train.log_every_steps = log_every
-    config.eval.every_epochs = 0  # none: only the training steps are compared
-    bare, loop = [], []
-    for _ in range(args.repeats):  # alternated, so load changes on a shared machine hit both
-      bare.append(step.seconds_per_step(num_steps - 2 * log_every))
-      with tempfile.TemporaryDirectory() as workdir:
-        loop.append(_loop_seconds_per_step(config, workdir, skip_records=1))
-    bare_s, loop_s = float(np.median(bare)), float(np.median(loop))
-    rows.append([per_device, config.train.global_batch_size, f'{1e3 * bare_s:.1f}',
-                 f'{1e3 * loop_s:.1f}', f'{bare_s / loop_s:.3f}',
+    m = measure_overhead(args, per_device)
+    bare, loop = m['bare_seconds_per_step'], m['loop_seconds_per_step']
+    rows.append([per_device, m['global_batch'], f'{1e3 * np.median(bare):.1f}',
+                 f'{1e3 * np.median(loop):.1f}', f'{m["ratio"]:.3f}',
                  ' '.join(f'{b / l:.3f}' for b, l in zip(bare, loop))])
   _print_table(['batch/device', 'global batch', 'bare ms/step', 'lbtrain ms/step',
                 'ratio (median)', 'ratio per repeat'], rows)
+
+
+def measure_accumulation(args, per_device: int) -> dict[int, float]:
+  """Median seconds per step by k, the number of micro-batches of the per-device batch
+  (1 and each of `args.accum_steps`), timed in alternation."""
+  compiled = {accum_steps: _CompiledStep(_config(args, per_device, args.dtype[0], accum_steps))
+              for accum_steps in [1, *args.accum_steps]}
+  timings = {accum_steps: [] for accum_steps in compiled}
+  for _ in range(args.repeats):  # alternated, so load changes on a shared machine hit all
+    for accum_steps, step in compiled.items():
+      timings[accum_steps].append(step.seconds_per_step(args.steps))
+  return {accum_steps: float(np.median(seconds)) for accum_steps, seconds in timings.items()}
 
 
 def benchmark_accumulation(args) -> None:
@@ -215,18 +247,11 @@ def benchmark_accumulation(args) -> None:
         f'{_describe_devices()}')
   rows = []
   for per_device in args.per_device_batch:
-    compiled = {accum_steps: _CompiledStep(_config(args, per_device, args.dtype[0], accum_steps))
-                for accum_steps in [1, *args.accum_steps]}
-    timings = {accum_steps: [] for accum_steps in compiled}
-    for _ in range(args.repeats):  # alternated, so load changes on a shared machine hit all
-      for accum_steps, step in compiled.items():
-        timings[accum_steps].append(step.seconds_per_step(args.steps))
-    del compiled
-    one = float(np.median(timings[1]))
+    seconds = measure_accumulation(args, per_device)
     for accum_steps in args.accum_steps:
-      k = float(np.median(timings[accum_steps]))
-      rows.append([per_device, accum_steps, per_device // accum_steps, f'{1e3 * one:.1f}',
-                   f'{1e3 * k:.1f}', f'{one / k:.3f}'])
+      rows.append([per_device, accum_steps, per_device // accum_steps,
+                   f'{1e3 * seconds[1]:.1f}', f'{1e3 * seconds[accum_steps]:.1f}',
+                   f'{seconds[1] / seconds[accum_steps]:.3f}'])
   _print_table(['batch/device', 'k', 'micro batch/device', 'one batch ms/step',
                 'k micro-batches ms/step', 'throughput ratio'], rows)
 
@@ -358,7 +383,9 @@ def _ints(text: str) -> list[int]:
   return [int(x) for x in text.split(',')]
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+  """The command line (sys.argv[1:] unless `argv`); scripts/device_check.py builds its
+  measurements' settings from it too."""
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('benchmark', choices=['step', 'overhead', 'accumulation', 'costs', 'bn'])
   parser.add_argument('--config', default='resnet50_8k',
@@ -381,7 +408,11 @@ def main() -> None:
   parser.add_argument('--eval_batch', type=int, default=None)
   parser.add_argument('--peak_tflops', type=float, default=None,
                       help='per-device peak for MFU where the device is not in the table')
-  args = parser.parse_args()
+  return parser.parse_args(argv)
+
+
+def main() -> None:
+  args = parse_args()
   try:
     {'step': benchmark_step, 'overhead': benchmark_overhead,
      'accumulation': benchmark_accumulation, 'costs': benchmark_costs,

@@ -59,7 +59,24 @@ def _normalised(batches: tf.data.Dataset, info: data.DatasetInfo) -> tf.data.Dat
       **batch, 'image': tf.cast(batch['image'], tf.float32) * scale + offset})
 
 
-def _images_per_second(data_config, info, *, threads, output, batch_size, num_batches) -> float:
+def imagenet_data_config(data_dir: str, image_size: int):
+  """base.py's data config for a prepared `imagenet2012` in data_dir, output image_size px."""
+  data_config = base.get_config().data
+  data_config.update(dataset='imagenet2012', eval_split='validation', image_size=image_size,
+                     data_dir=data_dir)
+  return data_config
+
+
+def write_synthetic_imagenet(data_dir: str, num_images: int) -> float:
+  """Writes num_images photo-like JPEGs as a tfds `imagenet2012` in data_dir; returns their
+  mean size in KB."""
+  pairs = list(_jpegs(num_images))
+  imagenet.write_imagenet_like(data_dir, {'train': pairs, 'validation': pairs[:8]},
+                               num_shards=4)
+  return float(np.mean([len(jpeg) for jpeg, _ in pairs])) / 1e3
+
+
+def images_per_second(data_config, info, *, threads, output, batch_size, num_batches) -> float:
   config = data_config.copy_and_resolve_references()
   config.threads = threads
   dataset_dir = input_pipeline.prepared_dir(config)
@@ -87,15 +104,10 @@ def main():
 
   tfds.disable_progress_bar()
   with tempfile.TemporaryDirectory() as scratch:
-    data_config = base.get_config().data
-    data_config.update(dataset='imagenet2012', eval_split='validation',
-                       image_size=args.image_size, data_dir=args.data_dir or scratch)
+    data_config = imagenet_data_config(args.data_dir or scratch, args.image_size)
     if not args.data_dir:
-      pairs = list(_jpegs(args.num_images))
-      print(f'wrote {len(pairs)} JPEGs, {np.mean([len(j) for j, _ in pairs]) / 1e3:.0f} KB on '
-            f'average, to {scratch}')
-      imagenet.write_imagenet_like(scratch, {'train': pairs, 'validation': pairs[:8]},
-                                   num_shards=4)
+      kilobytes = write_synthetic_imagenet(scratch, args.num_images)
+      print(f'wrote {args.num_images} JPEGs, {kilobytes:.0f} KB on average, to {scratch}')
     info = data.get_dataset_info(data_config)
     cores = len(os.sched_getaffinity(0))
     print(f'{info.num_train_examples} train images, batch {args.batch_size}, '
@@ -107,8 +119,8 @@ def main():
     for output, bytes_per_value in (('uint8', 1), ('float32', 4)):
       megabytes = args.batch_size * args.image_size**2 * 3 * bytes_per_value / 1e6
       for threads in (1, cores):
-        rate = _images_per_second(data_config, info, threads=threads, output=output,
-                                  batch_size=args.batch_size, num_batches=args.num_batches)
+        rate = images_per_second(data_config, info, threads=threads, output=output,
+                                 batch_size=args.batch_size, num_batches=args.num_batches)
         print(f'| {output} | {threads} | {rate:,.0f} | {rate / threads:,.0f} | '
               f'{megabytes:.1f} |', flush=True)
 

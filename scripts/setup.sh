@@ -15,6 +15,17 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   echo "$wanted" > "$stamp"
 fi
 
+# Wheels that scripts/device_check.py carries to a device machine lacking these pure-Python
+# packages (ml-collections, tensorboardX), at the versions pinned in requirements.txt.
+wheels=.device_wheels
+for pin in $(grep -E '^(ml-collections|tensorboardX)==' requirements.txt); do
+  name=${pin%%==*}; version=${pin##*==}
+  if ! ls "$wheels"/"$(echo "$name" | tr - _ | tr '[:upper:]' '[:lower:]')"-"$version"-*.whl >/dev/null 2>&1; then
+    .venv/bin/pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+      --dest "$wheels" "$pin"
+  fi
+done
+
 fmnist=/usr/share/datasets/fashion-mnist
 if [ ! -f "$fmnist/train-images-idx3-ubyte.gz" ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
