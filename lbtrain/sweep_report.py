@@ -12,6 +12,13 @@ line (Shallue et al. 2018: steps proportional to 1 / batch) goes through the poi
 smallest batch that reached the target, so the points above the line show where a bigger batch
 stops paying for itself.
 
+Each batch's steps to result (Shallue et al. 2018) is the earliest success over its runs, and
+summary.json holds it per batch (`batches`, null when no run reached the target) next to the
+fit of McCandlish et al. 2018's S = S_min (1 + B_crit / B) to those points (`fit`: s_min,
+e_min, b_crit, null with a reason when the points do not determine them; see
+`lbtrain.critical_batch`). summary.md states the fit and the regimes the points show; the
+steps-to-target plot draws the fitted curve.
+
 Matplotlib is imported only to draw (backend Agg), so training never needs it.
 """
 
@@ -24,8 +31,11 @@ import textwrap
 from typing import Iterable, Mapping, Sequence
 
 from absl import flags
+import numpy as np
 
 from lbtrain import cli
+from lbtrain import critical_batch
+from lbtrain import steps_to_result
 
 SUMMARY_JSON = 'summary.json'
 SUMMARY_CSV = 'summary.csv'
@@ -85,12 +95,39 @@ def perfect_scaling_steps(reference: tuple[int, int], batch: float) -> float:
   return reference_steps * reference_batch / batch
 
 
+def batch_results(runs: Sequence[RunResult],
+                  target: float | None) -> list[steps_to_result.BatchResult]:
+  """Steps to result per batch, smallest first, each run a trial at its batch."""
+  trials: dict[int, list[steps_to_result.Trial]] = {}
+  for run in runs:
+    trials.setdefault(run.batch, []).append(steps_to_result.Trial(
+        metaparameters={}, steps_to_target=None if target is None else run.steps_to(target),
+        diverged=run.diverged))
+  return [steps_to_result.batch_result(batch, batch_trials, search_space={})
+          for batch, batch_trials in sorted(trials.items())]
+
+
+def _reached(batches: Sequence[steps_to_result.BatchResult]) -> list[tuple[int, int]]:
+  return [(b.global_batch_size, b.steps_to_target) for b in batches
+          if b.steps_to_target is not None]
+
+
+def fit_critical_batch(runs: Sequence[RunResult],
+                       target: float | None) -> critical_batch.CriticalBatchFit:
+  if target is None:
+    return critical_batch.CriticalBatchFit(points=0, reason=(
+        'no target accuracy, so no steps to it: give --target_accuracy'))
+  return critical_batch.fit(_reached(batch_results(runs, target)))
+
+
 def save_results(sweep_dir: str, results: Sequence[RunResult], target: float | None,
                  command: Sequence[str]) -> str:
   path = os.path.join(sweep_dir, SUMMARY_JSON)
   with open(path + '.tmp', 'w', encoding='utf-8') as f:
     json.dump({'command': list(command), 'target_accuracy': target,
-               'runs': [dataclasses.asdict(r) for r in results]}, f, indent=1)
+               'runs': [dataclasses.asdict(r) for r in results],
+               'batches': [b.as_dict() for b in batch_results(results, target)],
+               'fit': fit_critical_batch(results, target).as_dict()}, f, indent=1)
     f.write('\n')
   os.replace(path + '.tmp', path)
   return path
@@ -164,9 +201,33 @@ def markdown_table(series: Mapping[str, Sequence[RunResult]], target: float | No
   if target is not None:
     text += (f'\nSteps to {target:g}: the first evaluation at or above it (exact to the '
              'evaluation interval); examples = steps x batch.\n')
+  if target is not None:
+    for label, runs in series.items():
+      text += '\n' + critical_batch_text(runs, target, label if several else None)
   if notes:
     text += '\nDiverged (lbtrain stopped the run on a NaN/Inf):\n' + '\n'.join(notes) + '\n'
   return text
+
+
+def _with_factor(value: float, factor: float) -> str:
+  return f'{value:,.0f} ×/÷ {factor:.2f}'
+
+
+def critical_batch_text(runs: Sequence[RunResult], target: float, label: str | None) -> str:
+  """The fit with its uncertainty, and the regimes in words that a reader can check against
+the steps-to-target plot without trusting the model."""
+  fitted = fit_critical_batch(runs, target)
+  name = f'Critical batch ({label})' if label else 'Critical batch'
+  if fitted.reason:
+    line = f'{name}: no fit, {fitted.reason}.'
+  else:
+    line = (f'{name}: B_crit = {_with_factor(fitted.b_crit, fitted.b_crit_factor)}, S_min = '
+            f'{_with_factor(fitted.s_min, fitted.s_min_factor)} steps, E_min = '
+            f'{_with_factor(fitted.e_min, fitted.e_min_factor)} examples (S = S_min (1 + B_crit '
+            f'/ B) fitted to log steps over {fitted.points} batches; one-sigma factors from the '
+            "fit's covariance).")
+  regimes = critical_batch.regimes(_reached(batch_results(runs, target)))
+  return f'{line}\nRegimes: {critical_batch.describe_regimes(regimes)}\n'
 
 
 # One marker shape per sweep: where two sweeps land on the same point, both stay visible.
@@ -258,7 +319,14 @@ def plot_steps_to_target(path: str, series: Mapping[str, Sequence[RunResult]],
     never = [str(r.batch) for r in runs if r.steps_to(target) is None]
     if never:
       missed.append(f'{label}: {", ".join(never)}' if len(series) > 1 else ', '.join(never))
-    ax.plot([b for b, _ in points], [s for _, s in points], label=label, **_marker(index))
+    line, = ax.plot([b for b, _ in points], [s for _, s in points], label=label,
+                    **_marker(index))
+    fitted = fit_critical_batch(runs, target)
+    if fitted.reason is None:
+      batches = [r.batch for r in runs]
+      curve = np.geomspace(min(batches), max(batches), 100)
+      ax.plot(curve, fitted.steps(curve), color=line.get_color(), linestyle='--',
+              label=f'{label} fit: B_crit ≈ {fitted.b_crit:,.0f}')
   reference = perfect_scaling_reference(reached)
   all_batches = [r.batch for runs in series.values() for r in runs]
   if reference is not None:

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -89,6 +90,55 @@ def test_markdown_and_csv_spell_out_missing_values(tmp_path):
   assert rows[0]['examples_to_target'] == '51200'
 
 
+def _model_runs(s_min=400, b_crit=2000, batches=(256, 1024, 4096, 16384)):
+  """Runs that reach 0.9 exactly at the model's steps S = S_min (1 + B_crit / B)."""
+  runs = []
+  for batch in batches:
+    steps = round(s_min * (1 + b_crit / batch))
+    runs.append(_run(batch, [(steps // 2, 0.5), (steps, 0.9)], total_steps=steps))
+  return runs
+
+
+def test_summary_json_holds_steps_to_target_per_batch_and_the_fit(tmp_path):
+  runs = _model_runs() + [_run(64, [(900, 0.8)], total_steps=900),
+                          _run(32768, [(2, 0.1)], total_steps=4, diverged='non-finite at step 3')]
+  sweep_report.save_results(str(tmp_path), runs, 0.9, ['python', '-m', 'lbtrain.sweep'])
+  with open(tmp_path / 'summary.json', encoding='utf-8') as f:
+    saved = json.load(f)
+  assert [(b['global_batch_size'], b['steps_to_target']) for b in saved['batches']] == [
+      (64, None), (256, 3525), (1024, 1181), (4096, 595), (16384, 449), (32768, None)]
+  assert saved['batches'][1]['examples_to_target'] == 3525 * 256
+  assert saved['batches'][-1]['outcomes']['diverged'] == 1
+  fit = saved['fit']
+  assert fit['reason'] is None and fit['points'] == 4
+  assert fit['s_min'] == pytest.approx(400, rel=0.01)
+  assert fit['b_crit'] == pytest.approx(2000, rel=0.01)
+  assert fit['e_min'] == pytest.approx(fit['s_min'] * fit['b_crit'])
+  assert sweep_report.load_results(str(tmp_path)) == (runs, 0.9)  # the derived parts are not read
+
+  sweep_report.save_results(str(tmp_path), runs[:2], 0.9, ['python'])
+  with open(tmp_path / 'summary.json', encoding='utf-8') as f:
+    fit = json.load(f)['fit']
+  assert fit['s_min'] is None and fit['e_min'] is None and fit['b_crit'] is None
+  assert 'at least 3' in fit['reason']
+  assert 'give --target_accuracy' in sweep_report.fit_critical_batch(runs, None).reason
+
+
+def test_markdown_states_the_fit_and_the_regimes():
+  runs = _model_runs(batches=(64, 256, 1024, 4096, 16384, 65536))
+  table = sweep_report.markdown_table({'a': runs}, target=0.9)
+  b_crit = re.search(r'Critical batch: B_crit = ([\d,]+) ×/÷ ', table).group(1)
+  assert float(b_crit.replace(',', '')) == pytest.approx(2000, rel=0.01)
+  assert 'steps, E_min = ' in table and 'over 6 batches' in table
+  assert 'Regimes: batches 64 to 256: perfect scaling' in table
+  assert 'batches 256 to 16384: diminishing returns' in table
+  assert 'batches 16384 to 65536: maximal data parallelism' in table
+  several = sweep_report.markdown_table({'a': _model_runs(), 'b': _model_runs()[:2]}, 0.9)
+  assert 'Critical batch (a): B_crit' in several
+  assert 'Critical batch (b): no fit, 2 batches reached the target' in several
+  assert 'Critical batch' not in sweep_report.markdown_table({'a': _model_runs()}, None)
+
+
 def _assert_png(path):
   with open(path, 'rb') as f:
     assert f.read(8) == PNG_MAGIC, path
@@ -101,6 +151,7 @@ def test_report_of_several_sweeps_draws_valid_pngs(tmp_path):
       'linear': [_run(256, [(100, 0.8), (200, 0.9)], 200),
                  _run(4096, [(6, 0.1)], 12, diverged='non-finite train/loss at step 7')],
       'lars': [_run(1024, [(25, 0.85), (50, 0.9)], 50), _run(4096, [(6, 0.8), (12, 0.88)], 12)],
+      'model': _model_runs(),  # enough batches for the fitted curve
   }
   paths = sweep_report.write_report(str(tmp_path / 'with_target'), series, target=0.9)
   assert [os.path.basename(p) for p in paths] == [
