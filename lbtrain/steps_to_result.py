@@ -13,7 +13,7 @@ sooner.
 """
 
 import dataclasses
-from typing import Mapping, Sequence
+from typing import Collection, Mapping, Sequence
 
 REACHED = 'reached'
 CAPPED = 'capped'  # stopped at the best steps so far without reaching the target
@@ -71,7 +71,7 @@ class BatchResult:
 
 
 def _range_edges(winners: Sequence[Trial],
-                 search_space: Mapping[str, Sequence[float]]) -> dict[str, str]:
+                 search_space: Mapping[str, Collection[float]]) -> dict[str, str]:
   edges = {}
   for field, values in search_space.items():
     if len(set(values)) < 2:
@@ -83,7 +83,7 @@ def _range_edges(winners: Sequence[Trial],
 
 
 def batch_result(global_batch_size: int, trials: Sequence[Trial],
-                 search_space: Mapping[str, Sequence[float]]) -> BatchResult:
+                 search_space: Mapping[str, Collection[float]]) -> BatchResult:
   """Steps to result over `trials`, which ran at this batch with the values in `search_space`
   (tuned field -> every value tried)."""
   outcomes = {name: 0 for name in (REACHED, CAPPED, NOT_REACHED, DIVERGED)}

@@ -145,6 +145,12 @@ def search_space(axes: Sequence[Axis]) -> dict[str, tuple[float, ...]]:
   return {axis.field: axis.values for axis in axes}
 
 
+def describe(metaparameters: Mapping[str, float]) -> str:
+  """A trial as a reader names it, in log lines and tables: 'optimizer.base_lr=0.1'."""
+  return ', '.join(f'{field}={value:g}' for field, value in metaparameters.items())
+
+
 def overrides(metaparameters: Mapping[str, float]) -> list[str]:
-  """The `--config.*` arguments that give a run one trial's values; repr keeps every digit."""
+  """The `--config.*` arguments that give a run these values (a trial's, the batch); repr keeps
+  every digit."""
   return [f'--config.{field}={value!r}' for field, value in metaparameters.items()]

@@ -23,10 +23,10 @@ import lbtrain_process
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
 
-def _run(batch, evals, total_steps, diverged=None, peak_lr=0.1):
+def _run(batch, evals, total_steps, diverged=None, peak_lr=0.1, metaparameters=None):
   return RunResult(batch=batch, peak_lr=peak_lr, total_steps=total_steps,
                    steps_per_epoch=60000 / batch, evals=tuple(evals), wall_seconds=10.0,
-                   diverged=diverged)
+                   diverged=diverged, metaparameters=metaparameters or {})
 
 
 def test_eval_points_keep_evaluations_only_by_step_and_the_last_of_a_repeated_step():
@@ -137,6 +137,49 @@ def test_markdown_states_the_fit_and_the_regimes():
   assert 'Critical batch (a): B_crit' in several
   assert 'Critical batch (b): no fit, 2 batches reached the target' in several
   assert 'Critical batch' not in sweep_report.markdown_table({'a': _model_runs()}, None)
+
+
+LR = 'optimizer.base_lr'
+
+
+def _tuned_runs():
+  """Three lrs at two batches: at 256 the middle lr wins, at 1024 the highest."""
+  def trial(batch, lr, evals, diverged=None):
+    return _run(batch, evals, total_steps=200 * 256 // batch, diverged=diverged,
+                peak_lr=lr * batch / 256, metaparameters={LR: lr})
+  return [trial(256, 0.1, [(100, 0.8), (150, 0.9)]), trial(256, 0.3, [(100, 0.9)]),
+          trial(256, 1.0, [(50, 0.1)], diverged='non-finite train/loss at step 60'),
+          trial(1024, 0.1, [(25, 0.7), (50, 0.8)]), trial(1024, 0.3, [(25, 0.8), (40, 0.9)]),
+          trial(1024, 1.0, [(30, 0.9)])]
+
+
+def test_a_tuned_sweeps_summary_gives_each_batch_its_best_trial(tmp_path):
+  runs = _tuned_runs()
+  sweep_report.save_results(str(tmp_path), runs, 0.9, ['python'])
+  with open(tmp_path / 'summary.json', encoding='utf-8') as f:
+    saved = json.load(f)
+  assert [(b['global_batch_size'], b['steps_to_target'], b['best_metaparameters'],
+           b['on_range_edge']) for b in saved['batches']] == [
+               (256, 100, {LR: 0.3}, {}), (1024, 30, {LR: 1.0}, {LR: 'highest'})]
+  assert saved['batches'][0]['outcomes'] == {'reached': 2, 'capped': 0, 'not reached': 0,
+                                             'diverged': 1}
+  assert saved['runs'][0]['metaparameters'] == {LR: 0.1}
+  assert 'at least 3' in saved['fit']['reason']
+  assert sweep_report.load_results(str(tmp_path)) == (runs, 0.9)
+
+  table = sweep_report.markdown_table({'a': runs}, target=0.9)
+  assert '| 256 | optimizer.base_lr=0.1 | 0.1 | 200 | ' in table
+  assert '| 256 | 100 | 25,600 | optimizer.base_lr=0.3 | 2 / 0 / 0 / 1 | – |' in table
+  assert ('| 1024 | 30 | 30,720 | optimizer.base_lr=1 | 2 / 0 / 1 / 0 | optimizer.base_lr '
+          '(highest) |') in table
+  sweep_report.write_csv(str(tmp_path / 'tuned.csv'), {'a': runs}, target=0.9)
+  with open(tmp_path / 'tuned.csv', encoding='utf-8') as f:
+    rows = list(csv.DictReader(f))
+  assert [(r['batch'], r[LR], r['steps_to_target']) for r in rows[:3]] == [
+      ('256', '0.1', '150'), ('256', '0.3', '100'), ('256', '1.0', '')]
+  paths = sweep_report.write_report(str(tmp_path / 'report'), {'a': runs}, target=0.9)
+  for path in paths[2:]:
+    _assert_png(path)
 
 
 def _assert_png(path):
@@ -268,6 +311,46 @@ def test_sweep_runs_each_batch_summarises_skips_finished_and_resumes_unfinished(
 
 
 @pytest.mark.slow
+def test_a_tuned_sweep_trains_each_trial_to_the_target_and_summarises_steps_to_result(
+    tmp_path, fmnist_data_dir):
+  sweep_dir = tmp_path / 'sweep'
+  lrs = (0.1, 0.3)
+  args = [a for a in _tiny_sweep_args(sweep_dir, fmnist_data_dir)
+          if a not in ('--config.optimizer.base_lr', str(BASE_LR))]
+  args.append(f'--tune={LR}={",".join(map(str, lrs))}')
+  result = _sweep(args)
+  assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+  assert 'batch 256 trial 1 (optimizer.base_lr=0.3) (2/4)' in result.stdout
+
+  with open(sweep_dir / 'summary.json', encoding='utf-8') as f:
+    summary = json.load(f)
+  for batch_summary in summary['batches']:
+    batch = batch_summary['global_batch_size']
+    first_at_target = []
+    for index, lr in enumerate(lrs):
+      trial_dir = sweep_dir / f'batch_{batch:05d}' / f'trial_{index:03d}'
+      with open(trial_dir / 'config.json', encoding='utf-8') as f:
+        run_config = json.load(f)
+      assert run_config['optimizer']['base_lr'] == lr
+      assert run_config['eval']['target_accuracy'] == TARGET
+      evals = _evals(trial_dir)
+      reached = [step for step, accuracy in evals if accuracy >= TARGET]
+      if reached:  # the trial stopped at its first evaluation at the target
+        assert evals[-1][0] == reached[0]
+        first_at_target.append(reached[0])
+    assert batch_summary['steps_to_target'] == min(first_at_target, default=None)
+    assert sum(batch_summary['outcomes'].values()) == len(lrs)
+  assert [b['global_batch_size'] for b in summary['batches']] == [256, 512]
+  assert any(b['steps_to_target'] is not None for b in summary['batches'])  # a real comparison
+  assert summary['fit']['b_crit'] is None and 'at least 3' in summary['fit']['reason']
+  assert 'Steps to result:' in (sweep_dir / 'summary.md').read_text()
+
+  result = _sweep(args)  # every trial finished: nothing trains again
+  assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+  assert result.stdout.count('finished earlier, skipped') == 4, result.stdout
+
+
+@pytest.mark.slow
 def test_a_diverged_run_is_recorded_and_the_sweep_goes_on(tmp_path, fmnist_data_dir):
   sweep_dir = tmp_path / 'sweep'
   args = _tiny_sweep_args(sweep_dir, fmnist_data_dir) + ['--config.optimizer.base_lr=1e30']
@@ -305,6 +388,17 @@ def test_a_failing_run_stops_the_sweep_with_its_exit_code_and_log(tmp_path, fmni
     (['--batch_sizes=256', '--config.train.no_such_field=1'], 'no_such_field'),
     (['--batch_sizes=256', '--config=configs/does_not_exist.py'], 'does_not_exist.py'),
     (['--batch_sizes=256', '--config.schedule.warmup_epochs=100'], 'batch 256: warmup'),
+    (['--batch_sizes=256', '--tune=optimizer.base_lr=0.1,0.3'], '--tune needs --target_accuracy'),
+    (['--batch_sizes=256', '--target_accuracy=0.5', '--tune=optimizer.base_lr=log:0:1:3'],
+     '--tune=optimizer.base_lr=log:0:1:3: a log range needs LOW > 0'),
+    (['--batch_sizes=256', '--target_accuracy=0.5', '--tune=optimizer.lr=0.1'],
+     'no field optimizer.lr'),
+    (['--batch_sizes=256', '--target_accuracy=0.5', '--tune=optimizer.base_lr=0.1,0.3',
+      '--config.optimizer.base_lr=0.2'], '--config.optimizer.base_lr and --tune both set'),
+    (['--batch_sizes=256', '--target_accuracy=0.5', '--tune=optimizer.base_lr=0.1,0.3',
+      '--config.eval.target_accuracy=0.2'], 'from --target_accuracy'),
+    (['--batch_sizes=256', '--target_accuracy=0.5', '--tune=schedule.warmup_epochs=0,100'],
+     'batch 256 trial 1 (schedule.warmup_epochs=100): warmup'),
 ])
 def test_bad_flags_are_one_line_and_exit_2(args, fragment, tmp_path, fmnist_data_dir):
   config = [a for a in args if a.startswith('--config=')] or ['--config=configs/quickstart.py']

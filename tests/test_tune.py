@@ -92,3 +92,9 @@ def test_a_field_tuned_twice_or_a_huge_grid_is_refused(config):
   with pytest.raises(UserError, match='1,600 trials per batch'):
     tune.parse_axes(['optimizer.base_lr=log:0.01:1:40', 'optimizer.momentum=lin:0.5:0.99:40'],
                     config)
+
+
+def test_a_trial_is_described_as_a_reader_names_it():
+  assert tune.describe({'optimizer.base_lr': 0.1, 'train.seed': 2}) == (
+      'optimizer.base_lr=0.1, train.seed=2')
+  assert tune.describe({}) == ''
