@@ -221,7 +221,6 @@ def markdown_table(series: Mapping[str, Sequence[RunResult]], target: float | No
   if target is not None:
     text += (f'\nSteps to {target:g}: the first evaluation at or above it (exact to the '
              'evaluation interval); examples = steps x batch.\n')
-  if target is not None:
     for label, runs in series.items():
       if any(run.metaparameters for run in runs):
         text += '\n' + steps_to_result_table(runs, target, label if several else None)
@@ -261,7 +260,7 @@ def _with_factor(value: float, factor: float) -> str:
 
 def critical_batch_text(runs: Sequence[RunResult], target: float, label: str | None) -> str:
   """The fit with its uncertainty, and the regimes in words that a reader can check against
-the steps-to-target plot without trusting the model."""
+  the steps-to-target plot without trusting the model."""
   fitted = fit_critical_batch(runs, target)
   name = f'Critical batch ({label})' if label else 'Critical batch'
   if fitted.reason:
