@@ -14,6 +14,11 @@ failure stops the sweep with lbtrain's exit code, naming the batch and its log. 
 is passed to the run, which saves a checkpoint and exits; the sweep then stops (exit 0, as
 lbtrain) and the same command resumes it.
 
+A tuned sweep (`--tune=optimizer.base_lr=log:0.01:1:5`, several flags make a grid; see
+`lbtrain.tune`) trains every trial at every batch in DIR/batch_<B>/trial_<k>, each its own
+resumable run like an untuned batch, and stops each at --target_accuracy (which it requires):
+steps to result (Shallue et al. 2018) only needs each trial's first evaluation at the target.
+
 Once every run is done, DIR/summary.{json,csv,md} and the plots describe them
 (`lbtrain.sweep_report`).
 """
@@ -26,6 +31,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Mapping, Sequence
 
 from absl import flags
 from absl import logging
@@ -34,6 +40,7 @@ from ml_collections import config_flags
 from lbtrain import cli
 from lbtrain import preemption
 from lbtrain import sweep_report
+from lbtrain import tune
 from lbtrain.errors import UserError
 from lbtrain.workdir import RunLock
 from lbtrain.workdir import Workdir
@@ -44,7 +51,12 @@ flags.DEFINE_string('workdir', None, 'Sweep folder: a workdir per batch (batch_<
                     'summary.')
 flags.DEFINE_list('batch_sizes', None, 'Global batches to train, e.g. 256,1024,4096.')
 flags.DEFINE_float('target_accuracy', None, 'Also report the steps and examples each run took '
-                   'to reach this eval accuracy, and plot them against perfect scaling.')
+                   'to reach this eval accuracy, plot them against perfect scaling and fit the '
+                   'critical batch; with --tune, each trial stops here.')
+flags.DEFINE_multi_string('tune', None, 'FIELD=log:LOW:HIGH:N, FIELD=lin:LOW:HIGH:N or '
+                          'FIELD=V1,V2,...: train every value (with several flags, every '
+                          'combination) at every batch, each a trial stopped at '
+                          '--target_accuracy; e.g. --tune=optimizer.base_lr=log:0.01:1:5.')
 FLAGS = flags.FLAGS
 
 # One `--config.*` (or `--noconfig.*`) argument; without '=' its value may be the next argument.
@@ -84,12 +96,16 @@ def _forwarded_overrides(argv: list[str]) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class _Run:
-  """One batch of the sweep: where it trains and what lbtrain will derive for it."""
+  """One run of the sweep (a batch, or one trial at a batch): where it trains, the arguments
+  that make it, and what lbtrain will derive for it."""
   batch: int
   workdir: Workdir
   total_steps: int
   steps_per_epoch: float
   peak_lr: float
+  trial: Mapping[str, float]  # the tuned fields' values; empty in an untuned sweep
+  arguments: tuple[str, ...]  # added to the sweep's command line for this run
+  name: str  # 'batch 256', or 'batch 256 trial 3 (optimizer.base_lr=0.1)'
 
   @property
   def log(self) -> str:
@@ -99,13 +115,27 @@ class _Run:
     return sweep_report.eval_points(self.workdir.metric_records())
 
 
-def _plan_runs(config, batches: list[int], sweep_dir: str) -> list[_Run]:
-  """Each batch's steps and peak lr from lbtrain's own plan (the config-only part: the runs
+def _run_settings(batch: int, trials: Sequence[Mapping[str, float]],
+                  target: float | None
+                  ) -> list[tuple[str, Mapping[str, float], list[tuple[str, float]]]]:
+  """(folder below the sweep's, trial values, config settings) of each run at `batch`."""
+  folder = f'batch_{batch:05d}'
+  settings = [('train.global_batch_size', batch)]
+  if not trials:
+    return [(folder, {}, settings)]
+  settings.append(('eval.target_accuracy', target))
+  return [(os.path.join(folder, f'trial_{index:03d}'), trial, settings + list(trial.items()))
+          for index, trial in enumerate(trials)]
+
+
+def _plan_runs(config, batches: list[int], sweep_dir: str,
+               trials: Sequence[Mapping[str, float]], target: float | None) -> list[_Run]:
+  """Each run's steps and peak lr from lbtrain's own plan (the config-only part: the runs
   check the hardware), checked before any run.
 
-  A batch that makes no valid recipe, or a workdir holding checkpoints or a divergence of a
-  different training config, is a UserError here rather than a failure hours into the sweep (or
-  a result skipped as done that another config produced).
+  A batch or trial that makes no valid recipe, or a workdir holding checkpoints or a divergence
+  of a different training config, is a UserError here rather than a failure hours into the
+  sweep (or a result skipped as done that another config produced).
   """
   import jax  # pylint: disable=g-import-not-at-top
   # The schedule's milestones are computed with jax: on the CPU, so that the sweep never holds
@@ -117,17 +147,23 @@ def _plan_runs(config, batches: list[int], sweep_dir: str) -> list[_Run]:
   num_train_examples = data.get_dataset_info(config.data).num_train_examples
   runs = []
   for batch in batches:
-    batch_config = config.copy_and_resolve_references()
-    batch_config.train.global_batch_size = batch
-    workdir = Workdir(os.path.join(sweep_dir, f'batch_{batch:05d}'))
-    try:
-      info = plan.recipe(batch_config, num_train_examples).schedule_info
-      if workdir.checkpoint_steps() or _read_record(workdir)['diverged']:
-        workdir.resume_changes(batch_config)
-    except UserError as error:
-      raise UserError(f'batch {batch}: {error}') from None
-    runs.append(_Run(batch=batch, workdir=workdir, total_steps=info.total_steps,
-                     steps_per_epoch=info.steps_per_epoch, peak_lr=info.peak_lr))
+    for index, (folder, trial, settings) in enumerate(_run_settings(batch, trials, target)):
+      run_config = config.copy_and_resolve_references()
+      run_config.update_from_flattened_dict(dict(settings))
+      workdir = Workdir(os.path.join(sweep_dir, folder))
+      name = f'batch {batch}'
+      if trials:
+        name += f' trial {index} ({tune.describe(trial)})'
+      try:
+        info = plan.recipe(run_config, num_train_examples).schedule_info
+        if workdir.checkpoint_steps() or _read_record(workdir)['diverged']:
+          workdir.resume_changes(run_config)
+      except UserError as error:
+        raise UserError(f'{name}: {error}') from None
+      runs.append(_Run(batch=batch, workdir=workdir, total_steps=info.total_steps,
+                       steps_per_epoch=info.steps_per_epoch, peak_lr=info.peak_lr, trial=trial,
+                       arguments=(*tune.overrides(dict(settings)), f'--workdir={workdir.path}'),
+                       name=name))
   return runs
 
 
@@ -223,7 +259,7 @@ def _sweep(runs: list[_Run], base_command: list[str]) -> None:
   signals = _Signals()
   with preemption.handling(signals.handle):
     for index, run in enumerate(runs, start=1):
-      name = f'sweep: batch {run.batch} ({index}/{len(runs)})'
+      name = f'sweep: {run.name} ({index}/{len(runs)})'
       if signals.received:
         _stop(run, signals.received)
       if _is_finished(run):
@@ -236,13 +272,11 @@ def _sweep(runs: list[_Run], base_command: list[str]) -> None:
       try:
         RunLock(run.workdir).check_free()  # another sweep (or lbtrain) is training it now
       except UserError as error:
-        cli.fail(f'batch {run.batch}: {error}')
+        cli.fail(f'{run.name}: {error}')
       resume_step = _latest_checkpoint(run)
       print(f'{name}: {f"resuming at step {resume_step}" if resume_step else "starting"}, '
             f'{run.total_steps} steps, peak lr {run.peak_lr:g}; log {run.log}', flush=True)
-      command = base_command + [f'--config.train.global_batch_size={run.batch}',
-                                f'--workdir={run.workdir.path}']
-      code, seconds, output = _train(run, command, signals)
+      code, seconds, output = _train(run, base_command + list(run.arguments), signals)
       stopped = _last_line(output, 'lbtrain: stopped:') if code == 1 else None
       record = _add_attempt(run, seconds, stopped and stopped.split(";")[0])
       if stopped:
@@ -252,7 +286,7 @@ def _sweep(runs: list[_Run], base_command: list[str]) -> None:
         reason = (_last_line(output, 'lbtrain: error:') or
                   _last_line(output, 'lbtrain: failed:') or
                   (output.strip().splitlines() or ['no output'])[-1])
-        sys.stderr.write(f'lbtrain: error: the run at batch {run.batch} failed (exit code '
+        sys.stderr.write(f'lbtrain: error: the run at {run.name} failed (exit code '
                          f'{code}): {reason} Its log: {run.log}\n')
         sys.exit(_exit_code(code))
       elif _is_finished(run):
@@ -269,8 +303,27 @@ def _results(runs: list[_Run]) -> list[sweep_report.RunResult]:
     results.append(sweep_report.RunResult(
         batch=run.batch, peak_lr=run.peak_lr, total_steps=run.total_steps,
         steps_per_epoch=run.steps_per_epoch, wall_seconds=record['wall_seconds'],
-        diverged=record['diverged'], evals=run.evals()))
+        diverged=record['diverged'], evals=run.evals(), metaparameters=dict(run.trial)))
   return results
+
+
+def _trials(config, overridden: Mapping, target: float | None) -> list[dict[str, float]]:
+  """The trials at each batch of a tuned sweep; none for an untuned one."""
+  if not FLAGS.tune:
+    return []
+  try:
+    axes = tune.parse_axes(FLAGS.tune, config)
+  except UserError as error:
+    cli.fail(str(error))
+  if target is None:
+    cli.fail('--tune needs --target_accuracy: trials are compared by the steps they take to '
+             'reach it, e.g. --target_accuracy=0.85.')
+  for field in [axis.field for axis in axes] + ['eval.target_accuracy']:
+    if field in overridden:
+      cli.fail(f'--config.{field} and --tune both set {field}: the sweep sets it for each trial '
+               f'({"from --target_accuracy" if field == "eval.target_accuracy" else "from --tune"}'
+               '); drop the --config one.')
+  return tune.trials(axes)
 
 
 def main(argv: list[str]) -> None:
@@ -282,12 +335,14 @@ def main(argv: list[str]) -> None:
   target = FLAGS.target_accuracy
   if target is not None and not 0 < target <= 1:
     cli.fail(f'--target_accuracy={target}: give an eval accuracy in (0, 1], e.g. 0.9.')
-  if 'train.global_batch_size' in config_flags.get_override_values(FLAGS['config']):
+  overridden = config_flags.get_override_values(FLAGS['config'])
+  if 'train.global_batch_size' in overridden:
     cli.fail('the sweep sets train.global_batch_size itself: give the batches with --batch_sizes, '
           'not --config.train.global_batch_size.')
+  trials = _trials(config, overridden, target)
   sweep_dir = os.path.abspath(os.path.expanduser(FLAGS.workdir))
   try:
-    runs = _plan_runs(config, batches, sweep_dir)
+    runs = _plan_runs(config, batches, sweep_dir, trials, target)
   except UserError as error:
     cli.fail(str(error))
   base_command = [sys.executable, '-m', 'lbtrain.main',

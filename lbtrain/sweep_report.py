@@ -12,6 +12,13 @@ line (Shallue et al. 2018: steps proportional to 1 / batch) goes through the poi
 smallest batch that reached the target, so the points above the line show where a bigger batch
 stops paying for itself.
 
+Each batch's steps to result (Shallue et al. 2018) is the earliest success over its runs, and
+summary.json holds it per batch (`batches`, null when no run reached the target) next to the
+fit of McCandlish et al. 2018's S = S_min (1 + B_crit / B) to those points (`fit`: s_min,
+e_min, b_crit, null with a reason when the points do not determine them; see
+`lbtrain.critical_batch`). summary.md states the fit and the regimes the points show; the
+steps-to-target plot draws the fitted curve.
+
 Matplotlib is imported only to draw (backend Agg), so training never needs it.
 """
 
@@ -24,8 +31,12 @@ import textwrap
 from typing import Iterable, Mapping, Sequence
 
 from absl import flags
+import numpy as np
 
 from lbtrain import cli
+from lbtrain import critical_batch
+from lbtrain import steps_to_result
+from lbtrain import tune
 
 SUMMARY_JSON = 'summary.json'
 SUMMARY_CSV = 'summary.csv'
@@ -45,6 +56,8 @@ class RunResult:
   evals: tuple[tuple[int, float], ...]  # (step, eval accuracy) of every evaluation, by step
   wall_seconds: float  # summed over every attempt, so a resumed run reports all its time
   diverged: str | None = None  # lbtrain's one-line reason when it stopped on a NaN/Inf
+  # A tuned sweep's trial: the tuned config fields' values (lbtrain.tune); empty otherwise.
+  metaparameters: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
   @property
   def final_accuracy(self) -> float | None:
@@ -85,12 +98,46 @@ def perfect_scaling_steps(reference: tuple[int, int], batch: float) -> float:
   return reference_steps * reference_batch / batch
 
 
+def batch_results(runs: Sequence[RunResult],
+                  target: float | None) -> list[steps_to_result.BatchResult]:
+  """Steps to result per batch, smallest first, each run a trial at its batch; the search
+  range of a tuned field is every value its trials at that batch took."""
+  trials: dict[int, list[steps_to_result.Trial]] = {}
+  for run in runs:
+    trials.setdefault(run.batch, []).append(steps_to_result.Trial(
+        metaparameters=run.metaparameters,
+        steps_to_target=None if target is None else run.steps_to(target), diverged=run.diverged))
+  results = []
+  for batch, batch_trials in sorted(trials.items()):
+    space: dict[str, set[float]] = {}
+    for trial in batch_trials:
+      for field, value in trial.metaparameters.items():
+        space.setdefault(field, set()).add(value)
+    results.append(steps_to_result.batch_result(batch, batch_trials, space))
+  return results
+
+
+def _reached(batches: Sequence[steps_to_result.BatchResult]) -> list[tuple[int, int]]:
+  return [(b.global_batch_size, b.steps_to_target) for b in batches
+          if b.steps_to_target is not None]
+
+
+def fit_critical_batch(runs: Sequence[RunResult],
+                       target: float | None) -> critical_batch.CriticalBatchFit:
+  if target is None:
+    return critical_batch.CriticalBatchFit(points=0, reason=(
+        'no target accuracy, so no steps to it: give --target_accuracy'))
+  return critical_batch.fit(_reached(batch_results(runs, target)))
+
+
 def save_results(sweep_dir: str, results: Sequence[RunResult], target: float | None,
                  command: Sequence[str]) -> str:
   path = os.path.join(sweep_dir, SUMMARY_JSON)
   with open(path + '.tmp', 'w', encoding='utf-8') as f:
     json.dump({'command': list(command), 'target_accuracy': target,
-               'runs': [dataclasses.asdict(r) for r in results]}, f, indent=1)
+               'runs': [dataclasses.asdict(r) for r in results],
+               'batches': [b.as_dict() for b in batch_results(results, target)],
+               'fit': fit_critical_batch(results, target).as_dict()}, f, indent=1)
     f.write('\n')
   os.replace(path + '.tmp', path)
   return path
@@ -104,16 +151,23 @@ def load_results(sweep_dir: str) -> tuple[list[RunResult], float | None]:
   return runs, saved['target_accuracy']
 
 
-def _columns(target: float | None) -> list[str]:
-  columns = ['batch', 'peak_lr', 'steps', 'status', 'final_eval_accuracy', 'best_eval_accuracy']
+def _tuned_fields(series: Mapping[str, Sequence[RunResult]]) -> list[str]:
+  return sorted({field for runs in series.values() for run in runs
+                 for field in run.metaparameters})
+
+
+def _columns(target: float | None, tuned: Sequence[str]) -> list[str]:
+  columns = ['batch', *tuned, 'peak_lr', 'steps', 'status', 'final_eval_accuracy',
+             'best_eval_accuracy']
   if target is not None:
     columns += ['steps_to_target', 'examples_to_target']
   return columns + ['wall_seconds']
 
 
-def _values(run: RunResult, target: float | None) -> list:
-  values = [run.batch, run.peak_lr, run.total_steps,
-            'diverged' if run.diverged else 'finished', run.final_accuracy, run.best_accuracy]
+def _values(run: RunResult, target: float | None, tuned: Sequence[str]) -> list:
+  values = [run.batch, *(run.metaparameters.get(field) for field in tuned), run.peak_lr,
+            run.total_steps, 'diverged' if run.diverged else 'finished', run.final_accuracy,
+            run.best_accuracy]
   if target is not None:
     values += [run.steps_to(target), run.examples_to(target)]
   return values + [run.wall_seconds]
@@ -123,13 +177,14 @@ def write_csv(path: str, series: Mapping[str, Sequence[RunResult]],
               target: float | None) -> None:
   """Raw numbers, one row per run; an empty cell is a value the run does not have."""
   several = len(series) > 1
+  tuned = _tuned_fields(series)
   with open(path, 'w', encoding='utf-8', newline='') as f:
     writer = csv.writer(f)
-    writer.writerow((['sweep'] if several else []) + _columns(target))
+    writer.writerow((['sweep'] if several else []) + _columns(target, tuned))
     for label, runs in series.items():
       for run in runs:
         writer.writerow(([label] if several else [])
-                        + ['' if v is None else v for v in _values(run, target)])
+                        + ['' if v is None else v for v in _values(run, target, tuned)])
 
 
 def _percent(value: float | None) -> str:
@@ -139,8 +194,9 @@ def _percent(value: float | None) -> str:
 def markdown_table(series: Mapping[str, Sequence[RunResult]], target: float | None) -> str:
   """The table a reader compares batches in: accuracy in %, missing values spelled out."""
   several = len(series) > 1
-  header = (['sweep'] if several else []) + ['batch', 'peak lr', 'steps',
-                                             'final eval accuracy', 'best eval accuracy']
+  tuned = bool(_tuned_fields(series))
+  header = (['sweep'] if several else []) + ['batch'] + (['trial'] if tuned else []) + [
+      'peak lr', 'steps', 'final eval accuracy', 'best eval accuracy']
   if target is not None:
     header += [f'steps to {target:g}', f'examples to {target:g}']
   header.append('wall time')
@@ -148,8 +204,9 @@ def markdown_table(series: Mapping[str, Sequence[RunResult]], target: float | No
   notes = []
   for label, runs in series.items():
     for run in runs:
-      row = ([label] if several else []) + [
-          str(run.batch), f'{run.peak_lr:.4g}', str(run.total_steps),
+      row = ([label] if several else []) + [str(run.batch)] + (
+          [_metaparameters_text(run.metaparameters)] if tuned else []) + [
+          f'{run.peak_lr:.4g}', str(run.total_steps),
           'diverged' if run.diverged else _percent(run.final_accuracy),
           _percent(run.best_accuracy)]
       if target is not None:
@@ -164,9 +221,58 @@ def markdown_table(series: Mapping[str, Sequence[RunResult]], target: float | No
   if target is not None:
     text += (f'\nSteps to {target:g}: the first evaluation at or above it (exact to the '
              'evaluation interval); examples = steps x batch.\n')
+    for label, runs in series.items():
+      if any(run.metaparameters for run in runs):
+        text += '\n' + steps_to_result_table(runs, target, label if several else None)
+      text += '\n' + critical_batch_text(runs, target, label if several else None)
   if notes:
     text += '\nDiverged (lbtrain stopped the run on a NaN/Inf):\n' + '\n'.join(notes) + '\n'
   return text
+
+
+def _metaparameters_text(metaparameters: Mapping[str, float] | None) -> str:
+  return tune.describe(metaparameters) if metaparameters else '–'
+
+
+def steps_to_result_table(runs: Sequence[RunResult], target: float, label: str | None) -> str:
+  """A tuned sweep's result per batch: the steps of its best trial, which trial that was, how
+  the others ended, and whether the best value sat on its range's edge (widen the range)."""
+  outcomes = (steps_to_result.REACHED, steps_to_result.CAPPED, steps_to_result.NOT_REACHED,
+              steps_to_result.DIVERGED)
+  title = f'Steps to result ({label})' if label else 'Steps to result'
+  lines = [f'{title}: per batch, the first step at which any trial reached {target:g}.', '',
+           f'| batch | steps to {target:g} | examples to {target:g} | best trial | trials '
+           f'{" / ".join(outcomes)} | best on its range\'s edge |', '|' + '---|' * 6]
+  for batch in batch_results(runs, target):
+    reached = batch.steps_to_target is not None
+    edges = ', '.join(f'{field} ({edge})' for field, edge in batch.on_range_edge.items())
+    lines.append(
+        f'| {batch.global_batch_size} | {batch.steps_to_target if reached else "not reached"} | '
+        f'{f"{batch.examples_to_target:,}" if reached else "not reached"} | '
+        f'{_metaparameters_text(batch.best_metaparameters)} | '
+        f'{" / ".join(str(batch.outcomes[name]) for name in outcomes)} | {edges or "–"} |')
+  return '\n'.join(lines) + '\n'
+
+
+def _with_factor(value: float, factor: float) -> str:
+  return f'{value:,.0f} ×/÷ {factor:.2f}'
+
+
+def critical_batch_text(runs: Sequence[RunResult], target: float, label: str | None) -> str:
+  """The fit with its uncertainty, and the regimes in words that a reader can check against
+  the steps-to-target plot without trusting the model."""
+  fitted = fit_critical_batch(runs, target)
+  name = f'Critical batch ({label})' if label else 'Critical batch'
+  if fitted.reason:
+    line = f'{name}: no fit, {fitted.reason}.'
+  else:
+    line = (f'{name}: B_crit = {_with_factor(fitted.b_crit, fitted.b_crit_factor)}, S_min = '
+            f'{_with_factor(fitted.s_min, fitted.s_min_factor)} steps, E_min = '
+            f'{_with_factor(fitted.e_min, fitted.e_min_factor)} examples (S = S_min (1 + B_crit '
+            f'/ B) fitted to log steps over {fitted.points} batches; one-sigma factors from the '
+            "fit's covariance).")
+  regimes = critical_batch.regimes(_reached(batch_results(runs, target)))
+  return f'{line}\nRegimes: {critical_batch.describe_regimes(regimes)}\n'
 
 
 # One marker shape per sweep: where two sweeps land on the same point, both stay visible.
@@ -194,12 +300,17 @@ def _batch_axis(ax, batches: Iterable[int]) -> None:
 
 
 def plot_final_accuracy(path: str, series: Mapping[str, Sequence[RunResult]]) -> None:
-  """Diverged runs sit on the bottom edge as crosses in their sweep's colour."""
+  """Diverged runs sit on the bottom edge as crosses in their sweep's colour; of a tuned
+  sweep's trials at one batch, the best final accuracy."""
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(6.4, 4.4))
   diverged = []
   for index, (label, runs) in enumerate(series.items()):
-    done = [(r.batch, r.final_accuracy) for r in runs if r.final_accuracy is not None]
+    best: dict[int, float] = {}
+    for run in runs:
+      if run.final_accuracy is not None:
+        best[run.batch] = max(best.get(run.batch, 0.0), run.final_accuracy)
+    done = sorted(best.items())
     line, = ax.plot([b for b, _ in done], [a for _, a in done], label=label, **_marker(index))
     diverged += [(r.batch, line.get_color(), label) for r in runs if r.diverged]
   if diverged:
@@ -228,11 +339,14 @@ def plot_eval_curves(path: str, series: Mapping[str, Sequence[RunResult]]) -> No
                                     for i in range(len(batches))])
   color_of = dict(zip(batches, colors))
   for ax, (label, runs) in zip(axes.flat, series.items()):
+    labelled = set()  # a tuned sweep's trials at one batch share its colour and legend entry
     for run in runs:
+      name = f'{run.batch}' + (' (diverged)' if run.diverged else '')
       ax.plot([step / run.steps_per_epoch for step, _ in run.evals],
               [accuracy for _, accuracy in run.evals], marker='.', color=color_of[run.batch],
               linestyle='--' if run.diverged else '-',
-              label=f'{run.batch}' + (' (diverged)' if run.diverged else ''))
+              label='_nolegend_' if name in labelled else name)
+      labelled.add(name)
     ax.set_title(label)
     ax.set_xlabel('epoch')
     ax.set_ylabel('eval accuracy')
@@ -247,18 +361,25 @@ def plot_eval_curves(path: str, series: Mapping[str, Sequence[RunResult]]) -> No
 
 def plot_steps_to_target(path: str, series: Mapping[str, Sequence[RunResult]],
                          target: float) -> None:
-  """Log-log steps to the target against batch, with the perfect-scaling line; the runs that
-  never reached the target are listed under the plot."""
+  """Log-log steps to result against batch, with the fitted curve and the perfect-scaling line;
+  the batches that never reached the target are listed under the plot."""
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(6.4, 4.4))
   reached, missed = [], []
   for index, (label, runs) in enumerate(series.items()):
-    points = [(r.batch, r.steps_to(target)) for r in runs if r.steps_to(target) is not None]
+    batches = batch_results(runs, target)
+    points = _reached(batches)
     reached += points
-    never = [str(r.batch) for r in runs if r.steps_to(target) is None]
+    never = [str(b.global_batch_size) for b in batches if b.steps_to_target is None]
     if never:
       missed.append(f'{label}: {", ".join(never)}' if len(series) > 1 else ', '.join(never))
-    ax.plot([b for b, _ in points], [s for _, s in points], label=label, **_marker(index))
+    line, = ax.plot([b for b, _ in points], [s for _, s in points], label=label,
+                    **_marker(index))
+    fitted = fit_critical_batch(runs, target)
+    if fitted.reason is None:
+      curve = np.geomspace(batches[0].global_batch_size, batches[-1].global_batch_size, 100)
+      ax.plot(curve, fitted.steps(curve), color=line.get_color(), linestyle='--',
+              label=f'{label} fit: B_crit ≈ {fitted.b_crit:,.0f}')
   reference = perfect_scaling_reference(reached)
   all_batches = [r.batch for runs in series.values() for r in runs]
   if reference is not None:

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,10 +23,10 @@ import lbtrain_process
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
 
-def _run(batch, evals, total_steps, diverged=None, peak_lr=0.1):
+def _run(batch, evals, total_steps, diverged=None, peak_lr=0.1, metaparameters=None):
   return RunResult(batch=batch, peak_lr=peak_lr, total_steps=total_steps,
                    steps_per_epoch=60000 / batch, evals=tuple(evals), wall_seconds=10.0,
-                   diverged=diverged)
+                   diverged=diverged, metaparameters=metaparameters or {})
 
 
 def test_eval_points_keep_evaluations_only_by_step_and_the_last_of_a_repeated_step():
@@ -89,6 +90,98 @@ def test_markdown_and_csv_spell_out_missing_values(tmp_path):
   assert rows[0]['examples_to_target'] == '51200'
 
 
+def _model_runs(s_min=400, b_crit=2000, batches=(256, 1024, 4096, 16384)):
+  """Runs that reach 0.9 exactly at the model's steps S = S_min (1 + B_crit / B)."""
+  runs = []
+  for batch in batches:
+    steps = round(s_min * (1 + b_crit / batch))
+    runs.append(_run(batch, [(steps // 2, 0.5), (steps, 0.9)], total_steps=steps))
+  return runs
+
+
+def test_summary_json_holds_steps_to_target_per_batch_and_the_fit(tmp_path):
+  runs = _model_runs() + [_run(64, [(900, 0.8)], total_steps=900),
+                          _run(32768, [(2, 0.1)], total_steps=4, diverged='non-finite at step 3')]
+  sweep_report.save_results(str(tmp_path), runs, 0.9, ['python', '-m', 'lbtrain.sweep'])
+  with open(tmp_path / 'summary.json', encoding='utf-8') as f:
+    saved = json.load(f)
+  assert [(b['global_batch_size'], b['steps_to_target']) for b in saved['batches']] == [
+      (64, None), (256, 3525), (1024, 1181), (4096, 595), (16384, 449), (32768, None)]
+  assert saved['batches'][1]['examples_to_target'] == 3525 * 256
+  assert saved['batches'][-1]['outcomes']['diverged'] == 1
+  fit = saved['fit']
+  assert fit['reason'] is None and fit['points'] == 4
+  assert fit['s_min'] == pytest.approx(400, rel=0.01)
+  assert fit['b_crit'] == pytest.approx(2000, rel=0.01)
+  assert fit['e_min'] == pytest.approx(fit['s_min'] * fit['b_crit'])
+  assert sweep_report.load_results(str(tmp_path)) == (runs, 0.9)  # the derived parts are not read
+
+  sweep_report.save_results(str(tmp_path), runs[:2], 0.9, ['python'])
+  with open(tmp_path / 'summary.json', encoding='utf-8') as f:
+    fit = json.load(f)['fit']
+  assert fit['s_min'] is None and fit['e_min'] is None and fit['b_crit'] is None
+  assert 'at least 3' in fit['reason']
+  assert 'give --target_accuracy' in sweep_report.fit_critical_batch(runs, None).reason
+
+
+def test_markdown_states_the_fit_and_the_regimes():
+  runs = _model_runs(batches=(64, 256, 1024, 4096, 16384, 65536))
+  table = sweep_report.markdown_table({'a': runs}, target=0.9)
+  b_crit = re.search(r'Critical batch: B_crit = ([\d,]+) ×/÷ ', table).group(1)
+  assert float(b_crit.replace(',', '')) == pytest.approx(2000, rel=0.01)
+  assert 'steps, E_min = ' in table and 'over 6 batches' in table
+  assert 'Regimes: batches 64 to 256: perfect scaling' in table
+  assert 'batches 256 to 16384: diminishing returns' in table
+  assert 'batches 16384 to 65536: maximal data parallelism' in table
+  several = sweep_report.markdown_table({'a': _model_runs(), 'b': _model_runs()[:2]}, 0.9)
+  assert 'Critical batch (a): B_crit' in several
+  assert 'Critical batch (b): no fit, 2 batches reached the target' in several
+  assert 'Critical batch' not in sweep_report.markdown_table({'a': _model_runs()}, None)
+
+
+LR = 'optimizer.base_lr'
+
+
+def _tuned_runs():
+  """Three lrs at two batches: at 256 the middle lr wins, at 1024 the highest."""
+  def trial(batch, lr, evals, diverged=None):
+    return _run(batch, evals, total_steps=200 * 256 // batch, diverged=diverged,
+                peak_lr=lr * batch / 256, metaparameters={LR: lr})
+  return [trial(256, 0.1, [(100, 0.8), (150, 0.9)]), trial(256, 0.3, [(100, 0.9)]),
+          trial(256, 1.0, [(50, 0.1)], diverged='non-finite train/loss at step 60'),
+          trial(1024, 0.1, [(25, 0.7), (50, 0.8)]), trial(1024, 0.3, [(25, 0.8), (40, 0.9)]),
+          trial(1024, 1.0, [(30, 0.9)])]
+
+
+def test_a_tuned_sweeps_summary_gives_each_batch_its_best_trial(tmp_path):
+  runs = _tuned_runs()
+  sweep_report.save_results(str(tmp_path), runs, 0.9, ['python'])
+  with open(tmp_path / 'summary.json', encoding='utf-8') as f:
+    saved = json.load(f)
+  assert [(b['global_batch_size'], b['steps_to_target'], b['best_metaparameters'],
+           b['on_range_edge']) for b in saved['batches']] == [
+               (256, 100, {LR: 0.3}, {}), (1024, 30, {LR: 1.0}, {LR: 'highest'})]
+  assert saved['batches'][0]['outcomes'] == {'reached': 2, 'capped': 0, 'not reached': 0,
+                                             'diverged': 1}
+  assert saved['runs'][0]['metaparameters'] == {LR: 0.1}
+  assert 'at least 3' in saved['fit']['reason']
+  assert sweep_report.load_results(str(tmp_path)) == (runs, 0.9)
+
+  table = sweep_report.markdown_table({'a': runs}, target=0.9)
+  assert '| 256 | optimizer.base_lr=0.1 | 0.1 | 200 | ' in table
+  assert '| 256 | 100 | 25,600 | optimizer.base_lr=0.3 | 2 / 0 / 0 / 1 | – |' in table
+  assert ('| 1024 | 30 | 30,720 | optimizer.base_lr=1 | 2 / 0 / 1 / 0 | optimizer.base_lr '
+          '(highest) |') in table
+  sweep_report.write_csv(str(tmp_path / 'tuned.csv'), {'a': runs}, target=0.9)
+  with open(tmp_path / 'tuned.csv', encoding='utf-8') as f:
+    rows = list(csv.DictReader(f))
+  assert [(r['batch'], r[LR], r['steps_to_target']) for r in rows[:3]] == [
+      ('256', '0.1', '150'), ('256', '0.3', '100'), ('256', '1.0', '')]
+  paths = sweep_report.write_report(str(tmp_path / 'report'), {'a': runs}, target=0.9)
+  for path in paths[2:]:
+    _assert_png(path)
+
+
 def _assert_png(path):
   with open(path, 'rb') as f:
     assert f.read(8) == PNG_MAGIC, path
@@ -101,6 +194,7 @@ def test_report_of_several_sweeps_draws_valid_pngs(tmp_path):
       'linear': [_run(256, [(100, 0.8), (200, 0.9)], 200),
                  _run(4096, [(6, 0.1)], 12, diverged='non-finite train/loss at step 7')],
       'lars': [_run(1024, [(25, 0.85), (50, 0.9)], 50), _run(4096, [(6, 0.8), (12, 0.88)], 12)],
+      'model': _model_runs(),  # enough batches for the fitted curve
   }
   paths = sweep_report.write_report(str(tmp_path / 'with_target'), series, target=0.9)
   assert [os.path.basename(p) for p in paths] == [
@@ -217,6 +311,46 @@ def test_sweep_runs_each_batch_summarises_skips_finished_and_resumes_unfinished(
 
 
 @pytest.mark.slow
+def test_a_tuned_sweep_trains_each_trial_to_the_target_and_summarises_steps_to_result(
+    tmp_path, fmnist_data_dir):
+  sweep_dir = tmp_path / 'sweep'
+  lrs = (0.1, 0.3)
+  args = [a for a in _tiny_sweep_args(sweep_dir, fmnist_data_dir)
+          if a not in ('--config.optimizer.base_lr', str(BASE_LR))]
+  args.append(f'--tune={LR}={",".join(map(str, lrs))}')
+  result = _sweep(args)
+  assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+  assert 'batch 256 trial 1 (optimizer.base_lr=0.3) (2/4)' in result.stdout
+
+  with open(sweep_dir / 'summary.json', encoding='utf-8') as f:
+    summary = json.load(f)
+  for batch_summary in summary['batches']:
+    batch = batch_summary['global_batch_size']
+    first_at_target = []
+    for index, lr in enumerate(lrs):
+      trial_dir = sweep_dir / f'batch_{batch:05d}' / f'trial_{index:03d}'
+      with open(trial_dir / 'config.json', encoding='utf-8') as f:
+        run_config = json.load(f)
+      assert run_config['optimizer']['base_lr'] == lr
+      assert run_config['eval']['target_accuracy'] == TARGET
+      evals = _evals(trial_dir)
+      reached = [step for step, accuracy in evals if accuracy >= TARGET]
+      if reached:  # the trial stopped at its first evaluation at the target
+        assert evals[-1][0] == reached[0]
+        first_at_target.append(reached[0])
+    assert batch_summary['steps_to_target'] == min(first_at_target, default=None)
+    assert sum(batch_summary['outcomes'].values()) == len(lrs)
+  assert [b['global_batch_size'] for b in summary['batches']] == [256, 512]
+  assert any(b['steps_to_target'] is not None for b in summary['batches'])  # a real comparison
+  assert summary['fit']['b_crit'] is None and 'at least 3' in summary['fit']['reason']
+  assert 'Steps to result:' in (sweep_dir / 'summary.md').read_text()
+
+  result = _sweep(args)  # every trial finished: nothing trains again
+  assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+  assert result.stdout.count('finished earlier, skipped') == 4, result.stdout
+
+
+@pytest.mark.slow
 def test_a_diverged_run_is_recorded_and_the_sweep_goes_on(tmp_path, fmnist_data_dir):
   sweep_dir = tmp_path / 'sweep'
   args = _tiny_sweep_args(sweep_dir, fmnist_data_dir) + ['--config.optimizer.base_lr=1e30']
@@ -254,6 +388,17 @@ def test_a_failing_run_stops_the_sweep_with_its_exit_code_and_log(tmp_path, fmni
     (['--batch_sizes=256', '--config.train.no_such_field=1'], 'no_such_field'),
     (['--batch_sizes=256', '--config=configs/does_not_exist.py'], 'does_not_exist.py'),
     (['--batch_sizes=256', '--config.schedule.warmup_epochs=100'], 'batch 256: warmup'),
+    (['--batch_sizes=256', '--tune=optimizer.base_lr=0.1,0.3'], '--tune needs --target_accuracy'),
+    (['--batch_sizes=256', '--target_accuracy=0.5', '--tune=optimizer.base_lr=log:0:1:3'],
+     '--tune=optimizer.base_lr=log:0:1:3: a log range needs LOW > 0'),
+    (['--batch_sizes=256', '--target_accuracy=0.5', '--tune=optimizer.lr=0.1'],
+     'no field optimizer.lr'),
+    (['--batch_sizes=256', '--target_accuracy=0.5', '--tune=optimizer.base_lr=0.1,0.3',
+      '--config.optimizer.base_lr=0.2'], '--config.optimizer.base_lr and --tune both set'),
+    (['--batch_sizes=256', '--target_accuracy=0.5', '--tune=optimizer.base_lr=0.1,0.3',
+      '--config.eval.target_accuracy=0.2'], 'from --target_accuracy'),
+    (['--batch_sizes=256', '--target_accuracy=0.5', '--tune=schedule.warmup_epochs=0,100'],
+     'batch 256 trial 1 (schedule.warmup_epochs=100): warmup'),
 ])
 def test_bad_flags_are_one_line_and_exit_2(args, fragment, tmp_path, fmnist_data_dir):
   config = [a for a in args if a.startswith('--config=')] or ['--config=configs/quickstart.py']
