@@ -203,15 +203,18 @@ class LoopClock:
     self._run_start = self._loop_start if run_start is None else run_start
     self._earlier_seconds = earlier_seconds
     self._steps = Stopwatch()
-    self.input_wait = 0.0  # since the last lap
+    self.input_wait = 0.0  # since the last take_input_wait
     self._eval_seconds = 0.0
     self._checkpoint_seconds = 0.0
 
-  def lap(self) -> tuple[float, float]:
-    """(training seconds, input-wait seconds) since the last lap."""
-    seconds, wait = self._steps.lap(), self.input_wait
-    self.input_wait = 0.0
-    return seconds, wait
+  def lap(self) -> float:
+    """Training seconds since the last lap."""
+    return self._steps.lap()
+
+  def take_input_wait(self) -> float:
+    """Seconds spent waiting for input since the last call."""
+    wait, self.input_wait = self.input_wait, 0.0
+    return wait
 
   def waiting_for_input(self) -> '_Timer':
     return _Timer(self, 'input_wait')
