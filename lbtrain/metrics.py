@@ -33,6 +33,8 @@ class MetricWriter:
       # tensorboardX writes event files without TensorFlow, so the trainer also runs on
       # machines that have jax but no tensorflow.
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      from tensorboardX.proto.summary_pb2 import Summary  # pylint: disable=g-import-not-at-top
+      self._summary = Summary
       self._jsonl = open(jsonl_path, 'a', encoding='utf-8')
       self._tensorboard = SummaryWriter(logdir=events_dir, flush_secs=30)
 
@@ -52,8 +54,11 @@ class MetricWriter:
     if not self._tensorboard_alive():
       raise Unwritable(f'TensorBoard events cannot be written to {self._tensorboard.logdir} '
                        '(its writer thread failed; is the disk full or the folder gone?)')
-    for name, value in values.items():
-      self._tensorboard.add_scalar(name, float(value), int(step))
+    # One event per record rather than one per scalar: the host writes it while the devices
+    # run the next steps, and a scalar's event took as long as the record's JSON line.
+    self._tensorboard.file_writer.add_summary(self._summary(value=[
+        self._summary.Value(tag=name, simple_value=float(value))
+        for name, value in values.items()]), int(step))
 
   def _tensorboard_alive(self) -> bool:
     """Whether tensorboardX's writer thread still runs: when a write fails, the thread dies
