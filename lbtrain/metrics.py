@@ -33,6 +33,8 @@ class MetricWriter:
       # tensorboardX writes event files without TensorFlow, so the trainer also runs on
       # machines that have jax but no tensorflow.
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      from tensorboardX.proto.summary_pb2 import Summary  # pylint: disable=g-import-not-at-top
+      self._summary = Summary
       self._jsonl = open(jsonl_path, 'a', encoding='utf-8')
       self._tensorboard = SummaryWriter(logdir=events_dir, flush_secs=30)
 
@@ -52,8 +54,11 @@ class MetricWriter:
     if not self._tensorboard_alive():
       raise Unwritable(f'TensorBoard events cannot be written to {self._tensorboard.logdir} '
                        '(its writer thread failed; is the disk full or the folder gone?)')
-    for name, value in values.items():
-      self._tensorboard.add_scalar(name, float(value), int(step))
+    # One event per record rather than one per scalar: the host writes it while the devices
+    # run the next steps, and a scalar's event took as long as the record's JSON line.
+    self._tensorboard.file_writer.add_summary(self._summary(value=[
+        self._summary.Value(tag=name, simple_value=float(value))
+        for name, value in values.items()]), int(step))
 
   def _tensorboard_alive(self) -> bool:
     """Whether tensorboardX's writer thread still runs: when a write fails, the thread dies
@@ -213,15 +218,18 @@ class LoopClock:
     self._run_start = self._loop_start if run_start is None else run_start
     self._earlier_seconds = earlier_seconds
     self._steps = Stopwatch()
-    self.input_wait = 0.0  # since the last lap
+    self.input_wait = 0.0  # since the last take_input_wait
     self._eval_seconds = 0.0
     self._checkpoint_seconds = 0.0
 
-  def lap(self) -> tuple[float, float]:
-    """(training seconds, input-wait seconds) since the last lap."""
-    seconds, wait = self._steps.lap(), self.input_wait
-    self.input_wait = 0.0
-    return seconds, wait
+  def lap(self) -> float:
+    """Training seconds since the last lap."""
+    return self._steps.lap()
+
+  def take_input_wait(self) -> float:
+    """Seconds spent waiting for input since the last call."""
+    wait, self.input_wait = self.input_wait, 0.0
+    return wait
 
   def waiting_for_input(self) -> '_Timer':
     return _Timer(self, 'input_wait')

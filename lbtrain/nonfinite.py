@@ -10,10 +10,12 @@ from lbtrain.errors import TrainingStopped
 
 
 class NonfiniteWatch:
-  """Reads each step's `train/nonfinite` flag when the loop syncs anyway (log, checkpoint).
+  """Reads each step's `train/nonfinite` flag when the loop reads the metrics anyway (as it
+  writes a record, which may be a log interval after the step, and before a checkpoint).
 
   'stop' raises on the first non-finite step; 'skip' counts them (the step already left the
-  state unchanged) and raises after `max_consecutive` in a row.
+  state unchanged) and raises after `max_consecutive` in a row. Steps are observed in order,
+  so a late read names the same step.
   """
 
   def __init__(self, policy: str, max_consecutive: int, checkpoint_dir: str):

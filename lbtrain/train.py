@@ -196,7 +196,6 @@ class _Loop:
     self.nonfinite.last_good_checkpoint = last_good_checkpoint
     self.workdir = workdir
     self.final: dict[str, float] = {}
-    self.pending: list[Any] = []  # metrics of the steps since the last log, on the devices
 
   def train(self, state) -> dict[str, float]:
     run = self.run
@@ -235,6 +234,7 @@ class _Loop:
     sizes = run.resolution
     progress = metrics_lib.ProgressBar(run.total_steps, enabled=self.is_primary)
     one_at_a_time = parallel.one_program_at_a_time(self.mesh)
+    records = _TrainRecords(run, writer, progress, clock, self.nonfinite, one_at_a_time)
     batches = data.train_inputs(config.data, run.dataset, self.mesh,
                                 global_batch_size=config.train.global_batch_size,
                                 seed=config.train.seed, start_step=self.start_step,
@@ -250,24 +250,25 @@ class _Loop:
           state, step_metrics = train_step(state, batch)
           if one_at_a_time:
             jax.block_until_ready(step_metrics)
-          self.pending.append(step_metrics)
+          records.add(step_metrics)
           done = step + 1
           stopping = stop_signal.should_stop(done)
           last = done == run.total_steps
           resizing = done in size_changes  # each record's steps have one image size
           if done % run.log_every_steps == 0 or last or stopping or resizing:
-            self._log(done, writer, progress, clock)
+            self._log(done, records)
           if resizing:
             train_step = self.train_steps[sizes.size_at(done)]
           reached = False
           if run.evaluates_at(done):
+            records.flush()  # the train records up to `done` come before its eval record
             self._evaluate(state, done, writer, clock)
             reached = self._reached_target(done, writer, clock)
           if self.checkpoints.is_due(done) or last or stopping or reached:
-            self._save(state, done, clock)
+            self._save(state, done, clock, records)
           if reached:
-            if self.pending:
-              self._log(done, writer, progress, clock)
+            if records.pending:
+              self._log(done, records)
             break
           if stopping:
             logging.info('stopping at step %d on %s; run the same command to resume', done,
@@ -275,32 +276,16 @@ class _Loop:
             break
     finally:
       batches.close()  # stops the input threads before the interpreter may shut down
+    records.flush()
     progress.close()
     with clock.checkpointing():
       self.checkpoints.wait()  # the last save: part of what the run cost
     writer.write(done, clock.split())  # the whole loop, last eval and save included
     return self.final
 
-  def _log(self, done: int, writer, progress, clock: metrics_lib.LoopClock) -> None:
+  def _log(self, done: int, records: '_TrainRecords') -> None:
     self.checkpoints.check()  # a save that failed in the background stops the run here
-    values = jax.device_get(self.pending)
-    self.pending = []
-    problem = self.nonfinite.observe(values, done - len(values) + 1)
-    seconds, input_wait = clock.lap()
-    summary = metrics_lib.summarise(values, seconds, input_wait,
-                                    self.run.config.train.global_batch_size,
-                                    self.run.num_devices)
-    summary['train/epoch'] = done / self.run.schedule_info.steps_per_epoch
-    if self.run.dataset.resizable:  # throughput per image size: group the records by it
-      summary['train/image_size'] = self.run.resolution.size_at(done - 1)
-    summary.update(clock.split())
-    if self.run.config.train.on_nonfinite == 'skip':
-      summary['train/skipped_steps'] = self.nonfinite.skipped
-    writer.write(done, summary)
-    progress.update(done, summary['train/loss'], summary['train/examples_per_sec'],
-                    summary['train/steps_per_sec'])
-    if problem:
-      self.nonfinite.stop(problem)
+    records.log(done)
 
   def _evaluate(self, state, done: int, writer, clock: metrics_lib.LoopClock) -> None:
     jax.block_until_ready(state)  # steps still running count as training, not eval
@@ -322,15 +307,128 @@ class _Loop:
                  self.final['eval/accuracy'], target, seconds)
     return True
 
-  def _save(self, state, done: int, clock: metrics_lib.LoopClock) -> None:
-    if self.pending and self.run.config.train.on_nonfinite == 'stop':
+  def _save(self, state, done: int, clock: metrics_lib.LoopClock,
+            records: '_TrainRecords') -> None:
+    # Every record up to `done` is written before its checkpoint exists: a resume from it
+    # drops the records after it and writes them again, and would lose none it had not.
+    records.flush()  # and a non-finite step in them stops the run before this save
+    if records.pending and self.run.config.train.on_nonfinite == 'stop':
       # Steps since the last log: none may have produced this state from a NaN/Inf. (With
       # 'skip' the state is finite by construction; they are counted at the next log.)
-      problem = self.nonfinite.observe(jax.device_get(self.pending),
-                                       done - len(self.pending) + 1)
+      problem = self.nonfinite.observe(jax.device_get(records.pending),
+                                       done - len(records.pending) + 1)
       if problem:
         self.nonfinite.stop(problem)
     with clock.checkpointing():
       self.checkpoints.save(done, state)
     self.nonfinite.last_good_checkpoint = done
     logging.info('checkpoint saved at step %d', done)
+
+
+# One program per interval length stacks an interval's per-step metrics on the devices, so
+# that a log copies one array per metric to the host rather than one per metric and step.
+_stack = jax.jit(lambda values: jax.tree.map(lambda *steps: jnp.stack(steps), *values))
+
+
+class _Interval:
+  """The steps from `first` to `done` once logged: their metrics, stacked on the devices and
+  on their way to the host; the host's wait for their input; and, from when their last step is
+  seen finished, their training seconds and the clock's split at that moment."""
+
+  def __init__(self, first: int, done: int, values: dict[str, jax.Array], input_wait: float):
+    self.first, self.done, self.values, self.input_wait = first, done, values, input_wait
+    self.seconds: float | None = None
+    self.times: dict[str, float] = {}
+
+  def finished(self, clock: metrics_lib.LoopClock) -> None:
+    self.seconds, self.times = clock.lap(), clock.split()
+
+
+class _TrainRecords:
+  """The train records of one pass of the loop, each written one log interval late, so that
+  no log waits for the devices.
+
+  At a log, the interval's metrics are stacked on the devices and their copy to the host
+  starts; the record written then is the previous interval's, whose steps have finished, or
+  finish, while this interval's are queued behind them. The host so never drains the queue of
+  dispatched steps at a log, and the devices never idle while it writes a record.
+
+  An interval's seconds end when its last step is seen finished (polled after each step's
+  dispatch, or waited for at the next log), not when the host logs it. A host far ahead of
+  the devices waits for that step, so the moment is exact; a host that keeps the devices
+  waiting sees it within one step of it. Either way `train/steps_per_sec` and
+  `train/examples_per_sec` are the devices' throughput, as when each log waited for its own
+  interval. The input wait is the host's while it dispatched the interval's steps: the same
+  span when input is what the devices wait for, as they then finish each step soon after it
+  is dispatched; so `train/input_wait_fraction` keeps its meaning.
+
+  The non-finite policy reads the intervals in order, so 'stop' still names the first bad
+  step, if one log late; no record follows the interval that holds it (the steps the devices
+  ran on meanwhile would not have been run without the lag). `flush` writes every logged
+  interval: before an evaluation record, a checkpoint (where it also stops a run whose steps
+  up to the checkpoint were not all finite) and at the end of the pass. What still waits for
+  the devices: an evaluation and a checkpoint (both need the state), and every step where
+  programs must run one at a time (`parallel.one_program_at_a_time`).
+  """
+
+  def __init__(self, run: plan_lib.Plan, writer: metrics_lib.MetricWriter,
+               progress: metrics_lib.ProgressBar, clock: metrics_lib.LoopClock,
+               nonfinite: nonfinite_lib.NonfiniteWatch, one_at_a_time: bool):
+    self._run, self._writer, self._progress, self._clock = run, writer, progress, clock
+    self._nonfinite = nonfinite
+    self._one_at_a_time = one_at_a_time
+    self.pending: list[Any] = []  # metrics of the steps since the last log, on the devices
+    self._unwritten: _Interval | None = None
+    self._running: _Interval | None = None  # the unwritten one, until seen finished
+
+  def add(self, step_metrics: dict[str, jax.Array]) -> None:
+    self.pending.append(step_metrics)
+    self._poll()
+
+  def _poll(self) -> None:
+    if self._running is not None and self._running.values['train/loss'].is_ready():
+      self._running.finished(self._clock)
+      self._running = None
+
+  def log(self, done: int) -> None:
+    """Starts the copy of the steps since the last log; writes the interval logged before."""
+    values = _stack(self.pending)
+    if self._one_at_a_time:
+      jax.block_until_ready(values)  # not in flight beside the next step (see parallel)
+    for array in values.values():
+      array.copy_to_host_async()
+    interval = _Interval(done - len(self.pending) + 1, done, values,
+                         self._clock.take_input_wait())
+    self.pending = []
+    self.flush()
+    self._unwritten = self._running = interval
+    self._poll()  # finished already where steps run one at a time
+
+  def flush(self) -> None:
+    """Writes the logged interval not yet written, if any; raises TrainingStopped when the
+    non-finite policy stops training on it."""
+    interval, self._unwritten = self._unwritten, None
+    if interval is None:
+      return
+    if self._running is not None:
+      jax.block_until_ready(interval.values)
+      interval.finished(self._clock)
+      self._running = None
+    values = jax.device_get(interval.values)
+    steps = [{name: column[i] for name, column in values.items()}
+             for i in range(interval.done - interval.first + 1)]
+    problem = self._nonfinite.observe(steps, interval.first)
+    run = self._run
+    summary = metrics_lib.summarise(steps, interval.seconds, interval.input_wait,
+                                    run.config.train.global_batch_size, run.num_devices)
+    summary['train/epoch'] = interval.done / run.schedule_info.steps_per_epoch
+    if run.dataset.resizable:  # throughput per image size: group the records by it
+      summary['train/image_size'] = run.resolution.size_at(interval.done - 1)
+    summary.update(interval.times)
+    if run.config.train.on_nonfinite == 'skip':
+      summary['train/skipped_steps'] = self._nonfinite.skipped
+    self._writer.write(interval.done, summary)
+    self._progress.update(interval.done, summary['train/loss'],
+                          summary['train/examples_per_sec'], summary['train/steps_per_sec'])
+    if problem:
+      self._nonfinite.stop(problem)

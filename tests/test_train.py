@@ -177,3 +177,113 @@ def test_evaluation_starts_at_eval_first(tiny_config):
   run = plan.plan(tiny_config)
   assert [s for s in range(1, 13) if run.evaluates_at(s)] == [2, 6, 10, 12]
   assert 'at step 2, then every 4 steps and at the end' in plan.describe(run)
+
+
+def _per_step_metrics(config, num_steps):
+  """Each step's metrics from the run's own compiled step, driven bare and fetched after every
+  step: what the loop's records must summarise, however late it fetches them."""
+  from lbtrain import build, data, parallel, plan  # pylint: disable=g-import-not-at-top
+  run = plan.plan(config)
+  mesh = parallel.create_mesh()
+  compiled = build.build(run, mesh)
+  step = compiled.compile_train_step(run, mesh)
+  state = compiled.init(jax.random.key(config.train.seed))
+  batches = data.train_inputs(config.data, run.dataset, mesh,
+                              global_batch_size=config.train.global_batch_size,
+                              seed=config.train.seed, start_step=0, num_steps=num_steps)
+  values = []
+  try:
+    for batch in batches:
+      state, metrics = step(state, batch)
+      values.append(jax.device_get(metrics))
+  finally:
+    batches.close()
+  return values, run.schedule_info.steps_per_epoch
+
+
+def _assert_summarises(record, values, first, last, steps_per_epoch):
+  """`record` is the summary of steps first..last (1-based, inclusive) of `values`."""
+  steps = values[first - 1:last]
+  expected = {name: float(np.mean(np.array([v[name] for v in steps])))
+              for name in ('train/loss', 'train/accuracy', 'train/grad_norm')}
+  expected['train/lr'] = float(steps[-1]['train/lr'])
+  expected['train/epoch'] = last / steps_per_epoch
+  assert record['step'] == last
+  np.testing.assert_equal({name: record[name] for name in expected}, expected,  # NaN == NaN
+                          err_msg=f'steps {first}..{last}')
+  assert record['train/steps_per_sec'] > 0 and record['train/input_wait_fraction'] >= 0
+
+
+def test_records_summarise_their_own_steps_and_precede_checkpoints_and_evals(
+    tiny_config, tmp_path, monkeypatch):
+  """Each train record holds exactly the steps since the previous one, although the loop reads
+  them a log late; a record is in the file before the checkpoint and the eval at its step, and
+  a stop or the end writes them all, so a resume loses none."""
+  from lbtrain import checkpoint, preemption  # pylint: disable=g-import-not-at-top
+  tiny_config.train.log_every_steps = 5  # 12 steps: evals and checkpoints at 6 and 12
+  workdir = str(tmp_path / 'run')
+  values, steps_per_epoch = _per_step_metrics(tiny_config, 12)
+
+  on_disk_at_save = {}
+  save = checkpoint.Checkpointer.save
+
+  def recording_save(self, step, state):
+    on_disk_at_save[step] = [(r['step'], 'train/loss' in r, 'eval/loss' in r)
+                             for r in Workdir(workdir).metric_records()]
+    return save(self, step, state)
+
+  monkeypatch.setattr(checkpoint.Checkpointer, 'save', recording_save)
+  monkeypatch.setattr(preemption.StopSignal, 'should_stop', lambda self, step: step == 9)
+  train.train_and_evaluate(tiny_config, workdir)
+  stopped = _records(workdir)
+  monkeypatch.undo()
+  monkeypatch.setattr(checkpoint.Checkpointer, 'save', recording_save)
+  train.train_and_evaluate(tiny_config, workdir)  # resumes at the stop's checkpoint, step 9
+
+  train_records = [r for r in _records(workdir) if 'train/loss' in r]
+  intervals = [(1, 5), (6, 9), (10, 10), (11, 12)]  # the stop at 9 ends one, as a log does
+  assert [r['step'] for r in train_records] == [last for _, last in intervals]
+  for record, (first, last) in zip(train_records, intervals):
+    _assert_summarises(record, values, first, last, steps_per_epoch)
+  # (step, train record?, eval record?) in file order: step order, train before eval.
+  kinds = [(r['step'], 'train/loss' in r, 'eval/loss' in r) for r in _records(workdir)]
+  assert kinds == [(5, True, False), (6, False, True), (9, True, False), (9, False, False),
+                   (10, True, False), (12, True, False), (12, False, True), (12, False, False)]
+  assert on_disk_at_save == {6: kinds[:2], 9: kinds[:3], 12: kinds[:7]}
+  # The intervals' training seconds partition the loop's time outside evaluation.
+  whole = stopped[-1]
+  seconds = sum((last - first + 1) / r['train/steps_per_sec']
+                for r, (first, last) in zip([r for r in stopped if 'train/loss' in r],
+                                            intervals[:2]))
+  assert seconds < whole['time/loop_seconds'] - whole['time/eval_seconds']
+
+
+@pytest.mark.parametrize('policy', ['stop', 'skip'])
+def test_a_nonfinite_step_found_a_log_late_is_named_and_never_checkpointed(
+    policy, tiny_config, tmp_path):
+  from lbtrain.errors import TrainingStopped  # pylint: disable=g-import-not-at-top
+  tiny_config.optimizer.base_lr = 300.0  # diverges within the 12 steps, after checkpoint 6
+  tiny_config.train.on_nonfinite = policy
+  tiny_config.train.max_consecutive_nonfinite = 3
+  tiny_config.eval.every_epochs = 0
+  values, steps_per_epoch = _per_step_metrics(tiny_config, 12)
+  flags = [int(v['train/nonfinite']) for v in values]
+  streak, streaks = 0, []
+  for flag in flags:
+    streak = (streak + 1) * flag
+    streaks.append(streak)
+  stop = 1 + (flags.index(1) if policy == 'stop' else streaks.index(3))
+  assert 6 < stop <= 12, flags  # what this test is about: found after a save, at a later log
+
+  workdir = str(tmp_path / 'run')
+  with pytest.raises(TrainingStopped, match=f'at step {stop}|up to step {stop}') as stopped:
+    train.train_and_evaluate(tiny_config, workdir)
+  assert 'the last good checkpoint is step 6' in str(stopped.value)
+  intervals = [(first, min(first + 3, 12)) for first in range(1, stop + 1, 4)]
+  train_records = [r for r in _records(workdir) if 'train/loss' in r]
+  assert [r['step'] for r in train_records] == [last for _, last in intervals]
+  for record, (first, last) in zip(train_records, intervals):
+    _assert_summarises(record, values, first, last, steps_per_epoch)
+    if policy == 'skip':
+      assert record['train/skipped_steps'] == sum(flags[:last])
+  assert Workdir(workdir).checkpoint_steps() == [6]
