@@ -55,7 +55,7 @@ class MetricWriter:
       raise Unwritable(f'TensorBoard events cannot be written to {self._tensorboard.logdir} '
                        '(its writer thread failed; is the disk full or the folder gone?)')
     # One event per record rather than one per scalar: the host writes it while the devices
-    # run the next steps, and a scalar's event took as long as the record's JSON line.
+    # run the next steps, and each event costs host time that every log pays.
     self._tensorboard.file_writer.add_summary(self._summary(value=[
         self._summary.Value(tag=name, simple_value=float(value))
         for name, value in values.items()]), int(step))

@@ -179,6 +179,24 @@ def test_evaluation_starts_at_eval_first(tiny_config):
   assert 'at step 2, then every 4 steps and at the end' in plan.describe(run)
 
 
+def _tensorboard_scalars(workdir):
+  """{(step, tag): [values]} of every TensorBoard event file in `workdir`."""
+  import struct  # pylint: disable=g-import-not-at-top
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  scalars = {}
+  for path in glob.glob(os.path.join(workdir, 'events.out.tfevents.*')):
+    with open(path, 'rb') as f:
+      data = f.read()
+    offset = 0
+    while offset < len(data):  # TFRecords: length, its crc, the event, the event's crc
+      (length,) = struct.unpack('<Q', data[offset:offset + 8])
+      event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+      offset += 12 + length + 4
+      for value in event.summary.value:
+        scalars.setdefault((event.step, value.tag), []).append(np.float32(value.simple_value))
+  return scalars
+
+
 def _per_step_metrics(config, num_steps):
   """Each step's metrics from the run's own compiled step, driven bare and fetched after every
   step: what the loop's records must summarise, however late it fetches them."""
@@ -250,6 +268,11 @@ def test_records_summarise_their_own_steps_and_precede_checkpoints_and_evals(
   assert kinds == [(5, True, False), (6, False, True), (9, True, False), (9, False, False),
                    (10, True, False), (12, True, False), (12, False, True), (12, False, False)]
   assert on_disk_at_save == {6: kinds[:2], 9: kinds[:3], 12: kinds[:7]}
+  events = _tensorboard_scalars(workdir)
+  for record in _records(workdir):
+    for name, value in record.items():
+      if name != 'step':
+        assert np.float32(value) in events[(record['step'], name)], (record['step'], name)
   # The intervals' training seconds partition the loop's time outside evaluation.
   whole = stopped[-1]
   seconds = sum((last - first + 1) / r['train/steps_per_sec']
