@@ -65,10 +65,7 @@ def resolution(config: ml_collections.ConfigDict, num_train_examples: int,
   data, global_batch = config.data, config.train.global_batch_size
   steps_per_epoch = durations.steps_per_epoch(num_train_examples, global_batch)
   final = data.image_size
-  eval_size = data.eval_image_size or final
-  for name, value in (('data.image_size', final), ('data.eval_image_size', eval_size)):
-    if value < 1:
-      raise UserError(f'{name}={value} must be a positive number of pixels.')
+  eval_size = data.eval_image_size or final  # both checked with the data set's other fields
   ramp = data.progressive_resizing
   if ramp.start_image_size is None:
     for name in ('ramp_start', 'ramp_end'):

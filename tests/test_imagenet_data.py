@@ -359,8 +359,9 @@ def test_published_info_follows_image_size():
   assert info.image_shape == (128, 128, 3) and info.image_dtype == 'uint8'
 
 
-@pytest.mark.parametrize('field,value', [('image_size', 0), ('eval_crop_ratio', 1.2),
-                                         ('shuffle_buffer', 0), ('threads', 0)])
+@pytest.mark.parametrize('field,value', [('image_size', 0), ('eval_image_size', 0),
+                                         ('eval_crop_ratio', 1.2), ('shuffle_buffer', 0),
+                                         ('threads', 0)])
 def test_bad_pipeline_settings_are_user_errors(field, value):
   config = _config(**{field: value})
   with pytest.raises(UserError, match=f'data.{field}={value} must be'):

@@ -112,6 +112,9 @@ def _imagenet_shape(data_config: ml_collections.ConfigDict) -> tuple[int, int, i
   """(image_size, image_size, 3), once the ImageNet fields are checked: before anything runs."""
   for valid, problem in (
       (data_config.image_size >= 1, f'data.image_size={data_config.image_size} must be positive'),
+      (data_config.eval_image_size is None or data_config.eval_image_size >= 1,
+       f'data.eval_image_size={data_config.eval_image_size} must be positive, or None for '
+       'data.image_size'),
       (0 < data_config.eval_crop_ratio <= 1,
        f'data.eval_crop_ratio={data_config.eval_crop_ratio} must be in (0, 1] (0.875: resize '
        'the shorter side to 256 and crop 224)'),
