@@ -82,6 +82,10 @@ def get_config() -> ml_collections.ConfigDict:
   # whose compiled step fits memory_fraction of a device's memory (logged with the figures).
   config.train.micro_batch_size = config_dict.placeholder(object)
   config.train.memory_fraction = 0.9  # share of a device's memory micro_batch_size='auto' may use
+  # End this attempt after this step (evaluated and saved there) without changing the schedule,
+  # which still runs to num_epochs: a later run with a larger value, or None, goes on exactly.
+  # A tuned sweep caps its trials with it. None = train to the end.
+  config.train.stop_at_step = config_dict.placeholder(int)
   config.train.label_smoothing = 0.0  # label smoothing of the cross-entropy targets
   config.train.log_every_steps = 50  # steps between metric records and progress-line updates
   config.train.log_every_epochs = config_dict.placeholder(float)  # the same interval in epochs

@@ -93,6 +93,34 @@ def load_config(flag_name: str = 'config'):
   return config
 
 
+# One `--config.*` (or `--noconfig.*`) argument; without '=' its value may be the next argument.
+_OVERRIDE = re.compile(r'-{1,2}(no)?config\.([^=]+)(=.*)?')
+
+
+def config_overrides() -> list[str]:
+  """The `--config.*` arguments exactly as typed, so that a command that starts lbtrain runs
+  (the sweep, the advisor) gives each run what the user wrote."""
+  forwarded, value_follows = [], False
+  for arg in command_line()[1:]:
+    if value_follows:
+      forwarded.append(arg)
+      value_follows = False
+      continue
+    match = _OVERRIDE.fullmatch(arg)
+    if match:
+      forwarded.append(arg)
+      negated, name, value = match.groups()
+      value_follows = not negated and value is None and not flags.FLAGS[f'config.{name}'].boolean
+  return forwarded
+
+
+def last_line(output: str, prefix: str) -> str | None:
+  """The text after `prefix` on the last line of a run's output that starts with it (lbtrain's
+  'lbtrain: error:' and 'lbtrain: stopped:' lines)."""
+  lines = [line.strip() for line in output.splitlines() if line.startswith(prefix)]
+  return lines[-1][len(prefix):].strip() if lines else None
+
+
 def config_file(flag_name: str = 'config') -> str:
   return flags.FLAGS[flag_name].config_filename
 

@@ -13,6 +13,10 @@ parameters as (log S_min, log B_crit), log S_min has a closed form for each B_cr
 is a one-dimensional search over log B_crit (a grid, then finer grids around its best point):
 no starting guess, no local minimum to get stuck in.
 
+Two batches determine the model exactly (two equations, two unknowns): the fit goes through
+both points and has no residual to estimate an uncertainty from, so its factors are None and
+`note` says so. A third batch gives the first uncertainty.
+
 The uncertainty is the fit's own: the covariance sigma^2 (J^T J)^-1 of the log parameters, with
 sigma^2 the residual variance over n - 2 degrees of freedom, reported as a one-sigma factor
 (S_min x/÷ factor). Not a bootstrap over points: a sweep measures few batches (five to ten),
@@ -26,7 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
-MIN_POINTS = 3
+MIN_POINTS = 2
 # B_crit is searched over this factor beyond the batches measured on each side; a best fit on
 # the search's edge means the points do not bound B_crit (no knee in the measured range).
 _SEARCH_BEYOND = 1e4
@@ -57,6 +61,7 @@ class CriticalBatchFit:
   b_crit_factor: float | None = None
   e_min_factor: float | None = None
   reason: str | None = None
+  note: str | None = None  # what a reader must know about a fit that exists (two points: exact)
 
   def steps(self, global_batch_size: float) -> float:
     """The model's steps to the target at this batch."""
@@ -94,20 +99,18 @@ def fit(points: Sequence[tuple[float, float]]) -> CriticalBatchFit:
   if n < MIN_POINTS:
     return CriticalBatchFit(points=n, reason=(
         f'{n} batch{"" if n == 1 else "es"} reached the target; the fit needs at least '
-        f'{MIN_POINTS} (two parameters and a residual)'))
+        f'{MIN_POINTS} (two parameters)'))
+  if n == 2:
+    return _through_two_points(batches, np.exp(log_steps))
   low = math.log(batches[0] / _SEARCH_BEYOND)
   high = math.log(batches[-1] * _SEARCH_BEYOND)
   grid = np.linspace(low, high, _COARSE_POINTS)
   _, rss = _profile(batches, log_steps, grid)
   best = int(np.argmin(rss))
   if best == 0:
-    return CriticalBatchFit(points=n, reason=(
-        'the steps barely fall with the batch: B_crit lies below the smallest batch measured '
-        f'({batches[0]:g}); measure smaller batches'))
+    return CriticalBatchFit(points=n, reason=_below_smallest(batches[0]))
   if best == len(grid) - 1:
-    return CriticalBatchFit(points=n, reason=(
-        'the steps fall as 1 / batch throughout (perfect scaling): B_crit lies above the '
-        f'largest batch measured ({batches[-1]:g}); measure larger batches'))
+    return CriticalBatchFit(points=n, reason=_above_largest(batches[-1]))
   for _ in range(_REFINEMENTS):
     grid = np.linspace(grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)],
                        _REFINE_POINTS)
@@ -125,6 +128,32 @@ def fit(points: Sequence[tuple[float, float]]) -> CriticalBatchFit:
       s_min_factor=math.exp(math.sqrt(covariance[0, 0])),
       b_crit_factor=math.exp(math.sqrt(covariance[1, 1])),
       e_min_factor=math.exp(math.sqrt(max(var_log_e_min, 0.0))))
+
+
+def _below_smallest(smallest: float) -> str:
+  return ('the steps barely fall with the batch: B_crit lies below the smallest batch measured '
+          f'({smallest:g}); measure smaller batches')
+
+
+def _above_largest(largest: float) -> str:
+  return ('the steps fall as 1 / batch throughout (perfect scaling): B_crit lies above the '
+          f'largest batch measured ({largest:g}); measure larger batches')
+
+
+def _through_two_points(batches: np.ndarray, steps: np.ndarray) -> CriticalBatchFit:
+  """S_1 (1 + B_crit / B_2) = S_2 (1 + B_crit / B_1) solved for B_crit: a knee exists only if
+  the larger batch takes fewer steps (S_2 < S_1) but more examples (S_2 B_2 > S_1 B_1)."""
+  (b1, b2), (s1, s2) = batches, steps
+  if not s2 < s1:
+    return CriticalBatchFit(points=2, reason=_below_smallest(b1))
+  if not s2 * b2 > s1 * b1:
+    return CriticalBatchFit(points=2, reason=_above_largest(b2))
+  b_crit = (s1 - s2) / (s2 / b1 - s1 / b2)
+  s_min = s1 / (1 + b_crit / b1)
+  return CriticalBatchFit(points=2, s_min=float(s_min), b_crit=float(b_crit),
+                          e_min=float(s_min * b_crit), note=(
+                              'exact through 2 batches: no residual, so no uncertainty; a third '
+                              'batch gives one'))
 
 
 @dataclasses.dataclass(frozen=True)

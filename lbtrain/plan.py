@@ -62,16 +62,22 @@ class Plan:
   resolution: resolution_lib.Resolution  # the image size of each step, and of evaluation
 
   def evaluates_at(self, step: int) -> bool:
-    """At the first evaluation step, every eval_every_steps after it, and at the end."""
+    """At the first evaluation step, every eval_every_steps after it, and at the end (of the
+    schedule, or of this attempt at train.stop_at_step)."""
     if self.eval_every_steps is None:
       return False
-    return step == self.total_steps or (
+    return step in (self.total_steps, self.last_step) or (
         step >= self.eval_first_step and (step - self.eval_first_step) % self.eval_every_steps
         == 0)
 
   @property
   def total_steps(self) -> int:
     return self.schedule_info.total_steps
+
+  @property
+  def last_step(self) -> int:
+    """Where this attempt ends: the schedule's end, or train.stop_at_step before it."""
+    return min(self.total_steps, self.config.train.stop_at_step or self.total_steps)
 
   @property
   def auto_micro_batch(self) -> bool:
@@ -103,6 +109,9 @@ def recipe(config: ml_collections.ConfigDict, num_train_examples: int) -> Recipe
              'steps (or None for no noise scale).')
     _require(0 <= train.noise_scale_decay < 1,
              f'train.noise_scale_decay={train.noise_scale_decay} must be in [0, 1).')
+  _require(train.stop_at_step is None or train.stop_at_step > 0,
+           f'train.stop_at_step={train.stop_at_step} must be a positive step (or None to train '
+           'to the end).')
   schedule, info = schedules.create_schedule(config, num_train_examples)
   per_epoch = info.steps_per_epoch
   eval_every = durations.recurring(config.eval, 'eval.every', per_epoch,
@@ -299,6 +308,9 @@ def describe(run: Plan) -> str:
        + (f'{run.per_device_batch_size} (one device)' if config.parallel.strategy == 'pmap'
           else f'{config.train.global_batch_size // run.accum_steps} (one micro-batch)')),
       ('eval', _describe_eval(run)),
+      *([('stop', f'this attempt ends at step {run.last_step:,} of {run.total_steps:,} '
+                  '(train.stop_at_step; the schedule is unchanged)')]
+        if run.last_step < run.total_steps else []),
       ('checkpoint', f'every {run.checkpoint_every_steps} steps, keep '
                      f'{config.checkpoint.keep}'),
       ('optimizer', optim.describe_optimizer(config.optimizer)),

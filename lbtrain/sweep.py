@@ -18,6 +18,8 @@ A tuned sweep (`--tune=optimizer.base_lr=log:0.01:1:5`, several flags make a gri
 `lbtrain.tune`) trains every trial at every batch in DIR/batch_<B>/trial_<k>, each its own
 resumable run like an untuned batch, and stops each at --target_accuracy (which it requires):
 steps to result (Shallue et al. 2018) only needs each trial's first evaluation at the target.
+So a trial also stops (train.stop_at_step) at the best steps to the target of the trials before
+it at its batch: it cannot beat them later, and reaching the target there ties them.
 
 Once every run is done, DIR/summary.{json,csv,md} and the plots describe them
 (`lbtrain.sweep_report`).
@@ -26,7 +28,6 @@ Once every run is done, DIR/summary.{json,csv,md} and the plots describe them
 import dataclasses
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -59,10 +60,6 @@ flags.DEFINE_multi_string('tune', None, 'FIELD=log:LOW:HIGH:N, FIELD=lin:LOW:HIG
                           '--target_accuracy; e.g. --tune=optimizer.base_lr=log:0.01:1:5.')
 FLAGS = flags.FLAGS
 
-# One `--config.*` (or `--noconfig.*`) argument; without '=' its value may be the next argument.
-_OVERRIDE = re.compile(r'-{1,2}(no)?config\.([^=]+)(=.*)?')
-
-
 def _batches(values: list[str] | None) -> list[int]:
   """The batches, smallest first: the smallest is the reference of the scaling plot."""
   example = 'e.g. --batch_sizes=256,1024,4096'
@@ -76,22 +73,6 @@ def _batches(values: list[str] | None) -> list[int]:
   if len(set(batches)) < len(batches):
     cli.fail(f'--batch_sizes lists a batch more than once ({",".join(values)}); give each once.')
   return sorted(batches)
-
-
-def _forwarded_overrides(argv: list[str]) -> list[str]:
-  """The `--config.*` arguments exactly as typed, so each run parses what the user wrote."""
-  forwarded, value_follows = [], False
-  for arg in argv[1:]:
-    if value_follows:
-      forwarded.append(arg)
-      value_follows = False
-      continue
-    match = _OVERRIDE.fullmatch(arg)
-    if match:
-      forwarded.append(arg)
-      negated, name, value = match.groups()
-      value_follows = not negated and value is None and not FLAGS[f'config.{name}'].boolean
-  return forwarded
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,17 +149,20 @@ def _plan_runs(config, batches: list[int], sweep_dir: str,
 
 
 def _read_record(workdir: Workdir) -> dict:
-  """The sweep's record of a run: wall time over attempts, divergence."""
+  """The sweep's record of a run: wall time over attempts, divergence, and the step its last
+  attempt was capped at (train.stop_at_step; None: uncapped)."""
   if not os.path.exists(workdir.sweep_record):
-    return {'attempts': 0, 'wall_seconds': 0.0, 'diverged': None}
+    return {'attempts': 0, 'wall_seconds': 0.0, 'diverged': None, 'stop_at_step': None}
   with open(workdir.sweep_record, encoding='utf-8') as f:
-    return json.load(f)
+    return {'stop_at_step': None, **json.load(f)}
 
 
-def _add_attempt(run: _Run, seconds: float, diverged: str | None) -> dict:
+def _add_attempt(run: _Run, seconds: float, diverged: str | None,
+                 stop_at_step: int | None) -> dict:
   record = _read_record(run.workdir)
   record = {'attempts': record['attempts'] + 1,
-            'wall_seconds': record['wall_seconds'] + seconds, 'diverged': diverged}
+            'wall_seconds': record['wall_seconds'] + seconds, 'diverged': diverged,
+            'stop_at_step': stop_at_step}
   path = run.workdir.sweep_record
   with open(path + '.tmp', 'w', encoding='utf-8') as f:
     json.dump(record, f)
@@ -197,7 +181,21 @@ def _is_finished(run: _Run) -> bool:
   if saved and any('time/to_target_seconds' in record and record['step'] == saved[-1]
                    for record in run.workdir.metric_records()):
     return True  # stopped at eval.target_accuracy
-  return (run.total_steps in saved and bool(evals) and evals[-1][0] == run.total_steps)
+  last = _read_record(run.workdir)['stop_at_step'] or run.total_steps
+  return last in saved and bool(evals) and evals[-1][0] == last
+
+
+def _cap(run: _Run, runs: Sequence[_Run], target: float | None) -> int | None:
+  """The step a trial stops at because it cannot beat the best earlier trial at its batch
+  (reaching the target there ties it); None: no earlier trial reached the target (or the run
+  is no trial). Trials run in order, so a resumed trial gets the cap it started with."""
+  if not run.trial or target is None:
+    return None
+  earlier = runs[:runs.index(run)]
+  best = min((steps for other in earlier if other.batch == run.batch
+              for steps in [sweep_report.steps_to(other.evals(), target)] if steps is not None),
+             default=None)
+  return best if best is not None and best < run.total_steps else None
 
 
 def _latest_checkpoint(run: _Run) -> int | None:
@@ -236,11 +234,6 @@ def _train(run: _Run, command: list[str], signals: _Signals) -> tuple[int, float
     return code, seconds, log.read().decode('utf-8', errors='replace')
 
 
-def _last_line(output: str, prefix: str) -> str | None:
-  lines = [line.strip() for line in output.splitlines() if line.startswith(prefix)]
-  return lines[-1][len(prefix):].strip() if lines else None
-
-
 def _exit_code(code: int) -> int:
   """lbtrain's exit code; a run killed by a signal as a shell reports it (128 + signal)."""
   return 128 - code if code < 0 else code
@@ -254,7 +247,7 @@ def _stop(run: _Run, signal_name: str | None) -> None:
   sys.exit(0)
 
 
-def _sweep(runs: list[_Run], base_command: list[str]) -> None:
+def _sweep(runs: list[_Run], base_command: list[str], target: float | None) -> None:
   """Trains every unfinished run in batch order; exits the process when the sweep must stop."""
   signals = _Signals()
   with preemption.handling(signals.handle):
@@ -274,36 +267,48 @@ def _sweep(runs: list[_Run], base_command: list[str]) -> None:
       except UserError as error:
         cli.fail(f'{run.name}: {error}')
       resume_step = _latest_checkpoint(run)
+      cap = _cap(run, runs, target)
+      capped = [] if cap is None else [f'--config.train.stop_at_step={cap}']
       print(f'{name}: {f"resuming at step {resume_step}" if resume_step else "starting"}, '
-            f'{run.total_steps} steps, peak lr {run.peak_lr:g}; log {run.log}', flush=True)
-      code, seconds, output = _train(run, base_command + list(run.arguments), signals)
-      stopped = _last_line(output, 'lbtrain: stopped:') if code == 1 else None
-      record = _add_attempt(run, seconds, stopped and stopped.split(";")[0])
+            f'{run.total_steps} steps'
+            f'{"" if cap is None else f" (capped at step {cap}, the best so far)"}, peak lr '
+            f'{run.peak_lr:g}; log {run.log}', flush=True)
+      code, seconds, output = _train(run, base_command + list(run.arguments) + capped, signals)
+      stopped = cli.last_line(output, 'lbtrain: stopped:') if code == 1 else None
+      record = _add_attempt(run, seconds, stopped and stopped.split(";")[0], cap)
       if stopped:
         print(f"{name}: diverged after {seconds:.0f} s ({record['diverged']}); going on",
               flush=True)
       elif code != 0:
-        reason = (_last_line(output, 'lbtrain: error:') or
-                  _last_line(output, 'lbtrain: failed:') or
+        reason = (cli.last_line(output, 'lbtrain: error:') or
+                  cli.last_line(output, 'lbtrain: failed:') or
                   (output.strip().splitlines() or ['no output'])[-1])
         sys.stderr.write(f'lbtrain: error: the run at {run.name} failed (exit code '
                          f'{code}): {reason} Its log: {run.log}\n')
         sys.exit(_exit_code(code))
       elif _is_finished(run):
         print(f'{name}: finished in {seconds:.0f} s ({record["wall_seconds"]:.0f} s in all), '
-              f'final eval accuracy {run.evals()[-1][1]:.4f}', flush=True)
+              f'last eval accuracy {run.evals()[-1][1]:.4f} at step {run.evals()[-1][0]}',
+              flush=True)
       else:  # exit 0 before the last step: the run saved a checkpoint on a signal
         _stop(run, signals.received)
 
 
-def _results(runs: list[_Run]) -> list[sweep_report.RunResult]:
+def _results(runs: list[_Run], target: float | None) -> list[sweep_report.RunResult]:
   results = []
   for run in runs:
     record = _read_record(run.workdir)
+    evals, records = run.evals(), run.workdir.metric_records()
+    stop = record['stop_at_step']
+    capped = (stop is not None and evals and evals[-1][0] == stop and record['diverged'] is None
+              and sweep_report.steps_to(evals, target) is None)
     results.append(sweep_report.RunResult(
         batch=run.batch, peak_lr=run.peak_lr, total_steps=run.total_steps,
         steps_per_epoch=run.steps_per_epoch, wall_seconds=record['wall_seconds'],
-        diverged=record['diverged'], evals=run.evals(), metaparameters=dict(run.trial)))
+        diverged=record['diverged'], evals=evals, metaparameters=dict(run.trial),
+        capped_at=stop if capped else None,
+        steps_per_second=sweep_report.median_steps_per_second(records),
+        noise_scale=sweep_report.eval_points(records, 'train/noise_scale')))
   return results
 
 
@@ -347,18 +352,18 @@ def main(argv: list[str]) -> None:
     cli.fail(str(error))
   base_command = [sys.executable, '-m', 'lbtrain.main',
                   f'--config={cli.config_file()}',
-                  *_forwarded_overrides(cli.command_line())]
+                  *cli.config_overrides()]
   sweep_lock = RunLock(Workdir(sweep_dir))  # one sweep per folder; each run also has its own
   try:
     sweep_lock.acquire()
   except UserError as error:
     cli.fail(str(error))
   try:
-    _sweep(runs, base_command)
+    _sweep(runs, base_command, target)
   finally:
     sweep_lock.release()
 
-  results = _results(runs)
+  results = _results(runs, target)
   sweep_report.save_results(sweep_dir, results, target,
                             ['python', '-m', 'lbtrain.sweep', *cli.command_line()[1:]])
   paths = sweep_report.write_report(sweep_dir, {os.path.basename(sweep_dir): results}, target)

@@ -44,6 +44,7 @@ SUMMARY_MD = 'summary.md'
 FINAL_ACCURACY_PNG = 'final_accuracy.png'
 EVAL_ACCURACY_PNG = 'eval_accuracy.png'
 STEPS_TO_TARGET_PNG = 'steps_to_target.png'
+STEPS_EXAMPLES_PNG = 'steps_vs_examples.png'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +59,11 @@ class RunResult:
   diverged: str | None = None  # lbtrain's one-line reason when it stopped on a NaN/Inf
   # A tuned sweep's trial: the tuned config fields' values (lbtrain.tune); empty otherwise.
   metaparameters: Mapping[str, float] = dataclasses.field(default_factory=dict)
+  capped_at: int | None = None  # stopped here, as it could not beat its batch's best trial
+  # Median train/steps_per_sec over its records: training only (compile, eval, saves excluded).
+  steps_per_second: float | None = None
+  # (step, train/noise_scale) of every record that has one (train.noise_scale_every set).
+  noise_scale: tuple[tuple[int, float], ...] = ()
 
   @property
   def final_accuracy(self) -> float | None:
@@ -71,18 +77,38 @@ class RunResult:
     return max((accuracy for _, accuracy in self.evals), default=None)
 
   def steps_to(self, target: float) -> int | None:
-    """The step of the first evaluation at or above `target`; None when none was."""
-    return next((step for step, accuracy in self.evals if accuracy >= target), None)
+    return steps_to(self.evals, target)
 
   def examples_to(self, target: float) -> int | None:
     steps = self.steps_to(target)
     return None if steps is None else steps * self.batch
 
 
-def eval_points(records: Iterable[Mapping]) -> tuple[tuple[int, float], ...]:
-  """(step, eval accuracy) per evaluation, by step; a repeated step keeps its last record."""
-  points = {int(r['step']): float(r['eval/accuracy']) for r in records if 'eval/accuracy' in r}
+def steps_to(evals: Iterable[tuple[int, float]], target: float | None) -> int | None:
+  """The step of the first evaluation at or above `target`; None when none was (or no target)."""
+  if target is None:
+    return None
+  return next((step for step, accuracy in evals if accuracy >= target), None)
+
+
+def eval_points(records: Iterable[Mapping], key: str = 'eval/accuracy'
+                ) -> tuple[tuple[int, float], ...]:
+  """(step, value of `key`) per record that has it, by step; a repeated step keeps its last
+  record."""
+  points = {int(r['step']): float(r[key]) for r in records if key in r}
   return tuple(sorted(points.items()))
+
+
+def median_steps_per_second(records: Iterable[Mapping]) -> float | None:
+  """The run's training throughput: the median over its records, so that the first steps'
+  warm-up and an interval disturbed by other work on the host do not set it."""
+  values = [r['train/steps_per_sec'] for r in records if 'train/steps_per_sec' in r]
+  return float(np.median(values)) if values else None
+
+
+def noise_scale_at(run: RunResult, step: int) -> float | None:
+  """B_simple as last recorded at or before `step` (an EMA, so the value the run had then)."""
+  return next((value for at, value in reversed(run.noise_scale) if at <= step), None)
 
 
 def perfect_scaling_reference(
@@ -106,7 +132,8 @@ def batch_results(runs: Sequence[RunResult],
   for run in runs:
     trials.setdefault(run.batch, []).append(steps_to_result.Trial(
         metaparameters=run.metaparameters,
-        steps_to_target=None if target is None else run.steps_to(target), diverged=run.diverged))
+        steps_to_target=None if target is None else run.steps_to(target), diverged=run.diverged,
+        capped_at=run.capped_at))
   results = []
   for batch, batch_trials in sorted(trials.items()):
     space: dict[str, set[float]] = {}
@@ -115,6 +142,54 @@ def batch_results(runs: Sequence[RunResult],
         space.setdefault(field, set()).add(value)
     results.append(steps_to_result.batch_result(batch, batch_trials, space))
   return results
+
+
+def _winner(runs: Sequence[RunResult], batch: steps_to_result.BatchResult,
+            target: float) -> RunResult | None:
+  """The run that set its batch's steps to result (the first of those tied)."""
+  return next((run for run in runs if run.batch == batch.global_batch_size
+               and batch.steps_to_target is not None
+               and run.steps_to(target) == batch.steps_to_target), None)
+
+
+def batch_measurements(runs: Sequence[RunResult], target: float | None) -> dict[int, dict]:
+  """Per batch, what the hardware and the winning run add to the steps to result: training
+  steps per second (median over the batch's runs), the time to target they predict (steps to
+  result / steps per second: no compile, no evaluation; T(B) of the time-optimal batch), and
+  B_simple at the step the target was reached, when the runs measured the noise scale."""
+  measured = {}
+  for batch in batch_results(runs, target):
+    rates = [r.steps_per_second for r in runs
+             if r.batch == batch.global_batch_size and r.steps_per_second]
+    rate = float(np.median(rates)) if rates else None
+    winner = None if target is None else _winner(runs, batch, target)
+    measured[batch.global_batch_size] = {
+        'steps_per_second': rate,
+        'seconds_to_target': (batch.steps_to_target / rate
+                              if rate and batch.steps_to_target is not None else None),
+        'noise_scale_at_target': (noise_scale_at(winner, batch.steps_to_target)
+                                  if winner else None)}
+  return measured
+
+
+def noise_scale_text(runs: Sequence[RunResult], target: float,
+                     fitted: critical_batch.CriticalBatchFit) -> str | None:
+  """McCandlish et al.'s prediction B_crit ~ B_simple, from the smallest batch whose winning
+  run measured the noise scale: its value when the target was reached, and how it moved."""
+  for batch in batch_results(runs, target):
+    winner = _winner(runs, batch, target)
+    at_target = winner and noise_scale_at(winner, batch.steps_to_target)
+    if not at_target:
+      continue
+    first, last = winner.noise_scale[0], winner.noise_scale[-1]
+    line = (f'Noise scale: B_simple = {at_target:,.0f} at step {batch.steps_to_target} (the '
+            f'target) of batch {batch.global_batch_size}\'s best run; it moved from '
+            f'{first[1]:,.0f} (step {first[0]}) to {last[1]:,.0f} (step {last[0]})')
+    if fitted.b_crit is not None:
+      line += (f'; fitted B_crit / B_simple = {fitted.b_crit / at_target:.2f} (McCandlish et al. '
+               '2018 find B_simple within a small factor of B_crit)')
+    return line + '.'
+  return None
 
 
 def _reached(batches: Sequence[steps_to_result.BatchResult]) -> list[tuple[int, int]]:
@@ -133,10 +208,12 @@ def fit_critical_batch(runs: Sequence[RunResult],
 def save_results(sweep_dir: str, results: Sequence[RunResult], target: float | None,
                  command: Sequence[str]) -> str:
   path = os.path.join(sweep_dir, SUMMARY_JSON)
+  measured = batch_measurements(results, target)
   with open(path + '.tmp', 'w', encoding='utf-8') as f:
     json.dump({'command': list(command), 'target_accuracy': target,
                'runs': [dataclasses.asdict(r) for r in results],
-               'batches': [b.as_dict() for b in batch_results(results, target)],
+               'batches': [dict(b.as_dict(), **measured[b.global_batch_size])
+                           for b in batch_results(results, target)],
                'fit': fit_critical_batch(results, target).as_dict()}, f, indent=1)
     f.write('\n')
   os.replace(path + '.tmp', path)
@@ -146,7 +223,8 @@ def save_results(sweep_dir: str, results: Sequence[RunResult], target: float | N
 def load_results(sweep_dir: str) -> tuple[list[RunResult], float | None]:
   with open(os.path.join(sweep_dir, SUMMARY_JSON), encoding='utf-8') as f:
     saved = json.load(f)
-  runs = [RunResult(**dict(run, evals=tuple(tuple(point) for point in run['evals'])))
+  runs = [RunResult(**dict(run, evals=tuple(tuple(point) for point in run['evals']),
+                           noise_scale=tuple(tuple(point) for point in run['noise_scale'])))
           for run in saved['runs']]
   return runs, saved['target_accuracy']
 
@@ -164,9 +242,15 @@ def _columns(target: float | None, tuned: Sequence[str]) -> list[str]:
   return columns + ['wall_seconds']
 
 
+def _status(run: RunResult) -> str:
+  if run.diverged:
+    return 'diverged'
+  return 'finished' if run.capped_at is None else f'capped at step {run.capped_at}'
+
+
 def _values(run: RunResult, target: float | None, tuned: Sequence[str]) -> list:
   values = [run.batch, *(run.metaparameters.get(field) for field in tuned), run.peak_lr,
-            run.total_steps, 'diverged' if run.diverged else 'finished', run.final_accuracy,
+            run.total_steps, _status(run), run.final_accuracy,
             run.best_accuracy]
   if target is not None:
     values += [run.steps_to(target), run.examples_to(target)]
@@ -207,7 +291,7 @@ def markdown_table(series: Mapping[str, Sequence[RunResult]], target: float | No
       row = ([label] if several else []) + [str(run.batch)] + (
           [_metaparameters_text(run.metaparameters)] if tuned else []) + [
           f'{run.peak_lr:.4g}', str(run.total_steps),
-          'diverged' if run.diverged else _percent(run.final_accuracy),
+          _percent(run.final_accuracy) if _status(run) == 'finished' else _status(run),
           _percent(run.best_accuracy)]
       if target is not None:
         steps, examples = run.steps_to(target), run.examples_to(target)
@@ -240,17 +324,30 @@ def steps_to_result_table(runs: Sequence[RunResult], target: float, label: str |
   outcomes = (steps_to_result.REACHED, steps_to_result.CAPPED, steps_to_result.NOT_REACHED,
               steps_to_result.DIVERGED)
   title = f'Steps to result ({label})' if label else 'Steps to result'
-  lines = [f'{title}: per batch, the first step at which any trial reached {target:g}.', '',
+  lines = [f'{title}: per batch, the first step at which any trial reached {target:g}; steps '
+           'per second: training only, the median over its trials; time to target = steps / '
+           '(steps per second), without compile and evaluation.', '',
            f'| batch | steps to {target:g} | examples to {target:g} | best trial | trials '
-           f'{" / ".join(outcomes)} | best on its range\'s edge |', '|' + '---|' * 6]
+           f'{" / ".join(outcomes)} | best on its range\'s edge | steps per second | time to '
+           f'target |', '|' + '---|' * 8]
+  measured = batch_measurements(runs, target)
   for batch in batch_results(runs, target):
     reached = batch.steps_to_target is not None
     edges = ', '.join(f'{field} ({edge})' for field, edge in batch.on_range_edge.items())
+    rate = measured[batch.global_batch_size]['steps_per_second']
+    seconds = measured[batch.global_batch_size]['seconds_to_target']
     lines.append(
         f'| {batch.global_batch_size} | {batch.steps_to_target if reached else "not reached"} | '
         f'{f"{batch.examples_to_target:,}" if reached else "not reached"} | '
         f'{_metaparameters_text(batch.best_metaparameters)} | '
-        f'{" / ".join(str(batch.outcomes[name]) for name in outcomes)} | {edges or "–"} |')
+        f'{" / ".join(str(batch.outcomes[name]) for name in outcomes)} | {edges or "–"} | '
+        f'{"–" if rate is None else f"{rate:.3g}"} | '
+        f'{"–" if seconds is None else f"{seconds:.1f} s"} |')
+  timed = {b: m['seconds_to_target'] for b, m in measured.items() if m['seconds_to_target']}
+  if timed:
+    fastest = min(timed, key=timed.get)
+    lines += ['', f'Fastest to the target on this hardware: batch {fastest} '
+                  f'({timed[fastest]:.1f} s of training).']
   return '\n'.join(lines) + '\n'
 
 
@@ -265,6 +362,9 @@ def critical_batch_text(runs: Sequence[RunResult], target: float, label: str | N
   name = f'Critical batch ({label})' if label else 'Critical batch'
   if fitted.reason:
     line = f'{name}: no fit, {fitted.reason}.'
+  elif fitted.note:
+    line = (f'{name}: B_crit = {fitted.b_crit:,.0f}, S_min = {fitted.s_min:,.0f} steps, E_min = '
+            f'{fitted.e_min:,.0f} examples (S = S_min (1 + B_crit / B), {fitted.note}).')
   else:
     line = (f'{name}: B_crit = {_with_factor(fitted.b_crit, fitted.b_crit_factor)}, S_min = '
             f'{_with_factor(fitted.s_min, fitted.s_min_factor)} steps, E_min = '
@@ -272,7 +372,9 @@ def critical_batch_text(runs: Sequence[RunResult], target: float, label: str | N
             f'/ B) fitted to log steps over {fitted.points} batches; one-sigma factors from the '
             "fit's covariance).")
   regimes = critical_batch.regimes(_reached(batch_results(runs, target)))
-  return f'{line}\nRegimes: {critical_batch.describe_regimes(regimes)}\n'
+  noise = noise_scale_text(runs, target, fitted)
+  return (f'{line}\nRegimes: {critical_batch.describe_regimes(regimes)}\n'
+          + (f'{noise}\n' if noise else ''))
 
 
 # One marker shape per sweep: where two sweeps land on the same point, both stay visible.
@@ -399,6 +501,39 @@ def plot_steps_to_target(path: str, series: Mapping[str, Sequence[RunResult]],
   plt.close(fig)
 
 
+def plot_steps_vs_examples(path: str, series: Mapping[str, Sequence[RunResult]],
+                           target: float) -> None:
+  """McCandlish et al.'s trade-off: examples against steps to the target, each point a batch,
+  with the fitted hyperbola (S / S_min - 1)(E / E_min - 1) = 1 and its asymptotes S_min, E_min."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(6.4, 4.4))
+  for index, (label, runs) in enumerate(series.items()):
+    points = _reached(batch_results(runs, target))
+    line, = ax.plot([s for _, s in points], [b * s for b, s in points], label=label,
+                    **_marker(index))
+    for batch, steps in points:
+      ax.annotate(f'{batch}', (steps, batch * steps), textcoords='offset points',
+                  xytext=(4, 4), fontsize='x-small')
+    fitted = fit_critical_batch(runs, target)
+    if fitted.reason is None:
+      batches = np.geomspace(points[0][0] / 4, points[-1][0] * 4, 200)
+      color = line.get_color()
+      ax.plot(fitted.steps(batches), fitted.steps(batches) * batches, color=color,
+              linestyle='--', label=f'{label} fit: B_crit ≈ {fitted.b_crit:,.0f}')
+      ax.axvline(fitted.s_min, color=color, linestyle=':', linewidth=0.8)
+      ax.axhline(fitted.e_min, color=color, linestyle=':', linewidth=0.8)
+  ax.set_xscale('log')
+  ax.set_yscale('log')
+  ax.set_xlabel(f'steps to eval accuracy ≥ {target:g}')
+  ax.set_ylabel('examples to the target')
+  ax.set_title('each point a batch; dotted: S_min and E_min of the fit', fontsize='small')
+  ax.grid(alpha=0.3, which='both')
+  ax.legend(fontsize='small')
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
 def write_report(out_dir: str, series: Mapping[str, Sequence[RunResult]],
                  target: float | None) -> list[str]:
   """summary.csv, summary.md and the plots (steps to target only with a target); their paths."""
@@ -413,6 +548,8 @@ def write_report(out_dir: str, series: Mapping[str, Sequence[RunResult]],
   if target is not None:
     paths.append(os.path.join(out_dir, STEPS_TO_TARGET_PNG))
     plot_steps_to_target(paths[-1], series, target)
+    paths.append(os.path.join(out_dir, STEPS_EXAMPLES_PNG))
+    plot_steps_vs_examples(paths[-1], series, target)
   return paths
 
 

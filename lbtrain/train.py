@@ -201,8 +201,10 @@ class _Loop:
     run = self.run
     writer = self.workdir.metric_writer(enabled=self.is_primary, resume_step=self.start_step)
     try:
-      if self.start_step >= run.total_steps:
-        logging.info('training already complete (%d steps); nothing to do', run.total_steps)
+      if self.start_step >= run.last_step:
+        logging.info('training already complete (%d steps%s); nothing to do', run.last_step,
+                     '' if run.last_step == run.total_steps else
+                     f' of {run.total_steps}: train.stop_at_step')
       else:
         reached_earlier, earlier_seconds = self._earlier_attempts()
         if reached_earlier:
@@ -232,19 +234,19 @@ class _Loop:
              clock: metrics_lib.LoopClock) -> dict[str, float]:
     run, config = self.run, self.run.config
     sizes = run.resolution
-    progress = metrics_lib.ProgressBar(run.total_steps, enabled=self.is_primary)
+    progress = metrics_lib.ProgressBar(run.last_step, enabled=self.is_primary)
     one_at_a_time = parallel.one_program_at_a_time(self.mesh)
     records = _TrainRecords(run, writer, progress, clock, self.nonfinite, one_at_a_time)
     batches = data.train_inputs(config.data, run.dataset, self.mesh,
                                 global_batch_size=config.train.global_batch_size,
                                 seed=config.train.seed, start_step=self.start_step,
-                                num_steps=run.total_steps - self.start_step, sizes=sizes)
+                                num_steps=run.last_step - self.start_step, sizes=sizes)
     size_changes = frozenset(sizes.segment_starts[1:])
     train_step = self.train_steps[sizes.size_at(self.start_step)]
     done = self.start_step
     try:
       with preemption.StopSignal() as stop_signal:
-        for step in range(self.start_step, run.total_steps):
+        for step in range(self.start_step, run.last_step):
           with clock.waiting_for_input():
             batch = next(batches)
           state, step_metrics = train_step(state, batch)
@@ -253,7 +255,7 @@ class _Loop:
           records.add(step_metrics)
           done = step + 1
           stopping = stop_signal.should_stop(done)
-          last = done == run.total_steps
+          last = done == run.last_step
           resizing = done in size_changes  # each record's steps have one image size
           if done % run.log_every_steps == 0 or last or stopping or resizing:
             self._log(done, records)

@@ -30,6 +30,7 @@ from lbtrain.errors import UserError
 MAY_CHANGE_ON_RESUME = (
     'train.log_every_steps',
     'train.log_every_epochs',
+    'train.stop_at_step',
     'train.micro_batch_size',
     'train.on_nonfinite',
     'train.max_consecutive_nonfinite',

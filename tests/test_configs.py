@@ -178,7 +178,7 @@ RECIPES = {
         steps_per_epoch=14.6484375, total_steps=44, peak_lr=0.05, warmup_steps=14,
         points=[(0, 0.0), (7, 0.025), (14, 0.05), (29, 0.0125), (44, 0.0)]),
 }
-NOT_RECIPES = {'base', 'quickstart', 'resnet50_imagenet'}
+NOT_RECIPES = {'base', 'quickstart', 'resnet50_imagenet', 'fmnist_critical_batch'}
 
 
 @pytest.mark.parametrize('name', sorted(RECIPES))
@@ -370,3 +370,14 @@ def test_fmnist_configs_share_the_budget_and_mask_as_their_imagenet_recipe(name)
       assert masks[kind] is None, (name, kind)
     else:
       assert (masks[kind]['off_params'], len(masks[kind]['off'])) == expected, (name, kind)
+
+
+def test_the_critical_batch_study_is_shallues_fashion_mnist_workload():
+  """Shallue et al. 2018: 55,000 training images, 5,000 held out, Nesterov; a constant lr."""
+  config = _load('fmnist_critical_batch')
+  assert (config.data.train_split, config.data.eval_split) == ('train[:55000]', 'train[55000:]')
+  assert (config.optimizer.name, config.optimizer.momentum) == ('nesterov', 0.9)
+  _, info = schedules.create_schedule(config, 55_000)
+  # 55,000 / 256 = 214.84375 steps/epoch x 12 epochs = 2578.125 -> 2578 steps at lr 0.1.
+  assert (info.steps_per_epoch, info.total_steps, info.warmup_steps) == (214.84375, 2578, 0)
+  assert [point.lr for point in info.milestones] == [0.1, 0.1]

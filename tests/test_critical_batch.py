@@ -63,12 +63,39 @@ def test_a_batch_measured_twice_counts_once_at_its_mean_log_steps():
   assert twice.b_crit == pytest.approx(once.b_crit, rel=1e-4)
 
 
-@pytest.mark.parametrize('points', [[], [(256, 100)], [(256, 100), (1024, 40), (256, 90)]])
-def test_fewer_than_three_batches_give_no_fit_and_say_why(points):
+@pytest.mark.parametrize('points', [[], [(256, 100)], [(256, 100), (256, 90)]])
+def test_fewer_than_two_batches_give_no_fit_and_say_why(points):
   fitted = critical_batch.fit(points)
   assert fitted.s_min is None and fitted.b_crit is None and fitted.e_min is None
-  assert 'at least 3' in fitted.reason
+  assert 'at least 2' in fitted.reason
   assert fitted.as_dict()['reason'] == fitted.reason and fitted.as_dict()['b_crit'] is None
+
+
+@pytest.mark.parametrize('batches', [(256, 1024), (512, 16384), (4096, 8192)])
+def test_two_batches_give_the_exact_model_without_an_uncertainty(batches):
+  fitted = critical_batch.fit(_model_points(np.random.default_rng(0), 0.0, batches=batches))
+  assert fitted.reason is None and fitted.points == 2
+  assert fitted.s_min == pytest.approx(S_MIN, rel=1e-9)
+  assert fitted.b_crit == pytest.approx(B_CRIT, rel=1e-9)
+  assert fitted.e_min == pytest.approx(S_MIN * B_CRIT, rel=1e-9)
+  assert fitted.b_crit_factor is None and 'no uncertainty' in fitted.note
+
+
+def test_two_batches_measured_twice_fit_through_their_mean_log_steps():
+  # 256: geometric mean of 100 and 64 = 80 steps; 1024: 30 steps.
+  fitted = critical_batch.fit([(256, 100), (1024, 30), (256, 64)])
+  assert fitted.points == 2
+  assert fitted.steps(256) == pytest.approx(80) and fitted.steps(1024) == pytest.approx(30)
+
+
+@pytest.mark.parametrize('points, where', [
+    ([(256, 100), (1024, 100)], 'below the smallest'),  # no fewer steps
+    ([(256, 100), (1024, 25)], 'above the largest'),  # exactly perfect scaling
+    ([(256, 100), (1024, 20)], 'above the largest'),  # better than perfect
+])
+def test_two_batches_without_a_knee_do_not_bound_b_crit(points, where):
+  fitted = critical_batch.fit(points)
+  assert fitted.b_crit is None and where in fitted.reason
 
 
 def test_points_that_never_leave_perfect_scaling_do_not_bound_b_crit():

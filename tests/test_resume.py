@@ -144,6 +144,26 @@ def test_resuming_with_a_new_log_interval_is_allowed_and_logged(uninterrupted, f
   assert lbtrain_process.logged_steps(workdir)[-4:] == [19, 20, 22, 24]
 
 
+def test_a_run_stopped_at_a_step_goes_on_exactly_without_the_stop(uninterrupted, fmnist_data_dir,
+                                                                    tmp_path):
+  """train.stop_at_step ends the attempt (evaluated and saved there) on the same schedule."""
+  workdir = str(tmp_path / 'run')
+  stopped = lbtrain_process.run(_args(workdir, fmnist_data_dir, '--config.train.stop_at_step=7'))
+  assert stopped.returncode == 0, stopped.stderr[-3000:]
+  assert _checkpoint_steps(workdir)[-1] == 7
+  records = Workdir(workdir).metric_records()
+  assert [r['step'] for r in records if 'eval/accuracy' in r] == [7]
+  again = lbtrain_process.run(_args(workdir, fmnist_data_dir, '--config.train.stop_at_step=7'))
+  assert again.returncode == 0 and 'training already complete (7 steps of 24' in again.stderr
+  result = lbtrain_process.run(_args(workdir, fmnist_data_dir))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'train.stop_at_step: 7 -> None' in result.stderr
+  for expected, resumed in zip(_params(uninterrupted, TOTAL_STEPS),
+                               _params(workdir, TOTAL_STEPS), strict=True):
+    np.testing.assert_array_equal(expected, resumed)
+  assert lbtrain_process.logged_steps(workdir) == list(range(1, TOTAL_STEPS + 1))
+
+
 def test_a_truncated_checkpoint_is_reported_not_loaded(uninterrupted, fmnist_data_dir, tmp_path):
   workdir = _copy(uninterrupted, tmp_path)
   shutil.rmtree(os.path.join(workdir, 'checkpoints', str(TOTAL_STEPS)))

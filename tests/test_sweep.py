@@ -1,6 +1,7 @@
 """Batch-size sweeps: the summary maths on hand-made records, then the CLI on real runs."""
 
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -12,6 +13,7 @@ from matplotlib import image
 import pytest
 
 from configs import quickstart
+from lbtrain import critical_batch
 from lbtrain import metrics
 from lbtrain import sweep_report
 from lbtrain.workdir import RunLock
@@ -118,9 +120,14 @@ def test_summary_json_holds_steps_to_target_per_batch_and_the_fit(tmp_path):
 
   sweep_report.save_results(str(tmp_path), runs[:2], 0.9, ['python'])
   with open(tmp_path / 'summary.json', encoding='utf-8') as f:
+    fit = json.load(f)['fit']  # two batches: exact through both (steps rounded to whole steps)
+  assert fit['b_crit'] == pytest.approx(2000, rel=0.01) and fit['b_crit_factor'] is None
+  assert 'exact through 2 batches' in fit['note']
+  sweep_report.save_results(str(tmp_path), runs[:1], 0.9, ['python'])
+  with open(tmp_path / 'summary.json', encoding='utf-8') as f:
     fit = json.load(f)['fit']
   assert fit['s_min'] is None and fit['e_min'] is None and fit['b_crit'] is None
-  assert 'at least 3' in fit['reason']
+  assert 'at least 2' in fit['reason']
   assert 'give --target_accuracy' in sweep_report.fit_critical_batch(runs, None).reason
 
 
@@ -135,7 +142,9 @@ def test_markdown_states_the_fit_and_the_regimes():
   assert 'batches 16384 to 65536: maximal data parallelism' in table
   several = sweep_report.markdown_table({'a': _model_runs(), 'b': _model_runs()[:2]}, 0.9)
   assert 'Critical batch (a): B_crit' in several
-  assert 'Critical batch (b): no fit, 2 batches reached the target' in several
+  assert 'Critical batch (b): B_crit = 2,0' in several and 'exact through 2 batches' in several
+  one = sweep_report.markdown_table({'a': _model_runs()[:1]}, 0.9)
+  assert 'Critical batch: no fit, 1 batch reached the target' in one
   assert 'Critical batch' not in sweep_report.markdown_table({'a': _model_runs()}, None)
 
 
@@ -164,7 +173,9 @@ def test_a_tuned_sweeps_summary_gives_each_batch_its_best_trial(tmp_path):
   assert saved['batches'][0]['outcomes'] == {'reached': 2, 'capped': 0, 'not reached': 0,
                                              'diverged': 1}
   assert saved['runs'][0]['metaparameters'] == {LR: 0.1}
-  assert 'at least 3' in saved['fit']['reason']
+  # 100 steps at 256, 30 at 1024: B_crit = (100 - 30) / (30 / 256 - 100 / 1024) = 3584.
+  assert saved['fit']['b_crit'] == pytest.approx(3584)
+  assert saved['fit']['s_min'] == pytest.approx(100 / 15)
   assert sweep_report.load_results(str(tmp_path)) == (runs, 0.9)
 
   table = sweep_report.markdown_table({'a': runs}, target=0.9)
@@ -180,6 +191,36 @@ def test_a_tuned_sweeps_summary_gives_each_batch_its_best_trial(tmp_path):
   paths = sweep_report.write_report(str(tmp_path / 'report'), {'a': runs}, target=0.9)
   for path in paths[2:]:
     _assert_png(path)
+
+
+def test_capped_trials_throughput_and_the_noise_scale_reach_the_summary(tmp_path):
+  def trial(batch, lr, evals, steps_per_second, capped_at=None, noise_scale=()):
+    return dataclasses.replace(
+        _run(batch, evals, total_steps=200 * 256 // batch, metaparameters={LR: lr}),
+        capped_at=capped_at, steps_per_second=steps_per_second, noise_scale=noise_scale)
+  runs = [trial(256, 0.3, [(50, 0.5), (100, 0.9)], 50.0,
+                noise_scale=((50, 300.0), (100, 500.0))),
+          trial(256, 0.1, [(50, 0.5), (100, 0.8)], 40.0, capped_at=100),
+          trial(1024, 0.3, [(15, 0.6), (30, 0.9)], 20.0),
+          trial(1024, 0.1, [(15, 0.6), (30, 0.7)], 10.0, capped_at=30)]
+  sweep_report.save_results(str(tmp_path), runs, 0.9, ['python'])
+  with open(tmp_path / 'summary.json', encoding='utf-8') as f:
+    saved = json.load(f)
+  first, second = saved['batches']
+  assert first['outcomes'] == {'reached': 1, 'capped': 1, 'not reached': 0, 'diverged': 0}
+  assert first['steps_per_second'] == 45.0 and first['seconds_to_target'] == 100 / 45
+  assert second['steps_per_second'] == 15.0 and second['seconds_to_target'] == 2.0
+  assert first['noise_scale_at_target'] == 500.0 and second['noise_scale_at_target'] is None
+  assert sweep_report.load_results(str(tmp_path)) == (runs, 0.9)
+
+  table = sweep_report.markdown_table({'a': runs}, target=0.9)
+  assert '| 256 | optimizer.base_lr=0.1 | 0.1 | 200 | capped at step 100 |' in table
+  assert ('| 256 | 100 | 25,600 | optimizer.base_lr=0.3 | 1 / 1 / 0 / 0 | optimizer.base_lr (highest) '
+          '| 45 | 2.2 s |') in table
+  assert 'Fastest to the target on this hardware: batch 1024 (2.0 s of training)' in table
+  # B_crit = (100 - 30) / (30 / 256 - 100 / 1024) = 3584: 7.17 x B_simple at the target.
+  assert ('Noise scale: B_simple = 500 at step 100 (the target) of batch 256\'s best run; it '
+          'moved from 300 (step 50) to 500 (step 100); fitted B_crit / B_simple = 7.17') in table
 
 
 def _assert_png(path):
@@ -199,7 +240,7 @@ def test_report_of_several_sweeps_draws_valid_pngs(tmp_path):
   paths = sweep_report.write_report(str(tmp_path / 'with_target'), series, target=0.9)
   assert [os.path.basename(p) for p in paths] == [
       'summary.csv', 'summary.md', 'final_accuracy.png', 'eval_accuracy.png',
-      'steps_to_target.png']
+      'steps_to_target.png', 'steps_vs_examples.png']
   for path in paths[2:]:
     _assert_png(path)
   paths = sweep_report.write_report(str(tmp_path / 'no_target'), series, target=None)
@@ -324,25 +365,39 @@ def test_a_tuned_sweep_trains_each_trial_to_the_target_and_summarises_steps_to_r
 
   with open(sweep_dir / 'summary.json', encoding='utf-8') as f:
     summary = json.load(f)
+  points = []
   for batch_summary in summary['batches']:
     batch = batch_summary['global_batch_size']
-    first_at_target = []
+    first_at_target, cap = [], None
     for index, lr in enumerate(lrs):
       trial_dir = sweep_dir / f'batch_{batch:05d}' / f'trial_{index:03d}'
       with open(trial_dir / 'config.json', encoding='utf-8') as f:
         run_config = json.load(f)
       assert run_config['optimizer']['base_lr'] == lr
       assert run_config['eval']['target_accuracy'] == TARGET
+      # Each trial runs at most to the best steps to the target before it at its batch.
+      assert run_config['train']['stop_at_step'] == cap
       evals = _evals(trial_dir)
       reached = [step for step, accuracy in evals if accuracy >= TARGET]
       if reached:  # the trial stopped at its first evaluation at the target
         assert evals[-1][0] == reached[0]
         first_at_target.append(reached[0])
-    assert batch_summary['steps_to_target'] == min(first_at_target, default=None)
+      elif cap is not None:
+        assert evals[-1][0] == cap and Workdir(trial_dir).checkpoint_steps()[-1] == cap
+      cap = min(first_at_target, default=None)
+    assert batch_summary['steps_to_target'] == cap
     assert sum(batch_summary['outcomes'].values()) == len(lrs)
+    assert batch_summary['steps_per_second'] > 0
+    if cap is not None:
+      points.append((batch, cap))
+      assert batch_summary['seconds_to_target'] == pytest.approx(
+          cap / batch_summary['steps_per_second'])
   assert [b['global_batch_size'] for b in summary['batches']] == [256, 512]
-  assert any(b['steps_to_target'] is not None for b in summary['batches'])  # a real comparison
-  assert summary['fit']['b_crit'] is None and 'at least 3' in summary['fit']['reason']
+  assert points  # a real comparison
+  fitted = critical_batch.fit(points)  # the two batches' exact model, or why there is none
+  assert summary['fit']['reason'] == fitted.reason
+  assert summary['fit']['b_crit'] == (None if fitted.b_crit is None else
+                                      pytest.approx(fitted.b_crit))
   assert 'Steps to result:' in (sweep_dir / 'summary.md').read_text()
 
   result = _sweep(args)  # every trial finished: nothing trains again

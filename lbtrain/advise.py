@@ -1,0 +1,392 @@
+"""How large a batch, without a full sweep: `python -m lbtrain.advise --config=configs/X.py
+--target_accuracy=A --workdir=DIR [--batch_sizes=...] [--config.a.b=value ...]`.
+
+Two measurements, each a resumable `lbtrain.main` run in DIR (its output in its train.log):
+  1. DIR/measure: the config at its own batch B0 until its first evaluation at the target,
+     measuring the gradient noise scale B_simple every step (McCandlish et al. 2018); so the steps
+     to the target S(B0) and B_simple at that point.
+  2. DIR/throughput/batch_<B>: a short run at each candidate batch (--batch_sizes, or by default
+     B0 and the powers of 2 from B_crit / 8 to 8 B_crit; no evaluation), whose training
+     steps per second (median over its records after the first: the input pipeline included,
+     compile excluded) is the hardware's side of the answer.
+Then the model: B_crit ~ B_simple, S(B) = S_min (1 + B_crit / B) through the measured S(B0), the
+examples E(B) = S(B) B, the time T(B) = S(B) / steps per second(B), and the training efficiency
+E_min / E(B) = 1 / (1 + B / B_crit) (1 = perfect scaling). It prints a table of the candidates,
+with the peak lr and warmup each gets from the config's rules, and two recommendations: the
+batch fastest to the target in wall-clock, and the largest batch that keeps --efficiency of
+perfect scaling. It is a prediction from a model, and says so with its assumptions; a tuned
+`lbtrain.sweep` measures what it predicts.
+
+The same command again reuses the finished runs; DIR/advice.{json,md} hold the result.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+from typing import Sequence
+
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from lbtrain import cli
+from lbtrain import sweep_report
+from lbtrain.errors import UserError
+from lbtrain.workdir import Workdir
+
+config_flags.DEFINE_config_file(
+    'config', None, 'Training config file: a Python file with get_config().', lock_config=True)
+flags.DEFINE_string('workdir', None, 'Folder for the advisor\'s runs and advice.{json,md}.')
+flags.DEFINE_float('target_accuracy', None, 'The eval accuracy the batch should reach soonest.')
+flags.DEFINE_list('batch_sizes', None, 'Candidate global batches; default: the config\'s batch '
+                  'and the powers of 2 from B_crit / 8 to 8 B_crit (B_crit as measured).')
+flags.DEFINE_float('eval_every_epochs', 0.1, 'Evaluation interval of the measurement run: its '
+                   'steps to the target are exact to this.')
+flags.DEFINE_float('efficiency', 0.8, 'The share of perfect scaling the "efficient" '
+                   'recommendation keeps: E_min / E(B) at least this.')
+FLAGS = flags.FLAGS
+
+# Default candidates: powers of 2 over this factor either side of the measured B_crit, which
+# spans the model's regimes (efficiency 89 % at B_crit / 8, 11 % at 8 B_crit).
+_CANDIDATE_SPAN = 8
+# Throughput runs: records of about this many examples each, four of them; the first is dropped
+# (the first steps after compile run slower).
+_EXAMPLES_PER_RECORD = 4096
+_RECORDS = 4
+
+ASSUMPTIONS = (
+    'This is a prediction from a model, not a measurement of steps to the target at each batch. '
+    'It assumes (1) steps to the target follow S(B) = S_min (1 + B_crit / B) (McCandlish et al. '
+    '2018); (2) B_crit equals the gradient noise scale B_simple measured when the target was '
+    'reached (they find the two within a small factor, and B_simple grows as the loss falls); (3) '
+    'the config\'s lr scaling and warmup rules serve every batch as well as the measured one (the '
+    'lr is not retuned); (4) the short throughput runs\' speed holds for a whole run. A tuned '
+    '`python -m lbtrain.sweep --tune=...` measures S(B) itself.')
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+  """What the run at the config's own batch measured."""
+  global_batch_size: int
+  steps_to_target: int
+  noise_scale: float  # B_simple when the target was reached
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+  """One batch's row of the advice."""
+  global_batch_size: int
+  peak_lr: float
+  warmup_steps: int
+  steps: float  # predicted steps to the target
+  examples: float  # predicted examples to the target
+  epochs: float
+  efficiency: float  # E_min / E: the share of perfect scaling kept
+  steps_per_second: float | None  # measured; None: the throughput run measured nothing
+  seconds: float | None  # predicted training time to the target
+
+
+@dataclasses.dataclass(frozen=True)
+class Advice:
+  measurement: Measurement
+  b_crit: float
+  s_min: float
+  e_min: float
+  efficiency_floor: float
+  candidates: tuple[Candidate, ...]
+  fastest: int | None  # the batch predicted fastest to the target; None: no throughput
+  efficient: int | None  # the largest keeping the efficiency floor; None: none does
+
+  def as_dict(self) -> dict:
+    return dict(dataclasses.asdict(self), assumptions=ASSUMPTIONS)
+
+
+def advise(measurement: Measurement, throughput: dict[int, float | None],
+           recipes: dict[int, tuple[float, int]], num_train_examples: int,
+           efficiency_floor: float) -> Advice:
+  """The model's prediction for each candidate batch.
+
+  Args:
+    measurement: steps to the target and B_simple at the config's batch.
+    throughput: candidate batch -> measured training steps per second (None: not measured).
+    recipes: candidate batch -> (peak lr, warmup steps) from the config's rules.
+    num_train_examples: the training split's size, for epochs.
+    efficiency_floor: E_min / E(B) the efficient recommendation keeps at least.
+  """
+  b_crit = measurement.noise_scale
+  s_min = measurement.steps_to_target / (1 + b_crit / measurement.global_batch_size)
+  e_min = s_min * b_crit
+  candidates = []
+  for batch in sorted(throughput):
+    steps = s_min * (1 + b_crit / batch)
+    rate = throughput[batch]
+    peak_lr, warmup_steps = recipes[batch]
+    candidates.append(Candidate(
+        global_batch_size=batch, peak_lr=peak_lr, warmup_steps=warmup_steps, steps=steps,
+        examples=steps * batch, epochs=steps * batch / num_train_examples,
+        efficiency=e_min / (steps * batch), steps_per_second=rate,
+        seconds=steps / rate if rate else None))
+  timed = [c for c in candidates if c.seconds is not None]
+  efficient = [c.global_batch_size for c in candidates if c.efficiency >= efficiency_floor]
+  return Advice(measurement=measurement, b_crit=b_crit, s_min=s_min, e_min=e_min,
+                efficiency_floor=efficiency_floor, candidates=tuple(candidates),
+                fastest=min(timed, key=lambda c: c.seconds).global_batch_size if timed else None,
+                efficient=max(efficient, default=None))
+
+
+def report(advice: Advice, target: float) -> str:
+  """The table and the two 'recommend' lines."""
+  m = advice.measurement
+  lines = [
+      f'Measured at batch {m.global_batch_size}: eval accuracy {target:g} at step '
+      f'{m.steps_to_target}, gradient noise scale B_simple = {m.noise_scale:,.0f} there.',
+      f'Model: B_crit ~ B_simple = {advice.b_crit:,.0f}, S_min = {advice.s_min:,.1f} steps, '
+      f'E_min = {advice.e_min:,.0f} examples.', '',
+      '| batch | peak lr | warmup steps | predicted steps | predicted examples | epochs | '
+      'efficiency | steps per second (measured) | predicted time to target |',
+      '|' + '---|' * 9]
+  in_warmup = [c.global_batch_size for c in advice.candidates if c.steps < c.warmup_steps]
+  for c in advice.candidates:
+    lines.append(
+        f'| {c.global_batch_size} | {c.peak_lr:.4g} | {c.warmup_steps}'
+        f'{" *" if c.global_batch_size in in_warmup else ""} | {c.steps:,.0f} | '
+        f'{c.examples:,.0f} | {c.epochs:.2f} | {100 * c.efficiency:.0f} % | '
+        f'{"not measured" if c.steps_per_second is None else f"{c.steps_per_second:.3g}"} | '
+        f'{"–" if c.seconds is None else f"{c.seconds:,.1f} s"} |')
+  by_batch = {c.global_batch_size: c for c in advice.candidates}
+  if in_warmup:
+    lines += ['', f'* The config\'s warmup outlasts the predicted steps at batch '
+                  f'{", ".join(map(str, in_warmup))}: the lr would still be rising at the target, '
+                  'so its rules would take longer than predicted there (assumption 3); shorten '
+                  'the warmup for those batches.']
+  lines.append('')
+  if advice.fastest is None:
+    lines.append('recommend (fastest): none: no candidate\'s throughput was measured.')
+  else:
+    c = by_batch[advice.fastest]
+    lines.append(f'recommend (fastest): global batch {c.global_batch_size}: predicted '
+                 f'{c.seconds:,.1f} s of training to {target:g} ({c.steps:,.0f} steps, peak lr '
+                 f'{c.peak_lr:.4g}, {c.warmup_steps} warmup steps).')
+  floor = f'{100 * advice.efficiency_floor:.0f} %'
+  if advice.efficient is None:
+    lines.append(f'recommend (efficient): none of the candidates keeps {floor} of perfect '
+                 f'scaling (B <= {advice.b_crit * (1 / advice.efficiency_floor - 1):,.0f} '
+                 'would); add smaller --batch_sizes.')
+  else:
+    c = by_batch[advice.efficient]
+    lines.append(f'recommend (efficient): global batch {c.global_batch_size}: the largest that '
+                 f'keeps >= {floor} of perfect scaling ({100 * c.efficiency:.0f} %: '
+                 f'{c.examples:,.0f} examples vs E_min {advice.e_min:,.0f}; {c.steps:,.0f} '
+                 f'steps, peak lr {c.peak_lr:.4g}).')
+  lines += ['', ASSUMPTIONS]
+  return '\n'.join(lines) + '\n'
+
+
+def measurement_from_records(records: Sequence[dict], global_batch_size: int,
+                             target: float) -> Measurement | None:
+  """Steps to the target and B_simple then; None if the run never reached the target."""
+  steps = sweep_report.steps_to(sweep_report.eval_points(records), target)
+  if steps is None:
+    return None
+  noise = [value for step, value in sweep_report.eval_points(records, 'train/noise_scale')
+           if step <= steps]
+  if not noise or not noise[-1] > 0:
+    raise UserError(f'the run at batch {global_batch_size} reached {target:g} at step {steps} '
+                    'before any positive noise-scale estimate; its EMA needs more steps: lower '
+                    '--config.train.noise_scale_decay or raise the target.')
+  return Measurement(global_batch_size=global_batch_size, steps_to_target=steps,
+                     noise_scale=noise[-1])
+
+
+def throughput_from_records(records: Sequence[dict]) -> float | None:
+  """Training steps per second: the median over the records after the first."""
+  return sweep_report.median_steps_per_second(
+      [r for r in records if 'train/steps_per_sec' in r][1:])
+
+
+def default_batches(b_crit: float, global_batch_size: int, num_devices: int) -> list[int]:
+  """The config's batch and the powers of 2 from B_crit / 8 to 8 B_crit, those that every
+  device gets a share of."""
+  low = math.floor(math.log2(max(b_crit / _CANDIDATE_SPAN, 1)))
+  high = math.ceil(math.log2(max(b_crit * _CANDIDATE_SPAN, 1)))
+  return sorted({global_batch_size} | {2 ** k for k in range(low, high + 1)
+                                       if 2 ** k % num_devices == 0})
+
+
+def _batches() -> list[int] | None:
+  """The candidates given with --batch_sizes; None: the defaults, once B_crit is measured."""
+  if FLAGS.batch_sizes is None:
+    return None
+  try:
+    batches = sorted({int(value) for value in FLAGS.batch_sizes})
+  except ValueError:
+    batches = []
+  if not batches or batches[0] <= 0:
+    cli.fail(f'--batch_sizes={",".join(FLAGS.batch_sizes)}: give positive whole numbers, e.g. '
+             '--batch_sizes=256,1024,4096.')
+  return batches
+
+
+def _num_train_examples(config) -> int:
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update('jax_platforms', 'cpu')  # the runs need the accelerator, not the advisor
+  from lbtrain import data  # pylint: disable=g-import-not-at-top
+  return data.get_dataset_info(config.data).num_train_examples
+
+
+def _recipes(config, batches: Sequence[int],
+             num_train_examples: int) -> dict[int, tuple[float, int]]:
+  """batch -> (peak lr, warmup steps) from the config's rules; UserError for a batch that
+  makes no valid recipe."""
+  from lbtrain import plan  # pylint: disable=g-import-not-at-top
+  recipes = {}
+  for batch in sorted({config.train.global_batch_size, *batches}):
+    run_config = config.copy_and_resolve_references()
+    run_config.train.global_batch_size = batch
+    try:
+      info = plan.recipe(run_config, num_train_examples).schedule_info
+    except UserError as error:
+      raise UserError(f'batch {batch}: {error}') from None
+    recipes[batch] = (info.peak_lr, info.warmup_steps)
+  return recipes
+
+
+def _device_count() -> int:
+  """The devices a run will see, asked of a fresh process (this one stays off the accelerator)."""
+  output = subprocess.run([sys.executable, '-c', 'import jax; print(jax.device_count())'],
+                          capture_output=True, text=True, check=True).stdout
+  return int(output.split()[-1])
+
+
+def _noise_scale_settings(config, devices: int) -> list[str]:
+  """Overrides that let the measurement run see small-batch gradients without changing its
+  training where the hardware allows: per-device gradients under pmap (the same training); on
+  one device, two micro-batches, whose BN statistics are then per micro-batch."""
+  settings = ['--config.train.noise_scale_every=1']
+  if config.parallel.strategy == 'pmap' or config.train.micro_batch_size is not None:
+    return settings
+  if devices > 1:
+    return settings + ['--config.parallel.strategy=pmap']
+  micro = config.train.global_batch_size // 2
+  logging.warning('one device: B_simple from two micro-batches of %d, with BN statistics per '
+                  'micro-batch', micro)
+  settings.append(f'--config.train.micro_batch_size={micro}')
+  if config.model.bn_group_size is None:
+    settings.append(f'--config.model.bn_group_size={micro}')
+  return settings
+
+
+def _run(workdir: Workdir, command: list[str], name: str) -> list[dict]:
+  """Trains (or resumes) one run; its metric records. A failure ends the advisor with the run's
+  own error line and exit code."""
+  os.makedirs(workdir.path, exist_ok=True)
+  with open(workdir.sweep_log, 'a', encoding='utf-8') as log:
+    log.write(f'$ {" ".join(command)}\n')
+    log.flush()
+    start = log.tell()
+    code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
+  if code != 0:
+    with open(workdir.sweep_log, encoding='utf-8', errors='replace') as log:
+      log.seek(start)
+      output = log.read()
+    reason = (cli.last_line(output, 'lbtrain: error:') or cli.last_line(output, 'lbtrain: failed:')
+              or cli.last_line(output, 'lbtrain: stopped:')
+              or (output.strip().splitlines() or ['no output'])[-1])
+    sys.stderr.write(f'lbtrain: error: the {name} failed (exit code {code}): {reason} Its log: '
+                     f'{workdir.sweep_log}\n')
+    sys.exit(code if code > 0 else 128 - code)
+  return workdir.metric_records()
+
+
+def _throughput_overrides(batch: int) -> list[str]:
+  log_every = max(2, math.ceil(_EXAMPLES_PER_RECORD / batch))
+  return [f'--config.train.global_batch_size={batch}',
+          f'--config.train.stop_at_step={_RECORDS * log_every}',
+          f'--config.train.log_every_steps={log_every}', '--config.train.log_every_epochs=None',
+          '--config.eval.every_epochs=0', '--config.eval.every_steps=None',
+          '--config.eval.target_accuracy=None', '--config.train.noise_scale_every=None',
+          '--config.checkpoint.every_epochs=None', '--config.checkpoint.every_steps=1000000']
+
+
+def main(argv: list[str]) -> None:
+  cli.no_arguments(argv)
+  config = cli.load_config()
+  if not FLAGS.workdir:
+    cli.fail('--workdir is required: the advisor\'s folder, e.g. --workdir=runs/advice.')
+  target = FLAGS.target_accuracy
+  if target is None or not 0 < target <= 1:
+    cli.fail(f'--target_accuracy={target}: give the eval accuracy to reach, in (0, 1], e.g. 0.88.')
+  if not 0 < FLAGS.efficiency < 1:
+    cli.fail(f'--efficiency={FLAGS.efficiency}: give a share of perfect scaling in (0, 1), e.g. '
+             '0.8.')
+  for field in ('train.global_batch_size', 'eval.target_accuracy', 'train.stop_at_step'):
+    if field in config_flags.get_override_values(FLAGS['config']):
+      cli.fail(f'the advisor sets {field} for its runs; drop --config.{field}.')
+  if not FLAGS.eval_every_epochs > 0:
+    cli.fail(f'--eval_every_epochs={FLAGS.eval_every_epochs}: give a positive interval, e.g. '
+             '0.1.')
+  batches = _batches()
+  try:
+    num_train_examples = _num_train_examples(config)
+    _recipes(config, batches or [], num_train_examples)  # every bad batch before any run
+  except UserError as error:
+    cli.fail(str(error))
+  folder = os.path.abspath(os.path.expanduser(FLAGS.workdir))
+  base = [sys.executable, '-m', 'lbtrain.main', f'--config={cli.config_file()}',
+          *cli.config_overrides()]
+
+  measure = Workdir(os.path.join(folder, 'measure'))
+  batch0 = config.train.global_batch_size
+  print(f'advise: measuring steps to {target:g} and the noise scale at batch {batch0}; log '
+        f'{measure.sweep_log}', flush=True)
+  devices = _device_count()
+  records = _run(measure, base + [f'--config.eval.target_accuracy={target!r}',
+                                  f'--config.eval.every_epochs={FLAGS.eval_every_epochs!r}',
+                                  '--config.eval.every_steps=None',
+                                  *_noise_scale_settings(config, devices),
+                                  f'--workdir={measure.path}'],
+                 f'measurement run at batch {batch0}')
+  try:
+    measurement = measurement_from_records(records, batch0, target)
+  except UserError as error:
+    cli.fail(str(error))
+  if measurement is None:
+    best = max((a for _, a in sweep_report.eval_points(records)), default=0.0)
+    cli.fail(f'the config did not reach eval accuracy {target:g} at batch {batch0} (best '
+             f'{best:.4f}, log {measure.sweep_log}); lower --target_accuracy or train longer '
+             '(--config.train.num_epochs).')
+
+  if batches is None:
+    batches = default_batches(measurement.noise_scale, batch0, devices)
+  try:
+    recipes = _recipes(config, batches, num_train_examples)
+  except UserError as error:
+    cli.fail(str(error))
+  throughput = {}
+  for batch in batches:
+    run = Workdir(os.path.join(folder, 'throughput', f'batch_{batch:05d}'))
+    print(f'advise: timing batch {batch}; log {run.sweep_log}', flush=True)
+    records = _run(run, base + _throughput_overrides(batch) + [f'--workdir={run.path}'],
+                   f'throughput run at batch {batch}')
+    throughput[batch] = throughput_from_records(records)
+
+  advice = advise(measurement, throughput, recipes, num_train_examples, FLAGS.efficiency)
+  text = report(advice, target)
+  with open(os.path.join(folder, 'advice.json'), 'w', encoding='utf-8') as f:
+    json.dump(dict(advice.as_dict(), target_accuracy=target,
+                   command=['python', '-m', 'lbtrain.advise', *cli.command_line()[1:]]), f,
+              indent=1)
+  with open(os.path.join(folder, 'advice.md'), 'w', encoding='utf-8') as f:
+    f.write(text)
+  print(text, end='', flush=True)
+
+
+def run() -> None:
+  cli.run(main, verbosity=logging.WARNING)
+
+
+if __name__ == '__main__':
+  run()

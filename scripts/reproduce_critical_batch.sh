@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Reproduces docs/critical_batch.md: steps to result (Shallue et al. 2018) on Fashion-MNIST with
+# the lr tuned at every batch, the critical batch fitted to them (McCandlish et al. 2018), LARS
+# and LAMB tuned beyond it, and the advisor's prediction at the small batch; the combined table
+# and plots land in docs/critical_batch/.
+#
+#   bash scripts/reproduce_critical_batch.sh [RUNS_DIR]      (default runs/critical_batch)
+#
+# Resumable: run it again after an interruption and finished trials are skipped. Env:
+#   DATA_DIR   tfds data_dir holding (or to hold) Fashion-MNIST; default: the config's
+#   XLA_FLAGS  default: 2 emulated CPU devices (no effect on a GPU)
+#   OUT_DIR    default docs/critical_batch
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+runs=${1:-runs/critical_batch}
+out=${OUT_DIR:-docs/critical_batch}
+export XLA_FLAGS=${XLA_FLAGS:---xla_force_host_platform_device_count=2}
+python=${PYTHON:-.venv/bin/python}
+data_dir=()
+if [ -n "${DATA_DIR:-}" ]; then
+  data_dir=(--config.data.data_dir="$DATA_DIR")
+fi
+config=configs/fmnist_critical_batch.py
+target=0.9
+
+start=$(date +%s)
+# 1. Nesterov, base lr (scaled linearly from batch 256) tuned over 6 values a factor 2 apart, at
+#    batches 32 ... 8192 in powers of 4.
+"$python" -m lbtrain.sweep --config=$config --batch_sizes=32,128,512,2048,8192 \
+  --tune=optimizer.base_lr=log:0.0125:0.4:6 --target_accuracy=$target \
+  --workdir="$runs/nesterov" "${data_dir[@]}"
+echo "critical batch: Nesterov sweep done after $(( $(date +%s) - start )) s"
+# 2. LARS and LAMB at 2048, lr given directly (no scaling) and tuned over 4 values a factor 2
+#    apart; the same constant schedule, so that only the optimizer differs from (1).
+"$python" -m lbtrain.sweep --config=$config --batch_sizes=2048 --target_accuracy=$target \
+  --config.optimizer.name=lars --config.optimizer.scaling=none --config.optimizer.eps=0.0 \
+  --tune=optimizer.base_lr=log:2.5:20:4 --workdir="$runs/lars" "${data_dir[@]}"
+"$python" -m lbtrain.sweep --config=$config --batch_sizes=2048 --target_accuracy=$target \
+  --config.optimizer.name=lamb --config.optimizer.scaling=none --config.optimizer.weight_decay=0.01 \
+  --tune=optimizer.base_lr=log:0.00625:0.05:4 --workdir="$runs/lamb" "${data_dir[@]}"
+echo "critical batch: LARS and LAMB done after $(( $(date +%s) - start )) s"
+# 3. The advisor: the noise scale measured at batch 256, throughput at the sweep's batches.
+"$python" -m lbtrain.advise --config=$config --target_accuracy=$target \
+  --batch_sizes=32,128,512,2048,8192 --workdir="$runs/advice" "${data_dir[@]}"
+
+"$python" -m lbtrain.sweep_report --out_dir="$out" --sweep="Nesterov=$runs/nesterov" \
+  --sweep="LARS=$runs/lars" --sweep="LAMB=$runs/lamb"
+cp "$runs/nesterov/summary.json" "$out/nesterov_summary.json"
+cp "$runs/nesterov/summary.md" "$out/nesterov_summary.md"
+cp "$runs/advice/advice.md" "$runs/advice/advice.json" "$out/"
+echo "critical batch: $(( $(date +%s) - start )) s in all"

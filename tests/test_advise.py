@@ -1,0 +1,142 @@
+"""The advisor: its model's arithmetic on made-up measurements, and the command on real runs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import lbtrain_process
+from lbtrain import advise
+from lbtrain.errors import UserError
+from lbtrain.workdir import Workdir
+
+# B_crit = B_simple = 512; 60 steps at batch 1024 -> S_min = 60 / (1 + 512 / 1024) = 40 steps,
+# E_min = 40 x 512 = 20,480 examples.
+MEASURED = advise.Measurement(global_batch_size=1024, steps_to_target=60, noise_scale=512.0)
+THROUGHPUT = {256: 8.0, 1024: 2.5, 4096: 0.5}  # steps per second
+RECIPES = {256: (0.1, 234), 1024: (0.4, 59), 4096: (1.6, 15)}  # (peak lr, warmup steps)
+
+
+def test_the_model_predicts_steps_examples_time_and_efficiency_per_batch():
+  advice = advise.advise(MEASURED, THROUGHPUT, RECIPES, num_train_examples=60_000,
+                         efficiency_floor=0.6)
+  assert (advice.b_crit, advice.s_min, advice.e_min) == (512.0, 40.0, 20_480.0)
+  by_batch = {c.global_batch_size: c for c in advice.candidates}
+  # S(B) = 40 (1 + 512 / B); E = S B; T = S / steps per second; efficiency = E_min / E.
+  small, measured, large = by_batch[256], by_batch[1024], by_batch[4096]
+  assert (small.steps, small.examples, small.seconds) == (120.0, 30_720.0, 15.0)
+  assert small.efficiency == pytest.approx(2 / 3) and small.epochs == pytest.approx(0.512)
+  assert (measured.steps, measured.seconds) == (60.0, 24.0)  # the measured point itself
+  assert (large.steps, large.seconds) == (45.0, 90.0)
+  assert large.efficiency == pytest.approx(20_480 / (45 * 4096))
+  assert (large.peak_lr, large.warmup_steps) == (1.6, 15)
+  assert advice.fastest == 256 and advice.efficient == 256
+
+
+def test_the_recommendations_follow_the_throughput_curve_and_the_floor():
+  # A device that is 8 x faster per step at the large batch makes it the fastest.
+  faster = {**THROUGHPUT, 4096: 4.0}
+  advice = advise.advise(MEASURED, faster, RECIPES, 60_000, efficiency_floor=0.3)
+  assert advice.fastest == 4096  # 45 steps / 4 = 11.25 s against 15 s at 256
+  assert advice.efficient == 1024  # efficiency 1/3 >= 0.3; 4096's is 0.11
+  text = advise.report(advice, target=0.9)
+  recommend = [line for line in text.splitlines() if line.startswith('recommend')]
+  assert recommend[0].startswith('recommend (fastest): global batch 4096: predicted 11.2 s')
+  assert recommend[1].startswith('recommend (efficient): global batch 1024: the largest that '
+                                 'keeps >= 30 % of perfect scaling (33 %')
+  assert 'This is a prediction from a model' in text
+  assert '| 256 | 0.1 | 234 * | 120 | 30,720 | 0.51 | 67 % | 8 | 15.0 s |' in text
+  # 234 warmup steps > 120 predicted at 256; at 1024 and 4096 the warmup ends first.
+  assert 'warmup outlasts the predicted steps at batch 256:' in text
+  unmeasured = advise.advise(MEASURED, {256: None, 1024: None}, RECIPES, 60_000, 0.8)
+  text = advise.report(unmeasured, target=0.9)
+  assert unmeasured.fastest is None and 'not measured' in text
+  # No candidate keeps 80 %: B <= B_crit (1 / 0.8 - 1) = 128 would.
+  assert unmeasured.efficient is None and 'B <= 128 would' in text
+
+
+def test_default_candidates_span_the_measured_critical_batch():
+  assert advise.default_batches(469, 1024, num_devices=2) == [32, 64, 128, 256, 512, 1024, 2048,
+                                                              4096]
+  # 100 / 8 = 12.5 -> from 8, 8 x 100 -> to 1024; the config's own batch always.
+  assert advise.default_batches(100, 1000, num_devices=8) == [8, 16, 32, 64, 128, 256, 512,
+                                                              1000, 1024]
+  # Only batches every device gets a share of: not 8 on 16 devices.
+  assert advise.default_batches(100, 1024, num_devices=16) == [16, 32, 64, 128, 256, 512, 1024]
+
+
+def test_the_measurement_is_the_first_evaluation_at_the_target_and_the_noise_scale_then():
+  records = [{'step': 10, 'train/noise_scale': 100.0}, {'step': 10, 'eval/accuracy': 0.5},
+             {'step': 20, 'train/noise_scale': 300.0}, {'step': 20, 'eval/accuracy': 0.91},
+             {'step': 30, 'train/noise_scale': 900.0}, {'step': 30, 'eval/accuracy': 0.95}]
+  assert advise.measurement_from_records(records, 512, 0.9) == advise.Measurement(512, 20, 300.0)
+  assert advise.measurement_from_records(records, 512, 0.99) is None
+  with pytest.raises(UserError, match='before any positive noise-scale estimate'):
+    advise.measurement_from_records(records[1:2] + [{'step': 10, 'eval/accuracy': 0.95}], 512, 0.9)
+  rates = [{'step': s, 'train/steps_per_sec': v} for s, v in ((4, 1.0), (8, 5.0), (12, 6.0),
+                                                              (16, 4.0))]
+  assert advise.throughput_from_records(rates) == 5.0  # the first record (warm-up) dropped
+
+
+def _advise(*args):
+  return subprocess.run([sys.executable, '-m', 'lbtrain.advise', *args],
+                        cwd=lbtrain_process.ROOT, env=lbtrain_process.environment(),
+                        capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize('args, fragment', [
+    ([], '--workdir is required'),
+    (['--workdir=W'], '--target_accuracy=None'),
+    (['--workdir=W', '--target_accuracy=0.9', '--efficiency=1.5'], '--efficiency=1.5'),
+    (['--workdir=W', '--target_accuracy=0.9', '--batch_sizes=256,x'], 'positive whole numbers'),
+    (['--workdir=W', '--target_accuracy=0.9', '--config.train.global_batch_size=512'],
+     'the advisor sets train.global_batch_size'),
+    (['--workdir=W', '--target_accuracy=0.9', '--batch_sizes=256,1000',
+      '--config.model.bn_group_size=256'], 'batch 1000: model.bn_group_size=256'),
+])
+def test_bad_flags_are_one_line_and_exit_2(args, fragment, tmp_path, fmnist_data_dir):
+  args = [a.replace('W', str(tmp_path / 'advice')) for a in args]
+  result = _advise('--config=configs/quickstart.py', f'--config.data.data_dir={fmnist_data_dir}',
+                   *args)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert result.stderr.count('\n') == 1 and fragment in result.stderr, result.stderr
+  assert not os.path.exists(tmp_path / 'advice')  # nothing written before the error
+
+
+@pytest.mark.slow
+def test_the_advisor_measures_times_and_recommends(tmp_path, fmnist_data_dir):
+  workdir = tmp_path / 'advice'
+  args = ['--config=configs/quickstart.py', f'--workdir={workdir}', '--target_accuracy=0.6',
+          '--batch_sizes=256,512', '--eval_every_epochs=0.02',
+          f'--config.data.data_dir={fmnist_data_dir}', '--config.schedule.warmup_epochs=0',
+          '--config.eval.global_batch_size=2000']
+  result = _advise(*args)
+  assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+  recommend = [line for line in result.stdout.splitlines() if line.startswith('recommend')]
+  assert [line.split(':')[0] for line in recommend] == ['recommend (fastest)',
+                                                        'recommend (efficient)']
+  with open(workdir / 'advice.json', encoding='utf-8') as f:
+    advice = json.load(f)
+  measure = Workdir(str(workdir / 'measure'))
+  evals = [(r['step'], r['eval/accuracy']) for r in measure.metric_records()
+           if 'eval/accuracy' in r]
+  assert evals[-1][1] >= 0.6 and all(accuracy < 0.6 for _, accuracy in evals[:-1])
+  assert advice['measurement']['steps_to_target'] == evals[-1][0]
+  assert advice['measurement']['noise_scale'] > 0
+  assert [c['global_batch_size'] for c in advice['candidates']] == [256, 512]
+  for candidate in advice['candidates']:
+    assert candidate['steps_per_second'] > 0
+    assert candidate['seconds'] == pytest.approx(candidate['steps'] / candidate['steps_per_second'])
+    run = Workdir(str(workdir / 'throughput' / f'batch_{candidate["global_batch_size"]:05d}'))
+    assert not any('eval/accuracy' in r for r in run.metric_records())  # timing only
+  with open(measure.config_file, encoding='utf-8') as f:
+    config = json.load(f)
+  assert config['train']['noise_scale_every'] == 1 and config['parallel']['strategy'] == 'pmap'
+
+  before = measure.metric_records()
+  again = _advise(*args)  # everything measured: nothing trains again
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert measure.metric_records() == before
+  assert again.stdout.count('recommend') == 2
