@@ -157,6 +157,10 @@ def get_config() -> ml_collections.ConfigDict:
   # metrics.jsonl, as MLPerf states results); None = train the whole schedule.
   config.eval.target_accuracy = config_dict.placeholder(float)
   config.eval.global_batch_size = config_dict.placeholder(int)  # None = train global batch
+  # Also evaluate this split of the training data at each evaluation, in eval mode like the eval
+  # split (e.g. 'train[:10000]'; a fixed slice, so every evaluation sees the same examples):
+  # train_eval/accuracy and train_eval/loss, the generalization gap beside eval/*. None = off.
+  config.eval.train_accuracy_split = config_dict.placeholder(str)
 
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.every_steps = 1000  # checkpoint interval; also at the end and on SIGTERM/SIGINT

@@ -60,6 +60,9 @@ class Plan:
   checkpoint_every_steps: int
   log_every_steps: int
   resolution: resolution_lib.Resolution  # the image size of each step, and of evaluation
+  # eval.train_accuracy_split's data config (its eval_split set to that split) and sizes; None
+  # when off (or not read: --describe without the data).
+  train_eval: tuple[ml_collections.ConfigDict, data.DatasetInfo] | None = None
 
   def evaluates_at(self, step: int) -> bool:
     """At the first evaluation step, every eval_every_steps after it, and at the end (of the
@@ -195,6 +198,23 @@ def dataset_info(config: ml_collections.ConfigDict, describe_only: bool = False)
     return dataset
 
 
+def _train_eval(config: ml_collections.ConfigDict, describe_only: bool
+                ) -> tuple[ml_collections.ConfigDict, data.DatasetInfo] | None:
+  """The training slice evaluated beside the eval split: the data config evaluating it."""
+  split = config.eval.train_accuracy_split
+  if split is None:
+    return None
+  data_config = config.data.copy_and_resolve_references()
+  data_config.eval_split = split
+  try:
+    return data_config, data.get_dataset_info(data_config)
+  except UserError as error:
+    if describe_only:
+      return None
+    raise UserError(str(error).replace('--config.data.eval_split=',
+                                       '--config.eval.train_accuracy_split=')) from None
+
+
 def plan(config: ml_collections.ConfigDict, *, micro_batch_size: int | None = None,
          dataset: data.DatasetInfo | None = None, describe_only: bool = False) -> Plan:
   """Validates the config against the data and hardware; raises UserError on bad input.
@@ -234,7 +254,8 @@ def plan(config: ml_collections.ConfigDict, *, micro_batch_size: int | None = No
               eval_global_batch_size=eval_batch, eval_every_steps=run_recipe.eval_every_steps,
               eval_first_step=run_recipe.eval_first_step,
               checkpoint_every_steps=run_recipe.checkpoint_every_steps,
-              log_every_steps=run_recipe.log_every_steps, resolution=sizes)
+              log_every_steps=run_recipe.log_every_steps, resolution=sizes,
+              train_eval=_train_eval(config, describe_only))
 
 
 def _abstract_params(model, image_shape: tuple) -> Any:
@@ -269,8 +290,12 @@ def _describe_eval(run: Plan) -> str:
   target = run.config.eval.target_accuracy
   stop = ('' if target is None else
           f'; stops at the first that reaches accuracy {target} (time to target recorded)')
+  split = run.config.eval.train_accuracy_split
+  also = '' if split is None else (
+      f'; also {split!r} in eval mode' + (f' ({run.train_eval[1].num_eval_examples:,} examples)'
+                                          if run.train_eval else '') + ' (train_eval/*)')
   return (f'{first}every {run.eval_every_steps} steps and at the end, global batch '
-          f'{run.eval_global_batch_size}{stop}')
+          f'{run.eval_global_batch_size}{stop}{also}')
 
 
 def _describe_micro_batch(run: Plan) -> str:

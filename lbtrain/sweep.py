@@ -308,7 +308,9 @@ def _results(runs: list[_Run], target: float | None) -> list[sweep_report.RunRes
         diverged=record['diverged'], evals=evals, metaparameters=dict(run.trial),
         capped_at=stop if capped else None,
         steps_per_second=sweep_report.median_steps_per_second(records),
-        noise_scale=sweep_report.eval_points(records, 'train/noise_scale')))
+        noise_scale=sweep_report.eval_points(records, 'train/noise_scale'),
+        train_evals=sweep_report.eval_points(records, 'train_eval/accuracy'),
+        workdir=run.workdir.path))
   return results
 
 

@@ -64,6 +64,9 @@ class RunResult:
   steps_per_second: float | None = None
   # (step, train/noise_scale) of every record that has one (train.noise_scale_every set).
   noise_scale: tuple[tuple[int, float], ...] = ()
+  # (step, train_eval/accuracy) of every evaluation of eval.train_accuracy_split, when set.
+  train_evals: tuple[tuple[int, float], ...] = ()
+  workdir: str | None = None  # where the run trained (its checkpoints, metrics and log)
 
   @property
   def final_accuracy(self) -> float | None:
@@ -71,6 +74,13 @@ class RunResult:
     if self.diverged is None and self.evals and self.evals[-1][0] == self.total_steps:
       return self.evals[-1][1]
     return None
+
+  @property
+  def final_train_accuracy(self) -> float | None:
+    """Accuracy on the training slice (eval mode) at the last step, beside final_accuracy."""
+    if self.final_accuracy is None:
+      return None
+    return dict(self.train_evals).get(self.total_steps)
 
   @property
   def best_accuracy(self) -> float | None:
@@ -156,7 +166,8 @@ def batch_measurements(runs: Sequence[RunResult], target: float | None) -> dict[
   """Per batch, what the hardware and the winning run add to the steps to result: training
   steps per second (median over the batch's runs), the time to target they predict (steps to
   result / steps per second: no compile, no evaluation; T(B) of the time-optimal batch), and
-  B_simple at the step the target was reached, when the runs measured the noise scale."""
+  B_simple at the step the target was reached, when the runs measured the noise scale; and
+  the winning run's workdir (e.g. to evaluate its checkpoint on the test split once)."""
   measured = {}
   for batch in batch_results(runs, target):
     rates = [r.steps_per_second for r in runs
@@ -168,7 +179,8 @@ def batch_measurements(runs: Sequence[RunResult], target: float | None) -> dict[
         'seconds_to_target': (batch.steps_to_target / rate
                               if rate and batch.steps_to_target is not None else None),
         'noise_scale_at_target': (noise_scale_at(winner, batch.steps_to_target)
-                                  if winner else None)}
+                                  if winner else None),
+        'best_workdir': winner.workdir if winner else None}
   return measured
 
 
@@ -224,7 +236,8 @@ def load_results(sweep_dir: str) -> tuple[list[RunResult], float | None]:
   with open(os.path.join(sweep_dir, SUMMARY_JSON), encoding='utf-8') as f:
     saved = json.load(f)
   runs = [RunResult(**dict(run, evals=tuple(tuple(point) for point in run['evals']),
-                           noise_scale=tuple(tuple(point) for point in run['noise_scale'])))
+                           noise_scale=tuple(tuple(point) for point in run['noise_scale']),
+                           train_evals=tuple(tuple(point) for point in run['train_evals'])))
           for run in saved['runs']]
   return runs, saved['target_accuracy']
 
@@ -236,7 +249,7 @@ def _tuned_fields(series: Mapping[str, Sequence[RunResult]]) -> list[str]:
 
 def _columns(target: float | None, tuned: Sequence[str]) -> list[str]:
   columns = ['batch', *tuned, 'peak_lr', 'steps', 'status', 'final_eval_accuracy',
-             'best_eval_accuracy']
+             'final_train_accuracy', 'best_eval_accuracy']
   if target is not None:
     columns += ['steps_to_target', 'examples_to_target']
   return columns + ['wall_seconds']
@@ -250,7 +263,7 @@ def _status(run: RunResult) -> str:
 
 def _values(run: RunResult, target: float | None, tuned: Sequence[str]) -> list:
   values = [run.batch, *(run.metaparameters.get(field) for field in tuned), run.peak_lr,
-            run.total_steps, _status(run), run.final_accuracy,
+            run.total_steps, _status(run), run.final_accuracy, run.final_train_accuracy,
             run.best_accuracy]
   if target is not None:
     values += [run.steps_to(target), run.examples_to(target)]
@@ -275,12 +288,22 @@ def _percent(value: float | None) -> str:
   return '–' if value is None else f'{100 * value:.2f} %'
 
 
+def _points(run: RunResult) -> str:
+  """The generalization gap at the last step, in percentage points."""
+  if run.final_train_accuracy is None:
+    return '–'
+  return f'{100 * (run.final_train_accuracy - run.final_accuracy):+.2f} points'
+
+
 def markdown_table(series: Mapping[str, Sequence[RunResult]], target: float | None) -> str:
   """The table a reader compares batches in: accuracy in %, missing values spelled out."""
   several = len(series) > 1
   tuned = bool(_tuned_fields(series))
+  gap = any(run.train_evals for runs in series.values() for run in runs)
   header = (['sweep'] if several else []) + ['batch'] + (['trial'] if tuned else []) + [
-      'peak lr', 'steps', 'final eval accuracy', 'best eval accuracy']
+      'peak lr', 'steps', 'final eval accuracy'] + (
+          ['final train accuracy (eval mode)', 'gap (train - eval)'] if gap else []) + [
+              'best eval accuracy']
   if target is not None:
     header += [f'steps to {target:g}', f'examples to {target:g}']
   header.append('wall time')
@@ -291,8 +314,9 @@ def markdown_table(series: Mapping[str, Sequence[RunResult]], target: float | No
       row = ([label] if several else []) + [str(run.batch)] + (
           [_metaparameters_text(run.metaparameters)] if tuned else []) + [
           f'{run.peak_lr:.4g}', str(run.total_steps),
-          _percent(run.final_accuracy) if _status(run) == 'finished' else _status(run),
-          _percent(run.best_accuracy)]
+          _percent(run.final_accuracy) if _status(run) == 'finished' else _status(run)] + (
+              [_percent(run.final_train_accuracy), _points(run)] if gap else []) + [
+                  _percent(run.best_accuracy)]
       if target is not None:
         steps, examples = run.steps_to(target), run.examples_to(target)
         row += ['not reached' if steps is None else str(steps),
@@ -556,7 +580,9 @@ def write_report(out_dir: str, series: Mapping[str, Sequence[RunResult]],
 def _define_flags() -> None:
   """Only when run as a program: `lbtrain.sweep` imports this module and has flags of its own."""
   flags.DEFINE_multi_string('sweep', None, 'LABEL=DIR of a sweep folder holding summary.json; '
-                            'repeat for each sweep, in legend order.')
+                            'repeat for each sweep, in legend order. LABEL=DIR1,DIR2 pools '
+                            'several folders into one sweep (e.g. one that extends another\'s '
+                            '--tune range): their trials count together at each batch.')
   flags.DEFINE_string('out_dir', None, 'Folder for the combined summary and plots.')
   flags.DEFINE_float('target_accuracy', None, 'Eval accuracy for steps-to-target; default: the '
                      'sweeps\' own, when they agree.')
@@ -570,14 +596,17 @@ def main(argv: list[str]) -> None:
     cli.fail('--sweep=LABEL=DIR (one or more) and --out_dir are required.')
   series, targets = {}, set()
   for value in args.sweep:
-    label, _, sweep_dir = value.partition('=')
-    if not label or not sweep_dir:
+    label, _, sweep_dirs = value.partition('=')
+    if not label or not sweep_dirs:
       cli.fail(f'--sweep={value}: expected LABEL=DIR, e.g. --sweep=LARS=runs/study/lars.')
-    if not os.path.exists(os.path.join(sweep_dir, SUMMARY_JSON)):
-      cli.fail(f'{os.path.join(sweep_dir, SUMMARY_JSON)} does not exist; run the sweep '
-            '(python -m lbtrain.sweep) to the end first.')
-    series[label], target = load_results(sweep_dir)
-    targets.add(target)
+    series[label] = []
+    for sweep_dir in sweep_dirs.split(','):
+      if not os.path.exists(os.path.join(sweep_dir, SUMMARY_JSON)):
+        cli.fail(f'{os.path.join(sweep_dir, SUMMARY_JSON)} does not exist; run the sweep '
+                 '(python -m lbtrain.sweep) to the end first.')
+      runs, target = load_results(sweep_dir)
+      series[label] += runs
+      targets.add(target)
   target = args.target_accuracy
   if target is None and len(targets) > 1:
     cli.fail(f'the sweeps were summarised at different targets {sorted(targets, key=str)}; '

@@ -33,10 +33,21 @@ from lbtrain.workdir import Workdir
 
 
 def evaluate(run: plan_lib.Plan, eval_step, state, mesh) -> dict[str, float]:
-  """Loss and accuracy over every example of the eval split, each counted exactly once."""
+  """Loss and accuracy over every example of the eval split, each counted exactly once
+  (eval/*), and the same over eval.train_accuracy_split when set (train_eval/*)."""
+  results = _evaluate_split(run, eval_step, state, mesh, run.config.data, run.dataset, 'eval')
+  if run.train_eval is not None:
+    results.update(_evaluate_split(run, eval_step, state, mesh, *run.train_eval, 'train_eval'))
+  return results
+
+
+def _evaluate_split(run: plan_lib.Plan, eval_step, state, mesh,
+                    data_config: ml_collections.ConfigDict, dataset: data.DatasetInfo,
+                    prefix: str) -> dict[str, float]:
+  """Loss and accuracy over every example of data_config.eval_split."""
   totals = None
   one_at_a_time = parallel.one_program_at_a_time(mesh)
-  batches = data.eval_inputs(run.config.data, run.dataset, mesh,
+  batches = data.eval_inputs(data_config, dataset, mesh,
                              global_batch_size=run.eval_global_batch_size,
                              image_size=run.resolution.eval_size)
   try:
@@ -49,13 +60,13 @@ def evaluate(run: plan_lib.Plan, eval_step, state, mesh) -> dict[str, float]:
     batches.close()
   totals = jax.device_get(totals)
   count = int(totals['count'])
-  if count != run.dataset.num_eval_examples:
-    raise RuntimeError(f'evaluation counted {count} examples, the eval split has '
-                       f'{run.dataset.num_eval_examples}: the eval pipeline is broken.')
+  if count != dataset.num_eval_examples:
+    raise RuntimeError(f'evaluation counted {count} examples, {data_config.eval_split} has '
+                       f'{dataset.num_eval_examples}: the eval pipeline is broken.')
   return {
-      'eval/loss': float(totals['loss_sum']) / count,
-      'eval/accuracy': float(totals['correct']) / count,
-      'eval/num_examples': count,
+      f'{prefix}/loss': float(totals['loss_sum']) / count,
+      f'{prefix}/accuracy': float(totals['correct']) / count,
+      f'{prefix}/num_examples': count,
   }
 
 
@@ -297,6 +308,10 @@ class _Loop:
     logging.info('step %d: eval loss %.4f, accuracy %.4f over %d examples', done,
                  self.final['eval/loss'], self.final['eval/accuracy'],
                  self.final['eval/num_examples'])
+    if 'train_eval/accuracy' in self.final:
+      logging.info('step %d: train slice (eval mode) loss %.4f, accuracy %.4f over %d examples',
+                   done, self.final['train_eval/loss'], self.final['train_eval/accuracy'],
+                   self.final['train_eval/num_examples'])
 
   def _reached_target(self, done: int, writer, clock: metrics_lib.LoopClock) -> bool:
     target = self.run.config.eval.target_accuracy

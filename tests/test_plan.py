@@ -30,6 +30,9 @@ from lbtrain.errors import UserError
     ({'eval.target_accuracy': 0.9, 'eval.every_epochs': 0.0}, 'needs evaluations to reach it'),
     ({'eval.first_steps': 13}, r'eval.first \(step 13\) must be within training'),
     ({'eval.first_steps': 2, 'eval.first_epochs': 0.1}, 'eval.first_epochs=0.1 and'),
+    ({'train.stop_at_step': 0}, 'train.stop_at_step=0 must be a positive step'),
+    ({'eval.train_accuracy_split': 'training[:100]'},
+     r"no split 'training\[:100\]'.*--config.eval.train_accuracy_split="),
 ])
 def test_plan_rejects_bad_recipes_before_compiling(tiny_config, changes, fragment):
   for path, value in changes.items():
@@ -59,6 +62,20 @@ def test_describe_does_not_claim_a_measured_micro_batch_it_has_not_measured(tiny
       measured)
 
 
+
+
+def test_describe_shows_the_training_slice_evaluated_and_the_stop(tiny_config):
+  tiny_config.eval.train_accuracy_split = 'train[:5000]'
+  tiny_config.train.stop_at_step = 7
+  run = plan.plan(tiny_config)
+  assert run.train_eval[1].num_eval_examples == 5000
+  assert run.train_eval[0].eval_split == 'train[:5000]'
+  assert tiny_config.data.eval_split == 'test'  # the run's own eval split is untouched
+  assert (run.last_step, run.total_steps) == (7, 12)
+  assert run.evaluates_at(7) and run.evaluates_at(12) and not run.evaluates_at(5)
+  text = plan.describe(run)
+  assert "also 'train[:5000]' in eval mode (5,000 examples) (train_eval/*)" in text
+  assert 'this attempt ends at step 7 of 12 (train.stop_at_step' in text
 
 
 def test_every_interval_may_be_given_in_either_unit(tiny_config):

@@ -223,6 +223,41 @@ def test_capped_trials_throughput_and_the_noise_scale_reach_the_summary(tmp_path
           'moved from 300 (step 50) to 500 (step 100); fitted B_crit / B_simple = 7.17') in table
 
 
+def test_a_fixed_budget_summary_shows_the_generalization_gap(tmp_path):
+  runs = [dataclasses.replace(_run(256, [(100, 0.8), (200, 0.9)], 200),
+                              train_evals=((100, 0.82), (200, 0.95))),
+          dataclasses.replace(_run(4096, [(6, 0.1)], 12, diverged='non-finite train/loss'),
+                              train_evals=((6, 0.1),))]
+  assert runs[0].final_train_accuracy == 0.95 and runs[1].final_train_accuracy is None
+  table = sweep_report.markdown_table({'a': runs}, target=None)
+  assert '| final eval accuracy | final train accuracy (eval mode) | gap (train - eval) |' in table
+  assert '| 256 | 0.1 | 200 | 90.00 % | 95.00 % | +5.00 points | 90.00 % |' in table
+  assert '| 4096 | 0.1 | 12 | diverged | – | – | 10.00 % |' in table
+  sweep_report.write_csv(str(tmp_path / 'gap.csv'), {'a': runs}, target=None)
+  with open(tmp_path / 'gap.csv', encoding='utf-8') as f:
+    assert [row['final_train_accuracy'] for row in csv.DictReader(f)] == ['0.95', '']
+  assert 'train accuracy' not in sweep_report.markdown_table({'a': _model_runs()}, None)
+
+
+def test_the_report_pools_folders_that_extend_a_sweeps_search_range(tmp_path):
+  """A second sweep with lower lrs: at 1024 its trial beats the first sweep's best."""
+  first, extension = _tuned_runs(), [
+      _run(1024, [(20, 0.9)], total_steps=50, metaparameters={LR: 0.03}, peak_lr=0.12)]
+  for name in ('first', 'lower'):
+    os.makedirs(tmp_path / name)
+  sweep_report.save_results(str(tmp_path / 'first'), first, 0.9, ['python'])
+  sweep_report.save_results(str(tmp_path / 'lower'), extension, 0.9, ['python'])
+  result = subprocess.run(
+      [sys.executable, '-m', 'lbtrain.sweep_report', f'--out_dir={tmp_path / "out"}',
+       f'--sweep=Nesterov={tmp_path / "first"},{tmp_path / "lower"}'],
+      cwd=lbtrain_process.ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-3000:]
+  table = (tmp_path / 'out' / 'summary.md').read_text()
+  assert '| 256 | 100 | 25,600 | optimizer.base_lr=0.3 | 2 / 0 / 0 / 1 | – |' in table
+  assert '| 1024 | 20 | 20,480 | optimizer.base_lr=0.03 | 3 / 0 / 1 / 0 | optimizer.base_lr ' \
+         '(lowest) |' in table
+
+
 def _assert_png(path):
   with open(path, 'rb') as f:
     assert f.read(8) == PNG_MAGIC, path
@@ -293,7 +328,8 @@ def _run_record(run_dir):
 def test_sweep_runs_each_batch_summarises_skips_finished_and_resumes_unfinished(
     tmp_path, fmnist_data_dir):
   sweep_dir = tmp_path / 'sweep'
-  args = _tiny_sweep_args(sweep_dir, fmnist_data_dir)
+  args = _tiny_sweep_args(sweep_dir, fmnist_data_dir) + [
+      '--config.eval.train_accuracy_split=train[:3000]']
   result = _sweep(args)
   assert result.returncode == 0, result.stdout + result.stderr[-3000:]
 
@@ -315,6 +351,11 @@ def test_sweep_runs_each_batch_summarises_skips_finished_and_resumes_unfinished(
     evals = _evals(run_dirs[batch])
     assert len(evals) == 2 and evals[-1][0] == int(row['steps'])
     assert float(row['final_eval_accuracy']) == evals[-1][1]
+    train_evals = [(r['step'], r['train_eval/accuracy'], r['train_eval/num_examples'])
+                   for r in _metrics(run_dirs[batch]) if 'train_eval/accuracy' in r]
+    assert [step for step, _, _ in train_evals] == [step for step, _ in evals]
+    assert train_evals[-1][2] == 3000  # the generalization gap, on a fixed training slice
+    assert float(row['final_train_accuracy']) == train_evals[-1][1]
     assert float(row['best_eval_accuracy']) == max(a for _, a in evals)
     reached = [s for s, a in evals if a >= TARGET]
     assert row['steps_to_target'] == (str(reached[0]) if reached else '')
