@@ -23,7 +23,8 @@ USAGE_ERROR = 2
 TRAINING_STOPPED = 1
 
 # `--config.a.b=None`: ml_collections parses an override with the field's type, so it cannot
-# unset a number; these are taken out before parsing and applied after.
+# unset a number; these are taken out before parsing and applied after. A string field given
+# 'none' (optimizer.scaling) keeps that string.
 _UNSET = re.compile(r'--config\.([\w.]+)=(None|none)')
 
 
@@ -40,7 +41,7 @@ def fail(message: str) -> None:
   sys.exit(USAGE_ERROR)
 
 
-_unset_fields: list[str] = []
+_unset_fields: list[tuple[str, str]] = []  # (dotted field, 'None' or 'none' as typed)
 _command_line: list[str] = []
 
 
@@ -51,7 +52,7 @@ def parse_flags(argv: list[str]) -> list[str]:
   for arg in argv:
     match = _UNSET.fullmatch(arg)
     if match:
-      _unset_fields.append(match.group(1))
+      _unset_fields.append((match.group(1), match.group(2)))
     else:
       kept.append(arg)
   # ml_collections finds the `--config.*` overrides in sys.argv itself.
@@ -80,7 +81,7 @@ def load_config(flag_name: str = 'config'):
     config.keys()  # a file that could not be read is only reported when first used
   except OSError as error:
     fail(str(error))
-  for path in _unset_fields:
+  for path, typed in _unset_fields:
     *blocks, field = path.split('.')
     block = config
     try:
@@ -88,8 +89,8 @@ def load_config(flag_name: str = 'config'):
         block = block[name]
       block[field]  # pylint: disable=pointless-statement
     except (KeyError, AttributeError, TypeError):
-      fail(f'--config.{path}=None: the config has no field {path}.')
-    block[field] = None
+      fail(f'--config.{path}={typed}: the config has no field {path}.')
+    block[field] = 'none' if typed == 'none' and block.get_type(field) is str else None
   return config
 
 

@@ -121,6 +121,13 @@ def test_a_field_can_be_unset_from_the_command_line(fmnist_data_dir):
   unknown = lbtrain_process.run(['--config=configs/quickstart.py', '--describe',
                                  '--config.schedule.warmup_weeks=None'])
   _assert_usage_error(unknown, 'no field schedule.warmup_weeks')
+  # 'none' is a value of some string fields (optimizer.scaling), not a request to unset them.
+  scaling = lbtrain_process.run(['--config=configs/quickstart.py', '--describe',
+                                 f'--config.data.data_dir={fmnist_data_dir}',
+                                 '--config.optimizer.scaling=none',
+                                 '--config.optimizer.base_lr=0.3'])
+  assert scaling.returncode == 0, scaling.stderr[-2000:]
+  assert 'peak lr           0.3 = base_lr, whatever the batch (none)' in scaling.stdout
 
 
 def _record_with_exception_from(filename):
