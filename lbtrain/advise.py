@@ -338,7 +338,7 @@ def main(argv: list[str]) -> None:
   if not 0 < FLAGS.efficiency < 1:
     cli.fail(f'--efficiency={FLAGS.efficiency}: give a share of perfect scaling in (0, 1), e.g. '
              '0.8.')
-  for field in ('train.global_batch_size', 'eval.target_accuracy', 'train.stop_at_step'):
+  for field in ('eval.target_accuracy', 'train.stop_at_step'):
     if field in config_flags.get_override_values(FLAGS['config']):
       cli.fail(f'the advisor sets {field} for its runs; drop --config.{field}.')
   if not FLAGS.eval_every_epochs > 0:

@@ -91,8 +91,8 @@ def _advise(*args):
     (['--workdir=W'], '--target_accuracy=None'),
     (['--workdir=W', '--target_accuracy=0.9', '--efficiency=1.5'], '--efficiency=1.5'),
     (['--workdir=W', '--target_accuracy=0.9', '--batch_sizes=256,x'], 'positive whole numbers'),
-    (['--workdir=W', '--target_accuracy=0.9', '--config.train.global_batch_size=512'],
-     'the advisor sets train.global_batch_size'),
+    (['--workdir=W', '--target_accuracy=0.9', '--config.eval.target_accuracy=0.8'],
+     'the advisor sets eval.target_accuracy'),
     (['--workdir=W', '--target_accuracy=0.9', '--batch_sizes=256,1000',
       '--config.model.bn_group_size=256'], 'batch 1000: model.bn_group_size=256'),
 ])
