@@ -2,7 +2,8 @@
 --target_accuracy=A --workdir=DIR [--batch_sizes=...] [--config.a.b=value ...]`.
 
 Two measurements, each a resumable `lbtrain.main` run in DIR (its output in its train.log):
-  1. DIR/measure: the config at its own batch B0 until its first evaluation at the target,
+  1. DIR/measure: the config at its own batch B0 (--config.train.global_batch_size sets it)
+     until its first evaluation at the target,
      measuring the gradient noise scale B_simple every step (McCandlish et al. 2018); so the steps
      to the target S(B0) and B_simple at that point.
   2. DIR/throughput/batch_<B>: a short run at each candidate batch (--batch_sizes, or by default
