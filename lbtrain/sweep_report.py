@@ -531,6 +531,12 @@ def plot_steps_vs_examples(path: str, series: Mapping[str, Sequence[RunResult]],
   with the fitted hyperbola (S / S_min - 1)(E / E_min - 1) = 1 and its asymptotes S_min, E_min."""
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(6.4, 4.4))
+  if not any(_reached(batch_results(runs, target)) for runs in series.values()):
+    ax.text(0.5, 0.5, f'no batch reached eval accuracy {target:g}', ha='center',
+            transform=ax.transAxes)
+    fig.savefig(path, dpi=120)  # no points: log axes would have no range to show
+    plt.close(fig)
+    return
   for index, (label, runs) in enumerate(series.items()):
     points = _reached(batch_results(runs, target))
     line, = ax.plot([s for _, s in points], [b * s for b, s in points], label=label,

@@ -280,6 +280,10 @@ def test_report_of_several_sweeps_draws_valid_pngs(tmp_path):
     _assert_png(path)
   paths = sweep_report.write_report(str(tmp_path / 'no_target'), series, target=None)
   assert not any(p.endswith('steps_to_target.png') for p in paths)
+  # A target no batch reached (every run diverged): both target plots are still drawn.
+  paths = sweep_report.write_report(str(tmp_path / 'none_reached'), series, target=0.99)
+  for path in paths[-2:]:
+    _assert_png(path)
 
 
 # ---- the CLI, on real runs of the small CNN on real Fashion-MNIST ----
