@@ -59,18 +59,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.progressive_resizing.ramp_end_steps = config_dict.placeholder(int)
   # sizes inside the ramp are rounded to a multiple of this (FFCV: 32)
   config.data.progressive_resizing.multiple = 32
-  # ImageNet: serialized records each process shuffles (~110 KB each: ~1.1 GB), after reading its
-  # shards in a new order each epoch, 16 at a time. Part of the data order, like the seed.
-  config.data.shuffle_buffer = 10_000
-  # ImageNet tf.data: threads of its private pool and parallel JPEG decodes (None = all cores);
-  # the autotuner instead of those fixed counts (off: its thread has held iterators open for up to
-  # a minute at their end); a deterministic order (False may be faster, but resume is then inexact).
+  # ImageNet: threads decoding JPEGs (None = every core the process may use); the batches are
+  # the same for any number.
   config.data.threads = config_dict.placeholder(int)
-  config.data.autotune = False  # ImageNet: tf.data's autotuner picks parallelism and prefetch
-  config.data.deterministic = True  # ImageNet: keep tf.data's order (False: resume inexact)
-  # ImageNet: keep each process's serialized records in host memory after the first read, for
-  # every later epoch and eval (small data sets only; decoding still runs each time).
-  config.data.cache = False
 
   config.train = ml_collections.ConfigDict()
   config.train.global_batch_size = 1024  # the hyperparameter: summed over all devices and hosts

@@ -40,6 +40,7 @@ MAY_CHANGE_ON_RESUME = (
     'data.data_dir',
     'data.source_dir',
     'data.prefetch_batches',
+    'data.threads',
     'parallel.',
 )
 

@@ -9,7 +9,7 @@ resnet50_8k recipe's optimizer and BatchNorm groups, with scripts/benchmark.py's
                       (224 is step_batch_256)
   loop_over_bare      seconds per step of a bare jit loop / lbtrain's loop (train_and_evaluate)
   accumulation        one batch's seconds per step / k micro-batches' (k = 2), same global batch
-  input_pipeline      lbtrain's tf.data ImageNet pipeline over synthetic JPEGs on every host core
+  input_pipeline      lbtrain's ImageNet pipeline over synthetic JPEGs on every host core
                       (null, with the reason, where TensorFlow is not installed)
   xla_flags           step_batch_256's images/sec with XLA flags a public guide recommends and
                       the check does not apply (_CANDIDATE_XLA_FLAGS), against without them
@@ -257,8 +257,8 @@ def _input_part(plan: _Plan, results: _Results, deadline: float, only: set[str])
   except ImportError as error:
     results.set('input_pipeline', {
         'status': 'not measured', 'images_per_sec': None,
-        'reason': f'lbtrain\'s ImageNet pipeline is tf.data and TensorFlow is not importable '
-                  f'here ({_first_line(error)})'})
+        'reason': 'the ImageNet benchmark writes its JPEGs with TensorFlow and TensorFlow '
+                  f'is not importable here ({_first_line(error)})'})
     return
 
   def measure() -> dict[str, Any]:
@@ -271,7 +271,7 @@ def _input_part(plan: _Plan, results: _Results, deadline: float, only: set[str])
       info = data.get_dataset_info(data_config)
       cores = len(os.sched_getaffinity(0))
       rate = benchmark_input.images_per_second(
-          data_config, info, threads=cores, output='uint8', batch_size=settings['batch_size'],
+          data_config, info, threads=cores, batch_size=settings['batch_size'],
           num_batches=settings['num_batches'])
     return {'images_per_sec': round(rate, 1), 'threads': cores,
             'jpeg_kilobytes_mean': round(kilobytes, 1), 'tensorflow': tensorflow.__version__,
@@ -308,7 +308,7 @@ def _part_environment(plan: _Plan, part: str) -> dict[str, str]:
   if plan.dry_run:
     env['JAX_PLATFORMS'] = 'cpu'
   if part == 'input':
-    env['CUDA_VISIBLE_DEVICES'] = ''  # tf.data must not take the accelerator
+    env['CUDA_VISIBLE_DEVICES'] = ''  # TensorFlow must not take the accelerator
     env.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   if part == 'xla_flags':
     env['XLA_FLAGS'] = ' '.join([env.get('XLA_FLAGS', ''), *_CANDIDATE_XLA_FLAGS]).strip()

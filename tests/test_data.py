@@ -14,6 +14,7 @@ from configs import base
 from lbtrain import data
 from lbtrain.data import fashion_mnist
 from lbtrain.data import in_memory
+from lbtrain.data import to_array_record
 from lbtrain.errors import UserError
 
 REAL_SOURCE = '/usr/share/datasets/fashion-mnist'
@@ -263,6 +264,7 @@ def test_imagenet_info_comes_from_the_prepared_metadata(tiny_source, tmp_path):
   # Any prepared tfds folder stands in for ImageNet's metadata.
   versions = tmp_path / 'tfds' / 'imagenet2012'
   shutil.copytree(fashion_mnist.prepare(tiny_source, str(tmp_path / 'fm')), versions / '5.0.0')
+  to_array_record.convert(str(versions / '5.0.0'), log=lambda line: None)  # read by index
   (versions / 'incomplete.XYZ_5.1.0').mkdir()
   config = _config(dataset='imagenet2012', data_dir=str(tmp_path / 'tfds'))
   info = data.get_dataset_info(config)

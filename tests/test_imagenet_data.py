@@ -1,8 +1,9 @@
-"""The ImageNet pipeline on real JPEGs: Inception crop, exact eval, exact resume, pre-flight checks.
+"""The ImageNet pipeline on real JPEGs: order, exact eval and resume, crops, pre-flight checks.
 
 A tiny `imagenet2012` is built here with the real one's features (JPEG images of many sizes and
-aspect ratios, 1000 classes), so the JPEG decode path runs for real. Each image encodes what it
-is: red grows with x, green with y, and blue is 6 * label + 3, so a batch row shows which crop of
+aspect ratios, 1000 classes) as TFRecords, tfds's default, and converted to ArrayRecord as a user
+would, so the conversion and the JPEG decode path run for real. Each image encodes what it is:
+red grows with x, green with y, and blue is 6 * label + 3, so a batch row shows which crop of
 which example it holds.
 """
 
@@ -18,6 +19,8 @@ import tensorflow_datasets as tfds
 from configs import base
 from lbtrain import data
 from lbtrain.data import imagenet
+from lbtrain.data import jpeg
+from lbtrain.data import to_array_record
 from lbtrain.errors import UserError
 from lbtrain.resolution import Resolution
 
@@ -147,35 +150,105 @@ def test_a_fresh_process_resumes_identically(config):
   np.testing.assert_array_equal(np.load(out), np.stack([b['image'] for b in whole[5:7]]))
 
 
-def test_cache_changes_nothing_but_where_records_come_from(config):
-  cached = config.copy_and_resolve_references()
-  cached.cache = True
-  for expected, batch in zip(_train(config, num_steps=4), _train(cached, num_steps=4)):
-    np.testing.assert_array_equal(batch['image'], expected['image'])
-  for expected, batch in zip(_eval(config, 4), _eval(cached, 4)):
-    np.testing.assert_array_equal(batch['image'], expected['image'])
-
-
-def test_parallelism_changes_nothing(config):
-  expected = _train(config, num_steps=4)
-  for settings in ({'threads': 1}, {'autotune': True}):
-    other = config.copy_and_resolve_references()
-    other.update(settings)
-    for batch, expected_batch in zip(_train(other, num_steps=4), expected):
-      np.testing.assert_array_equal(batch['image'], expected_batch['image'])
-
-
 def test_seed_changes_the_order(config):
   assert not np.array_equal(_labels(_train(config, num_steps=3)),
                             _labels(_train(config, num_steps=3, seed=1)))
 
 
-def test_processes_read_disjoint_halves_of_each_epoch(config):
-  # 2 processes x 4 rows, 20 examples each: one epoch of each process is 5 steps.
-  per_process = [_labels(_train(config, global_batch_size=8, num_steps=5, process_index=p,
-                                process_count=2)).reshape(-1) for p in range(2)]
-  assert sorted(per_process[0]) == list(range(20))
-  assert sorted(per_process[1]) == list(range(20, 40))
+@pytest.mark.parametrize('process_count', [2, 4])
+def test_the_global_batch_is_the_same_on_any_number_of_processes(config, process_count):
+  whole = _train(config, num_steps=8)
+  parts = [_train(config, num_steps=8, process_index=p, process_count=process_count)
+           for p in range(process_count)]
+  for step, expected in enumerate(whole):
+    for key in ('image', 'label'):
+      np.testing.assert_array_equal(np.concatenate([part[step][key] for part in parts]),
+                                    expected[key])
+
+
+def test_a_run_resumed_on_another_process_count_reads_what_it_would_have(config):
+  whole = _train(config, num_steps=10)
+  resumed = [_train(config, start_step=4, num_steps=6, process_index=p, process_count=2)
+             for p in range(2)]
+  for step in range(4, 10):
+    np.testing.assert_array_equal(
+        np.concatenate([part[step - 4]['image'] for part in resumed]), whole[step]['image'])
+
+
+def test_resume_at_the_end_of_an_epoch_reads_only_its_own_records(config, monkeypatch):
+  """Resume is O(1): the records read are the batches' own, wherever in the epoch it starts."""
+  reads = []
+  source = imagenet._source  # pylint: disable=protected-access
+
+  class Counting:
+    def __init__(self, records):
+      self.records = records
+
+    def __len__(self):
+      return len(self.records)
+
+    def __getitem__(self, index):
+      reads.append(index)
+      return self.records[index]
+
+  monkeypatch.setattr(imagenet, '_source', lambda *args: Counting(source(*args)))
+  # Batch 8 of 40 examples: step 4 is the last of epoch 0, step 9 the last of epoch 1.
+  for start in (4, 9):
+    reads.clear()
+    batches = _train(config, global_batch_size=8, start_step=start, num_steps=1)
+    expected = imagenet.permutation(NUM_TRAIN, 0, start * 8 // NUM_TRAIN)[(start * 8) % 40:][:8]
+    assert sorted(reads) == sorted(expected)
+    np.testing.assert_array_equal(batches[0]['label'], expected)  # label = index here
+
+
+def _global_batches(config, tmp_path, name, processes, devices_per_process, *flags):
+  """The global batches the devices of `processes` real processes hold (tests/global_batches.py)."""
+  out = tmp_path / f'{name}.npz'
+  env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3',
+             JAX_DISABLE_MOST_OPTIMIZATIONS='1',
+             PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, 'tests')]),
+             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices_per_process}')
+  args = [f'--data_dir={config.data_dir}', f'--out={out}', *flags]
+  if processes == 1:
+    command = [sys.executable, os.path.join(ROOT, 'tests', 'global_batches.py'), *args]
+  else:
+    command = [sys.executable, os.path.join(ROOT, 'scripts', 'launch_local.py'), str(processes),
+               f'--devices_per_process={devices_per_process}', '--module=global_batches',
+               '--timeout=200', '--', *args]
+  result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=240)
+  assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+  return dict(np.load(out))
+
+
+@pytest.mark.slow
+def test_one_process_of_8_and_two_of_4_hold_the_same_global_batches(config, tmp_path):
+  """Real processes through jax.distributed, as hosts: the global batch of every step, the
+  eval batches and a run resumed on the other process count are bitwise the same."""
+  one = _global_batches(config, tmp_path, 'one_by_8', 1, 8, '--num_steps=6')
+  two = _global_batches(config, tmp_path, 'two_by_4', 2, 4, '--num_steps=6')
+  assert one['train_image'].shape == (6, 16, IMAGE_SIZE, IMAGE_SIZE, 3)
+  for key in one:
+    np.testing.assert_array_equal(two[key], one[key], err_msg=key)
+  assert one['eval_mask'].sum() == NUM_EVAL
+  # Steps 3-5 on 2 processes after steps 0-2 on 1 (a resume on another count).
+  resumed = _global_batches(config, tmp_path, 'resumed', 2, 4, '--start_step=3', '--num_steps=3')
+  np.testing.assert_array_equal(resumed['train_image'], one['train_image'][3:])
+
+
+def test_threads_change_nothing(config):
+  # 36 rows: three chunks of up to 16 rows, shared out among the threads.
+  expected = _train(config, global_batch_size=36, num_steps=3)
+  expected_eval = _eval(config, global_batch_size=36)
+  for threads in (1, 3):
+    other = config.copy_and_resolve_references()
+    other.threads = threads
+    for batch, expected_batch in zip(_train(other, global_batch_size=36, num_steps=3), expected,
+                                     strict=True):
+      np.testing.assert_array_equal(batch['image'], expected_batch['image'])
+    for batch, expected_batch in zip(_eval(other, global_batch_size=36), expected_eval,
+                                     strict=True):
+      np.testing.assert_array_equal(batch['image'], expected_batch['image'])
 
 
 def test_a_ramp_gives_each_step_its_size_with_the_crops_of_that_size(config):
@@ -212,56 +285,113 @@ def test_crops_and_flips_vary_between_epochs(config):
   assert 20 < sum(flipped) < 60
 
 
-def _crop_boxes(image, num_seeds):
-  """(x0, x1, y0, y1) in source pixels of the training crops of `image` (flipped or not)."""
-  height, width = image.shape[:2]
+def _tf_reference_boxes(height, width, num):
+  """What the TF/MLPerf references (and lbtrain before ArrayRecord) drew: [num, 4] boxes."""
   boxes = []
-  for seed in range(num_seeds):
-    out = imagenet.preprocess_for_train(_jpeg(image), tf.constant([seed, 0], tf.int64),
-                                        image_size=32, center_crop_ratio=0.875).numpy()
-    out = out.astype(float)
-    # Output pixel centres span 31/32 of the crop; red and green map back to x and y.
-    x0, x1 = out[..., 0].min() / 255 * (width - 1), out[..., 0].max() / 255 * (width - 1)
-    y0, y1 = out[..., 1].min() / 255 * (height - 1), out[..., 1].max() / 255 * (height - 1)
-    pad_x, pad_y = (x1 - x0) / 62, (y1 - y0) / 62
-    boxes.append((x0 - pad_x, x1 + pad_x, y0 - pad_y, y1 + pad_y))
+  for seed in range(num):
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        [height, width, 3], bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+        seed=[seed, 0], min_object_covered=0.0, aspect_ratio_range=(3 / 4, 4 / 3),
+        area_range=(0.08, 1.0), max_attempts=10, use_image_if_no_bounding_boxes=True)
+    boxes.append([*begin.numpy()[:2], *size.numpy()[:2]])
   return np.array(boxes)
 
 
-def test_inception_crop_area_and_aspect():
-  height, width = 300, 400
-  x0, x1, y0, y1 = _crop_boxes(_image(height, width, 0), 60).T
-  area = (x1 - x0) * (y1 - y0) / (height * width)
-  aspect = (x1 - x0) / (y1 - y0)
-  assert area.min() > 0.08 * 0.85 and area.max() < 1.05
-  assert aspect.min() > 0.75 * 0.9 and aspect.max() < 4 / 3 * 1.1
-  assert area.min() < 0.3 and area.max() > 0.7  # the whole range is used
-  assert x0.min() < 20 and x1.max() > width - 20  # anywhere in the image
-  assert len(set(np.round(x0))) > 40
+@pytest.mark.parametrize('height,width', [(375, 500), (300, 24)])
+def test_inception_crop_statistics(height, width):
+  """8-100 % of the area, aspect 3/4-4/3, anywhere in the image, distributed as the TF
+  reference's sampler draws them (uniform aspect, then uniform height)."""
+  rng = np.random.default_rng(0)
+  boxes = np.array([
+      jpeg.inception_box(height, width, rng.random(jpeg.NUM_DRAWS), fallback_ratio=0.875)
+      for _ in range(2000)])
+  reference = _tf_reference_boxes(height, width, 1000)
+  quantiles = [0.02, 0.1, 0.25, 0.5, 0.75, 0.9, 0.98]
+  for got in (boxes, reference):
+    top, left, box_height, box_width = got.T
+    assert (top >= 0).all() and (top + box_height <= height).all()
+    assert (left >= 0).all() and (left + box_width <= width).all()
+  for statistic in (lambda b: b[:, 2] * b[:, 3] / (height * width),  # area
+                    lambda b: b[:, 3] / b[:, 2],  # aspect
+                    lambda b: (b[:, 1] + b[:, 3] / 2) / width):  # where: the box's centre
+    # 1,000 draws: sampling error of a quantile ~0.02 of the range; a narrow image's sides
+    # and offsets come in steps of 1/24.
+    np.testing.assert_allclose(np.quantile(statistic(boxes), quantiles),
+                               np.quantile(statistic(reference), quantiles),
+                               atol=max(0.04, 1.5 / min(height, width)))
+  drawn = boxes[~(boxes == jpeg.center_box(height, width, 0.875)).all(axis=1)]  # no fallback
+  area = drawn[:, 2] * drawn[:, 3] / (height * width)
+  assert len(drawn) > 0.99 * len(boxes) and area.min() >= 0.08 and area.max() <= 1.0
+  if min(height, width) > 100:  # rounding a side of a few pixels moves the aspect more
+    aspect = boxes[:, 3] / boxes[:, 2]
+    assert aspect.min() > 0.75 * 0.99 and aspect.max() < 4 / 3 * 1.01 and area.max() > 0.9
 
 
 def test_train_crop_falls_back_to_the_center_when_no_box_fits():
   # 10 x 1000: a box of >= 8 % of the area with aspect <= 4/3 would be >= 24 pixels tall.
-  # Red is 0 up to column 480, then rises by 8 per column, so it tells which columns a crop holds.
-  image = np.zeros((10, 1000, 3), np.uint8)
-  image[..., 0] = np.clip((np.arange(1000) - 480) * 8, 0, 255)
-  for seed in range(5):
-    out = imagenet.preprocess_for_train(_jpeg(image), tf.constant([seed, 0], tf.int64),
-                                        image_size=32, center_crop_ratio=0.875).numpy()
-    columns = 480 + out[..., 0].astype(float).mean(0) / 8
-    # The central 9 x 9 square (0.875 x 10 rounded): columns 496-504.
-    assert abs(columns.min() - 496) < 1 and abs(columns.max() - 504) < 1
+  rng = np.random.default_rng(0)
+  for _ in range(5):
+    # The central 9 x 9 square (0.875 x 10 rounded): rows 0-8, columns 496-504.
+    box = jpeg.inception_box(10, 1000, rng.random(jpeg.NUM_DRAWS), fallback_ratio=0.875)
+    assert box == (1, 496, 9, 9)
+
+
+def _psnr(a, b):
+  mse = np.mean((a.astype(float) - b.astype(float))**2)
+  return 10 * np.log10(255**2 / max(mse, 1e-12))
+
+
+def _full_resolution(encoded, box, size, antialias=False):
+  """The reference: the whole JPEG decoded at full scale, the box cut out, bilinear resize."""
+  top, left, height, width = box
+  full = tf.io.decode_jpeg(encoded, channels=3)[top:top + height, left:left + width]
+  resized = tf.image.resize(full, [size, size], antialias=antialias)
+  return tf.cast(tf.round(tf.clip_by_value(resized, 0, 255)), tf.uint8).numpy()
+
+
+def test_crops_decoded_at_a_reduced_scale_match_full_resolution():
+  """The eval crop and full-scale train crops are the old tf path's pixels but for rounding; a
+  box decoded at a reduced scale is low-pass filtered by the DCT where the old path aliased, and
+  differs by the tolerance docs/imagenet.md states."""
+  sys.path.insert(0, os.path.join(ROOT, 'scripts'))
+  import benchmark_input  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(1)
+  full_scale, reduced, reduced_vs_antialiased, eval_psnr = [], [], [], []
+  for encoded, _ in benchmark_input.photo_like_jpegs(12):
+    height, width = jpeg.shape(encoded)
+    assert (height, width) == tuple(tf.io.extract_jpeg_shape(encoded).numpy()[:2])
+    box = jpeg.center_box(height, width, 0.875)
+    eval_psnr.append(_psnr(jpeg.eval_crop(encoded, 224, crop_ratio=0.875),
+                           _full_resolution(encoded, box, 224)))
+    for _ in range(6):
+      box = jpeg.inception_box(height, width, rng.random(jpeg.NUM_DRAWS), fallback_ratio=0.875)
+      got = jpeg.crop(encoded, box, 96)
+      if min(box[2:]) >= 2 * 96:
+        reduced.append(_psnr(got, _full_resolution(encoded, box, 96)))
+        reduced_vs_antialiased.append(_psnr(got, _full_resolution(encoded, box, 96,
+                                                                  antialias=True)))
+      else:
+        full_scale.append(_psnr(got, _full_resolution(encoded, box, 96)))
+  print(f'PSNR eval {np.mean(eval_psnr):.1f}, train at full scale {np.mean(full_scale):.1f}, '
+        f'reduced {np.mean(reduced):.1f} (vs antialiased {np.mean(reduced_vs_antialiased):.1f}) '
+        f'dB; {len(reduced)} of {len(reduced) + len(full_scale)} reduced')
+  assert len(reduced) > 10 and len(full_scale) > 10
+  assert min(eval_psnr) > jpeg.EVAL_MIN_PSNR_DB and min(full_scale) > jpeg.EVAL_MIN_PSNR_DB
+  assert np.mean(reduced) > jpeg.REDUCED_MEAN_PSNR_DB
+  # Closer to an antialiased shrink than to the aliased one the old path made.
+  assert np.mean(reduced_vs_antialiased) > np.mean(reduced)
 
 
 @pytest.mark.parametrize('ratio', [0.875, 1.0])
 def test_eval_is_resize_shorter_side_then_center_crop(ratio):
   height, width, size = 100, 200, 224
-  jpeg = _jpeg(_image(height, width, 20))
-  out = imagenet.preprocess_for_eval(jpeg, image_size=size, crop_ratio=ratio).numpy()
+  encoded = _jpeg(_image(height, width, 20))
+  out = jpeg.crop(encoded, jpeg.center_box(height, width, ratio), size)
   # The recipe as published, on the whole decoded image: resize the shorter side to
   # size / ratio (256 at 0.875), crop the central size x size square.
   short = size / ratio
-  resized = tf.image.resize(tf.io.decode_jpeg(jpeg), [round(short), round(short * width / height)])
+  resized = tf.image.resize(tf.io.decode_jpeg(encoded),
+                            [round(short), round(short * width / height)])
   top, left = (resized.shape[0] - size) // 2, (resized.shape[1] - size) // 2
   expected = resized[top:top + size, left:left + size].numpy()
   # Red rises 1.3 and green 2.6 per source pixel: a crop one pixel off would differ by as much.
@@ -271,23 +401,38 @@ def test_eval_is_resize_shorter_side_then_center_crop(ratio):
 
 def test_preprocessing_of_tfds_mock_imagenet():
   """tfds's mock imagenet2012: random-noise JPEGs of random sizes, some a few pixels wide."""
+  rng = np.random.default_rng(0)
   with tfds.testing.mock_data(num_examples=20, policy=tfds.testing.MockPolicy.USE_CODE):
     examples = tfds.builder('imagenet2012').as_dataset(
         split='validation', decoders={'image': tfds.decode.SkipDecoding()})
-    for index, example in enumerate(examples):
-      train = imagenet.preprocess_for_train(example['image'], tf.constant([0, index], tf.int64),
-                                            image_size=24, center_crop_ratio=0.875)
-      assert train.shape == (24, 24, 3) and train.dtype == tf.uint8
-      full = tf.io.decode_jpeg(example['image'], channels=3).numpy()
-      side = max(1, round(0.875 * min(full.shape[:2])))
-      top, left = (full.shape[0] - side + 1) // 2, (full.shape[1] - side + 1) // 2
-      expected = tf.cast(tf.round(tf.image.resize(
-          full[top:top + side, left:left + side], [24, 24])), tf.uint8)
-      # Decoding only the window differs from cropping the whole decoded image along the
-      # window's edges, where the subsampled colour is interpolated from fewer neighbours.
-      eval_image = imagenet.preprocess_for_eval(example['image'], image_size=24, crop_ratio=0.875)
+    for example in examples.as_numpy_iterator():
+      height, width = jpeg.shape(example['image'])
+      box = jpeg.inception_box(height, width, rng.random(jpeg.NUM_DRAWS),
+                               fallback_ratio=0.875)
+      train = jpeg.crop(example['image'], box, 24)
+      assert train.shape == (24, 24, 3) and train.dtype == np.uint8
+      box = jpeg.center_box(height, width, 0.875)
       # Noise of mean absolute difference 85 elsewhere: a misplaced window would show.
-      assert np.abs(eval_image.numpy().astype(int) - expected.numpy()).mean() < 10
+      difference = (jpeg.eval_crop(example['image'], 24, crop_ratio=0.875).astype(int)
+                    - _full_resolution(example['image'], box, 24))
+      assert np.abs(difference).mean() < 10
+
+
+@pytest.mark.parametrize('kind', ['CMYK JPEG', 'PNG'])
+def test_images_simplejpeg_refuses_are_decoded_too(kind):
+  import io  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  pixels = _image(60, 80, 7)
+  buffer = io.BytesIO()
+  if kind == 'PNG':
+    Image.fromarray(pixels).save(buffer, format='PNG')
+  else:
+    Image.fromarray(pixels).convert('CMYK').save(buffer, format='JPEG', quality=100)
+  encoded = buffer.getvalue()
+  assert jpeg.shape(encoded) == (60, 80)
+  out = jpeg.crop(encoded, (0, 0, 60, 80), 30)
+  expected = tf.cast(tf.round(tf.image.resize(pixels, [30, 30])), tf.uint8).numpy()
+  assert out.shape == (30, 30, 3) and np.abs(out.astype(int) - expected).mean() < 3
 
 
 def _config(**overrides):
@@ -307,7 +452,8 @@ def _error(config):
 def test_not_prepared_names_the_path_and_the_build_command(tmp_path):
   message = _error(_config(data_dir=str(tmp_path)))
   assert f'imagenet2012 is not prepared in data_dir {tmp_path}' in message
-  assert f'`tfds build imagenet2012 --data_dir={tmp_path} --manual_dir=DIR`' in message
+  assert (f'`tfds build imagenet2012 --data_dir={tmp_path} --manual_dir=DIR '
+          '--file_format=array_record`') in message
   assert 'ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar' in message
 
 
@@ -318,7 +464,8 @@ def test_downloaded_but_not_built_gives_the_command_for_that_folder(tmp_path):
     (manual / name).touch()
   message = _error(_config(data_dir=str(tmp_path)))
   assert f'not prepared in data_dir {tmp_path} yet' in message
-  assert f'`tfds build imagenet2012 --data_dir={tmp_path} --manual_dir={manual}`' in message
+  assert (f'`tfds build imagenet2012 --data_dir={tmp_path} --manual_dir={manual} '
+          '--file_format=array_record`') in message
 
 
 def test_one_tar_in_data_dir_names_the_missing_one(tmp_path):
@@ -326,7 +473,105 @@ def test_one_tar_in_data_dir_names_the_missing_one(tmp_path):
   message = _error(_config(data_dir=str(tmp_path)))
   assert f'ILSVRC2012_img_train.tar found in {tmp_path}' in message
   assert 'add ILSVRC2012_img_val.tar there' in message
-  assert f'--manual_dir={tmp_path}`' in message
+  assert f'--manual_dir={tmp_path} --file_format=array_record`' in message
+
+
+def test_tfrecords_only_is_one_line_naming_the_conversion(tmp_path):
+  imagenet.write_imagenet_like(str(tmp_path), {'train': _examples(4), 'validation': _examples(2)},
+                               array_record=False)
+  message = _error(_config(data_dir=str(tmp_path)))
+  assert 'as tfrecord only' in message
+  assert f'`python -m lbtrain.data.to_array_record --data_dir={tmp_path}`' in message
+  # The same through the trainer: one line, exit 2, nothing written.
+  workdir = tmp_path / 'run'
+  result = subprocess.run(
+      [sys.executable, '-m', 'lbtrain.main', '--config=configs/base.py', f'--workdir={workdir}',
+       '--config.data.dataset=imagenet2012', '--config.data.eval_split=validation',
+       f'--config.data.data_dir={tmp_path}'],
+      cwd=ROOT, capture_output=True, text=True, env=_cpu_environment())
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert result.stderr.strip().splitlines()[-1].startswith('lbtrain: error: ')
+  assert 'lbtrain.data.to_array_record' in result.stderr.strip().splitlines()[-1]
+  assert not workdir.exists()
+
+
+def _cpu_environment():
+  return dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3')
+
+
+def test_the_conversion_resumes_and_reads_the_same_records(tmp_path):
+  dataset_dir = imagenet.write_imagenet_like(
+      str(tmp_path), {'train': _examples(9), 'validation': _examples(3)}, num_shards=3,
+      array_record=False)
+  pairs = to_array_record.shard_pairs(dataset_dir)
+  assert len(pairs) == 6
+  # An interrupted conversion: two shards done, one half written.
+  for source, target in pairs[:2]:
+    to_array_record.convert_shard(source, target)
+  with open(pairs[2][1] + '.partial', 'wb') as f:
+    f.write(b'cut short')
+  result = subprocess.run(
+      [sys.executable, '-m', 'lbtrain.data.to_array_record', f'--data_dir={tmp_path}',
+       '--workers=1'], cwd=ROOT, capture_output=True, text=True, env=_cpu_environment())
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert '4 shards to convert' in result.stdout
+  assert not [name for name in os.listdir(dataset_dir) if name.endswith('.partial')]
+  records = tfds.builder_from_directory(dataset_dir).as_data_source(
+      'train', decoders={'image': tfds.decode.SkipDecoding()})
+  originals = list(tfds.builder_from_directory(dataset_dir).as_dataset(
+      'train', decoders={'image': tfds.decode.SkipDecoding()}).as_numpy_iterator())
+  assert [r['image'] for r in records] == [r['image'] for r in originals]
+  assert [r['label'] for r in records] == list(range(9))
+  # Run again: nothing left to do.
+  assert to_array_record.convert(dataset_dir, log=lambda line: None) == 0
+
+
+def test_a_resized_copy_shrinks_the_train_split_only_and_trains(config, tmp_path):
+  from lbtrain.data import resized_copy  # pylint: disable=g-import-not-at-top
+  source_dir = data.input_pipeline.prepared_dir(config)
+  # An interrupted copy: one shard half written.
+  copy_dir = tmp_path / 'imagenet2012' / '5.1.0'
+  copy_dir.mkdir(parents=True)
+  (copy_dir / 'imagenet2012-train.array_record-00000-of-00003.partial').write_bytes(b'cut')
+  result = subprocess.run(
+      [sys.executable, '-m', 'lbtrain.data.resized_copy', f'--data_dir={config.data_dir}',
+       f'--out_data_dir={tmp_path}', '--shorter_side=50', '--workers=1'],
+      cwd=ROOT, capture_output=True, text=True, env=_cpu_environment())
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert not list(copy_dir.glob('*.partial'))
+  original, copied = (imagenet._source(directory, 'train')  # pylint: disable=protected-access
+                      for directory in (source_dir, str(copy_dir)))
+  assert len(copied) == NUM_TRAIN
+  for index in range(NUM_TRAIN):
+    (before, label), (after, copied_label) = original[index], copied[index]
+    assert copied_label == label
+    height, width = jpeg.shape(before)
+    if min(height, width) <= 50:
+      assert after == before  # small enough: stored as it was
+    else:
+      assert min(jpeg.shape(after)) == 50
+      assert abs(jpeg.shape(after)[0] / jpeg.shape(after)[1] - height / width) < 0.1
+  original_eval, copied_eval = (
+      imagenet._source(directory, 'validation')  # pylint: disable=protected-access
+      for directory in (source_dir, str(copy_dir)))
+  assert [copied_eval[i] for i in range(NUM_EVAL)] == [original_eval[i] for i in range(NUM_EVAL)]
+  # The trainer reads it like the original, blue still telling the label.
+  copy_config = config.copy_and_resolve_references()
+  copy_config.data_dir = str(tmp_path)
+  assert data.get_dataset_info(copy_config) == data.get_dataset_info(config)
+  _train(copy_config, num_steps=2)
+  # Again: nothing left to write.
+  assert resized_copy.copy(source_dir, str(tmp_path), shorter_side=50, quality=90,
+                           splits=['train'], log=lambda line: None) == str(copy_dir)
+
+
+def test_the_conversion_of_a_missing_data_set_is_one_line(tmp_path):
+  result = subprocess.run(
+      [sys.executable, '-m', 'lbtrain.data.to_array_record', f'--data_dir={tmp_path}'],
+      cwd=ROOT, capture_output=True, text=True, env=_cpu_environment())
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [
+      f'lbtrain: error: imagenet2012 is not prepared in data_dir {tmp_path}: prepare it first.']
 
 
 def test_synthetic_info_without_tensorflow():
@@ -360,8 +605,7 @@ def test_published_info_follows_image_size():
 
 
 @pytest.mark.parametrize('field,value', [('image_size', 0), ('eval_image_size', 0),
-                                         ('eval_crop_ratio', 1.2), ('shuffle_buffer', 0),
-                                         ('threads', 0)])
+                                         ('eval_crop_ratio', 1.2), ('threads', 0)])
 def test_bad_pipeline_settings_are_user_errors(field, value):
   config = _config(**{field: value})
   with pytest.raises(UserError, match=f'data.{field}={value} must be'):

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from lbtrain.errors import UserError
+from lbtrain.data import input_pipeline
 
 # What tf.random.experimental.index_shuffle prepends to its [2] seed. That wrapper mishandles a
 # batch of [n, 2] seeds, so the raw op is called with this in front: epoch e's order is then
@@ -73,7 +73,7 @@ def train_batches(images: np.ndarray, labels: np.ndarray, *, mean: Sequence[floa
   Returns:
     Batches {'image': float32 [b, H, W, C], 'label': int32 [b]}, b = global / process_count.
   """
-  rows = rows_per_process(global_batch_size, process_index, process_count)
+  rows = input_pipeline.rows_per_process(global_batch_size, process_index, process_count)
   num_examples = len(labels)
   normalize = _normalizer(mean, std)
   images = tf.constant(images)
@@ -107,7 +107,7 @@ def eval_batches(images: np.ndarray, labels: np.ndarray, *, mean: Sequence[float
   Returns:
     Batches {'image': float32 [b, H, W, C], 'label': int32 [b], 'mask': bool [b]}.
   """
-  rows = rows_per_process(global_batch_size, process_index, process_count)
+  rows = input_pipeline.rows_per_process(global_batch_size, process_index, process_count)
   num_examples = len(labels)
   normalize = _normalizer(mean, std)
   images = tf.constant(images)
@@ -128,15 +128,6 @@ def eval_batches(images: np.ndarray, labels: np.ndarray, *, mean: Sequence[float
   num_batches = -(-num_examples // global_batch_size)
   return _as_numpy(tf.data.Dataset.range(num_batches).map(
       batch, num_parallel_calls=_PARALLEL_BATCHES))
-
-
-def rows_per_process(global_batch_size: int, process_index: int, process_count: int) -> int:
-  if global_batch_size % process_count:
-    raise UserError(f'global batch size {global_batch_size} is not divisible by the '
-                    f'{process_count} processes; choose a multiple of {process_count}.')
-  if not 0 <= process_index < process_count:
-    raise ValueError(f'process_index {process_index} not in [0, {process_count}).')
-  return global_batch_size // process_count
 
 
 # A gathered batch is a few MB: a few in flight keep far ahead of the trainer.

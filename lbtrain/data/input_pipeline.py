@@ -5,10 +5,9 @@ the train split, each a pure function of (seed, epoch). Global step s consumes s
 [s*B, (s+1)*B) for global batch B, so batches span epoch boundaries, and process p of P takes
 rows [p*B/P, (p+1)*B/P) of every global batch. Hence resuming at step k needs nothing but k.
 
-Data sets small enough to decode into memory (Fashion-MNIST, `in_memory`) are gathered by index,
-so their global batch of a step is also the same on any number of processes. ImageNet
-(`imagenet`) is read shard by shard, each process from its own slice of the split, so its
-global batch depends on the process count; its module docstring gives the order.
+Every host data set is read by index: decoded into memory when small (Fashion-MNIST,
+`in_memory`), JPEGs from random-access ArrayRecord files when not (ImageNet, `imagenet`). So the
+global batch of a step is the same on any number of processes, and a run may resume on another.
 `synthetic` has no host pipeline: its batches are made on the devices (`synthetic`).
 
 `train_inputs` / `eval_inputs` give the loop global `jax.Array` batches for any data set, one
@@ -20,7 +19,6 @@ package (the model, the training step, a synthetic run) runs without it.
 """
 
 import dataclasses
-import functools
 import re
 from typing import Callable, Iterator, Optional
 
@@ -62,7 +60,8 @@ class _Dataset:
   mean: tuple[float, ...]  # per channel, of pixels scaled to [0, 1]
   std: tuple[float, ...]
   image_dtype: str  # see DatasetInfo
-  # 'in_memory': decoded once and gathered by index; 'imagenet': tf.data over JPEG shards;
+  # 'in_memory': decoded once and gathered by index; 'imagenet': JPEGs read by index, decoded
+  # in threads;
   # 'device': batches made on the devices by the trainer.
   pipeline: str
   image_shape: Callable[[ml_collections.ConfigDict], tuple[int, int, int]]
@@ -72,20 +71,21 @@ class _Dataset:
   published_classes: Optional[int] = None
 
 
-def _find_prepared(tfds_name: str, build_command: str, manual_files: tuple[str, ...],
-                   data_config: ml_collections.ConfigDict) -> str:
+def find_prepared_dir(tfds_name: str, data_dir: str, build_command: str = '',
+                      manual_files: tuple[str, ...] = ()) -> str:
   """Returns the newest prepared version of a user-built tfds data set in data_dir.
 
   Args:
     tfds_name: the data set's tfds name.
+    data_dir: the tfds data_dir to look in.
     build_command: the command that prepares it, with {data_dir} and {manual_dir} to fill in.
     manual_files: the downloads it is built from. Finding them instead of the prepared data set
       means it was downloaded but never built, and the command then names their folder.
-    data_config: the data block of the config.
   """
-  data_dir = epath.Path(data_config.data_dir).expanduser()
+  data_dir = epath.Path(data_dir).expanduser()
   fix = (f'run `{build_command.format(data_dir=data_dir, manual_dir="DIR")}` with DIR holding '
-         f'{" and ".join(manual_files)}, or set --config.data.data_dir= to where it is prepared')
+         f'{" and ".join(manual_files)}, or set --config.data.data_dir= to where it is prepared'
+         if build_command else 'prepare it first')
   if not data_dir.is_dir():
     raise UserError(f'data_dir {data_dir} does not exist: {fix}.')
   versions = []
@@ -108,6 +108,17 @@ def _find_prepared(tfds_name: str, build_command: str, manual_files: tuple[str, 
   raise UserError(f'{tfds_name} is not prepared in data_dir {data_dir}: {fix}.')
 
 
+def _find_imagenet(data_config: ml_collections.ConfigDict) -> str:
+  """The prepared imagenet2012's folder, once it is known to hold random-access records."""
+  dataset_dir = find_prepared_dir(
+      'imagenet2012', data_config.data_dir,
+      'tfds build imagenet2012 --data_dir={data_dir} --manual_dir={manual_dir} '
+      '--file_format=array_record', _IMAGENET_MANUAL_FILES)
+  from lbtrain.data import imagenet  # pylint: disable=g-import-not-at-top
+  imagenet.check_random_access(dataset_dir, data_config.data_dir)
+  return dataset_dir
+
+
 def _imagenet_shape(data_config: ml_collections.ConfigDict) -> tuple[int, int, int]:
   """(image_size, image_size, 3), once the ImageNet fields are checked: before anything runs."""
   for valid, problem in (
@@ -118,8 +129,6 @@ def _imagenet_shape(data_config: ml_collections.ConfigDict) -> tuple[int, int, i
       (0 < data_config.eval_crop_ratio <= 1,
        f'data.eval_crop_ratio={data_config.eval_crop_ratio} must be in (0, 1] (0.875: resize '
        'the shorter side to 256 and crop 224)'),
-      (data_config.shuffle_buffer >= 1,
-       f'data.shuffle_buffer={data_config.shuffle_buffer} must be at least 1 (1: no shuffling)'),
       (data_config.threads is None or data_config.threads >= 1,
        f'data.threads={data_config.threads} must be positive, or None for every core'),
   ):
@@ -145,12 +154,7 @@ _DATASETS = {
         image_shape=lambda unused_data_config: (28, 28, 1),
         published_splits={'train': 60_000, 'test': 10_000},
         published_classes=10),
-    'imagenet2012': _Dataset(
-        locate=functools.partial(
-            _find_prepared, 'imagenet2012',
-            'tfds build imagenet2012 --data_dir={data_dir} --manual_dir={manual_dir}',
-            _IMAGENET_MANUAL_FILES),
-        pipeline='imagenet', **_IMAGENET_LIKE),
+    'imagenet2012': _Dataset(locate=_find_imagenet, pipeline='imagenet', **_IMAGENET_LIKE),
     # ImageNet-shaped batches made on the devices, to measure the step without any input
     # pipeline; ImageNet's sizes, so that epochs and schedules mean what they mean there.
     'synthetic': _Dataset(locate=None, pipeline='device', **_IMAGENET_LIKE),
@@ -203,10 +207,10 @@ def train_batches(data_config: ml_collections.ConfigDict, info: DatasetInfo, *,
   dataset = _with_host_pipeline(info)
   if dataset.pipeline == 'imagenet':
     from lbtrain.data import imagenet  # pylint: disable=g-import-not-at-top
-    return imagenet.to_numpy(imagenet.train_dataset(
+    return imagenet.train_batches(
         dataset.locate(data_config), data_config, global_batch_size=global_batch_size,
         seed=seed, start_step=start_step, num_steps=num_steps, process_index=process_index,
-        process_count=process_count, sizes=sizes), data_config)
+        process_count=process_count, sizes=sizes)
   from lbtrain.data import in_memory  # pylint: disable=g-import-not-at-top
   images, labels = in_memory.load_split(dataset.locate(data_config), data_config.train_split)
   return in_memory.train_batches(
@@ -228,10 +232,9 @@ def eval_batches(data_config: ml_collections.ConfigDict, info: DatasetInfo, *,
   dataset = _with_host_pipeline(info)
   if dataset.pipeline == 'imagenet':
     from lbtrain.data import imagenet  # pylint: disable=g-import-not-at-top
-    return imagenet.to_numpy(imagenet.eval_dataset(
+    return imagenet.eval_batches(
         dataset.locate(data_config), data_config, global_batch_size=global_batch_size,
-        process_index=process_index, process_count=process_count, image_size=image_size),
-        data_config)
+        process_index=process_index, process_count=process_count, image_size=image_size)
   from lbtrain.data import in_memory  # pylint: disable=g-import-not-at-top
   images, labels = in_memory.load_split(dataset.locate(data_config), data_config.eval_split)
   return in_memory.eval_batches(
@@ -273,6 +276,16 @@ def eval_inputs(data_config: ml_collections.ConfigDict, info: DatasetInfo, mesh,
                    process_index=jax.process_index(), process_count=jax.process_count(),
                    image_size=image_size),
       mesh, data_config.prefetch_batches)
+
+
+def rows_per_process(global_batch_size: int, process_index: int, process_count: int) -> int:
+  """b = B / P: each process's rows of every global batch (see the module docstring)."""
+  if global_batch_size % process_count:
+    raise UserError(f'global batch size {global_batch_size} is not divisible by the '
+                    f'{process_count} processes; choose a multiple of {process_count}.')
+  if not 0 <= process_index < process_count:
+    raise ValueError(f'process_index {process_index} not in [0, {process_count}).')
+  return global_batch_size // process_count
 
 
 def prepared_dir(data_config: ml_collections.ConfigDict) -> str:

@@ -1,0 +1,148 @@
+"""Adds ArrayRecord shards to a prepared TFRecord `imagenet2012`, in place and resumably.
+
+    python -m lbtrain.data.to_array_record --data_dir=/path/to/tensorflow_datasets
+
+lbtrain reads ImageNet by index (`lbtrain.data.imagenet`), which TFRecord files cannot do. This
+copies each TFRecord shard's serialized records, unchanged and in order, into an ArrayRecord
+shard of the same name beside it (tfds's `{name}-{split}.array_record-{i}-of-{n}`), then lists
+`array_record` among the data set's `alternativeFileFormats` in dataset_info.json, which is what
+`tfds.builder(...).as_data_source()` reads. Nothing is decoded, so it runs at the speed of the
+disk; the folder holds both formats afterwards (the TFRecords may be deleted once done, since
+tfds then reads the ArrayRecords alone).
+
+Resumable: a shard is written under a temporary name and renamed when complete, finished shards
+are skipped, and dataset_info.json changes last, so an interrupted run is simply run again.
+
+tfds has the same conversion (`tfds convert_format`), but its module needs Apache Beam to import.
+"""
+
+import concurrent.futures
+import json
+import multiprocessing
+import os
+from typing import Sequence
+
+from absl import app
+from absl import flags
+
+from lbtrain import cli
+from lbtrain.errors import UserError
+
+
+FORMAT = 'array_record'
+_PARTIAL = '.partial'
+
+
+def shard_paths(dataset_dir: str, file_format: str) -> list[tuple[str, str]]:
+  """(split, shard path) of every shard of a prepared tfds data set in file_format, from its
+  dataset_info.json (tfds's `{name}-{split}.{format}-{i:05d}-of-{n:05d}`)."""
+  info = read_info(dataset_dir)
+  paths = []
+  for split in info['splits']:
+    num_shards = len(split['shardLengths'])
+    template = split.get('filepathTemplate', '{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}')
+    for index in range(num_shards):
+      name = (template.replace('{DATASET}', info['name']).replace('{SPLIT}', split['name'])
+              .replace('{FILEFORMAT}', file_format)
+              .replace('{SHARD_X_OF_Y}', f'{index:05d}-of-{num_shards:05d}'))
+      paths.append((split['name'], os.path.join(dataset_dir, name)))
+  return paths
+
+
+def shard_pairs(dataset_dir: str) -> list[tuple[str, str]]:
+  """(TFRecord shard, its ArrayRecord twin) of every split of a prepared tfds data set."""
+  info = read_info(dataset_dir)
+  if info.get('fileFormat', 'tfrecord') != 'tfrecord':
+    raise UserError(f'{dataset_dir} is stored as {info["fileFormat"]}, not tfrecord: nothing to '
+                    'convert.')
+  pairs = [(source, target) for (_, source), (_, target) in zip(
+      shard_paths(dataset_dir, 'tfrecord'), shard_paths(dataset_dir, FORMAT))]
+  missing = [source for source, target in pairs
+             if not os.path.exists(source) and not os.path.exists(target)]
+  if missing:
+    raise UserError(f'{len(missing)} shards listed in {dataset_dir}/dataset_info.json are '
+                    f'missing (first: {missing[0]}); prepare the data set again.')
+  return pairs
+
+
+def convert_shard(source: str, target: str) -> int:
+  """Writes source's records to target (via a temporary file); returns how many."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+  partial = target + _PARTIAL
+  # group_size:1 makes every record its own chunk, so one read fetches one record (tfds's choice).
+  writer = array_record_module.ArrayRecordWriter(partial, 'group_size:1')
+  count = 0
+  for record in tf.data.TFRecordDataset(source).as_numpy_iterator():
+    writer.write(record)
+    count += 1
+  writer.close()
+  os.replace(partial, target)
+  return count
+
+
+def convert(dataset_dir: str, workers: int = 1, log=print) -> int:
+  """Converts the shards not yet converted, then records the format; returns shards converted."""
+  pending = [(source, target) for source, target in shard_pairs(dataset_dir)
+             if not os.path.exists(target)]
+  log(f'{dataset_dir}: {len(pending)} shards to convert')
+  if workers <= 1:
+    for done, (source, target) in enumerate(pending, 1):
+      convert_shard(source, target)
+      log(f'{done}/{len(pending)} shards converted')
+  else:
+    # spawn: a forked TensorFlow can hang in its child.
+    with concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context('spawn')) as pool:
+      futures = [pool.submit(convert_shard, source, target) for source, target in pending]
+      for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+        future.result()
+        log(f'{done}/{len(pending)} shards converted')
+  _add_format(dataset_dir)
+  return len(pending)
+
+
+def read_info(dataset_dir: str) -> dict:
+  path = os.path.join(dataset_dir, 'dataset_info.json')
+  if not os.path.exists(path):
+    raise UserError(f'{dataset_dir} holds no dataset_info.json: it is not a prepared tfds data '
+                    'set.')
+  with open(path) as f:
+    return json.load(f)
+
+
+def _add_format(dataset_dir: str) -> None:
+  info = read_info(dataset_dir)
+  formats = info.setdefault('alternativeFileFormats', [])
+  if FORMAT in formats:
+    return
+  formats.append(FORMAT)
+  path = os.path.join(dataset_dir, 'dataset_info.json')
+  with open(path + _PARTIAL, 'w') as f:
+    json.dump(info, f, indent=2)
+  os.replace(path + _PARTIAL, path)
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  from lbtrain.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  try:
+    if not flags.FLAGS.data_dir:
+      raise UserError('set --data_dir= to the tfds data_dir holding the prepared data set.')
+    dataset_dir = input_pipeline.find_prepared_dir(flags.FLAGS.dataset, flags.FLAGS.data_dir)
+    convert(dataset_dir, flags.FLAGS.workers)
+  except UserError as e:
+    cli.fail(str(e))
+
+
+def _define_flags() -> None:
+  flags.DEFINE_string(
+      'data_dir', None, 'the tfds data_dir holding imagenet2012/VERSION (TFRecord shards).')
+  flags.DEFINE_string('dataset', 'imagenet2012', 'the tfds name of the data set.')
+  flags.DEFINE_integer('workers', 4, 'shards converted at once.')
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)
