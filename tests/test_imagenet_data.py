@@ -524,6 +524,14 @@ def test_the_conversion_resumes_and_reads_the_same_records(tmp_path):
   assert [r['label'] for r in records] == list(range(9))
   # Run again: nothing left to do.
   assert to_array_record.convert(dataset_dir, log=lambda line: None) == 0
+  # The TFRecords deleted, the pipeline reads the ArrayRecords alone.
+  for source, _ in pairs:
+    os.remove(source)
+  assert to_array_record.convert(dataset_dir, log=lambda line: None) == 0
+  config = _config(data_dir=str(tmp_path), image_size=IMAGE_SIZE)
+  batch = next(data.train_batches(config, data.get_dataset_info(config), global_batch_size=9,
+                                  seed=0, start_step=0, num_steps=1))
+  assert sorted(batch['label']) == list(range(9))
 
 
 def test_a_resized_copy_shrinks_the_train_split_only_and_trains(config, tmp_path):
@@ -572,6 +580,19 @@ def test_the_conversion_of_a_missing_data_set_is_one_line(tmp_path):
   assert result.returncode == 2
   assert result.stderr.strip().splitlines() == [
       f'lbtrain: error: imagenet2012 is not prepared in data_dir {tmp_path}: prepare it first.']
+
+
+def test_imagenet_trains_without_importing_tensorflow(config):
+  """A training host needs tfds and array_record, not TensorFlow."""
+  code = ('import sys; from configs import base; from lbtrain import data;'
+          'c = base.get_config().data; c.update(dataset="imagenet2012", data_dir=sys.argv[1],'
+          f'eval_split="validation", image_size={IMAGE_SIZE});'
+          'info = data.get_dataset_info(c);'
+          'next(data.train_batches(c, info, global_batch_size=4, seed=0, start_step=0,'
+          ' num_steps=1)); next(data.eval_batches(c, info, global_batch_size=4));'
+          'assert "tensorflow" not in sys.modules, "tensorflow imported"')
+  subprocess.run([sys.executable, '-c', code, config.data_dir], check=True, cwd=ROOT,
+                 capture_output=True)
 
 
 def test_synthetic_info_without_tensorflow():

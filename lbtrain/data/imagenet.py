@@ -40,13 +40,12 @@ import numpy as np
 
 from lbtrain.data import input_pipeline
 from lbtrain.data import jpeg
+from lbtrain.data import to_array_record
 from lbtrain.errors import UserError
 from lbtrain.resolution import Resolution
 
 Batch = dict[str, np.ndarray]
 
-ARRAY_RECORD = 'array_record'
-CONVERT_COMMAND = 'python -m lbtrain.data.to_array_record --data_dir={data_dir}'
 # What a seed is for, so that an order seed and an augmentation seed never coincide.
 _ORDER, _AUGMENT = 0, 1
 # Rows a decoding thread takes at a time: few enough that a batch spreads over many threads,
@@ -59,11 +58,12 @@ def check_random_access(dataset_dir: str, data_dir: str) -> None:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   info = tfds.builder_from_directory(dataset_dir).info
   formats = {file_format.value for file_format in info.available_file_formats()}
-  if ARRAY_RECORD not in formats:
+  if to_array_record.FORMAT not in formats:
     raise UserError(
         f'{dataset_dir} holds {info.name} as {" and ".join(sorted(formats))} only, and lbtrain '
-        f'reads it by index from {ARRAY_RECORD}: run `{CONVERT_COMMAND.format(data_dir=data_dir)}` '
-        'once (it copies the records without decoding them, and resumes if interrupted).')
+        f'reads it by index from {to_array_record.FORMAT}: run '
+        f'`{to_array_record.COMMAND.format(data_dir=data_dir)}` once (it copies the records '
+        'without decoding them, and resumes if interrupted).')
 
 
 def train_batches(dataset_dir: str, data_config: ml_collections.ConfigDict, *,
@@ -189,7 +189,7 @@ class _Records:
     from tensorflow_datasets.proto import tf_example_pb2  # pylint: disable=g-import-not-at-top
     self._parse = tf_example_pb2.Example.FromString
     self._records = tfds.builder_from_directory(dataset_dir).as_data_source(
-        split, file_format=ARRAY_RECORD,
+        split, file_format=to_array_record.FORMAT,
         deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
 
   def __len__(self) -> int:

@@ -6,9 +6,9 @@ lbtrain reads ImageNet by index (`lbtrain.data.imagenet`), which TFRecord files 
 copies each TFRecord shard's serialized records, unchanged and in order, into an ArrayRecord
 shard of the same name beside it (tfds's `{name}-{split}.array_record-{i}-of-{n}`), then lists
 `array_record` among the data set's `alternativeFileFormats` in dataset_info.json, which is what
-`tfds.builder(...).as_data_source()` reads. Nothing is decoded, so it runs at the speed of the
-disk; the folder holds both formats afterwards (the TFRecords may be deleted once done, since
-tfds then reads the ArrayRecords alone).
+`tfds.builder(...).as_data_source()` reads. Nothing is decoded: each record is read and written
+once. The folder holds both formats afterwards; the TFRecords may be deleted once it is done
+(lbtrain then reads the ArrayRecords alone).
 
 Resumable: a shard is written under a temporary name and renamed when complete, finished shards
 are skipped, and dataset_info.json changes last, so an interrupted run is simply run again.
@@ -28,8 +28,8 @@ from absl import flags
 from lbtrain import cli
 from lbtrain.errors import UserError
 
-
 FORMAT = 'array_record'
+COMMAND = 'python -m lbtrain.data.to_array_record --data_dir={data_dir}'
 _PARTIAL = '.partial'
 
 
