@@ -44,6 +44,11 @@ MAY_CHANGE_ON_RESUME = (
     'parallel.',
 )
 
+# Fields lbtrain no longer has: the TFRecord ImageNet pipeline's (until 2026-12-02). They never
+# touched the other data sets, so a run that saved them resumes, except on ImageNet, whose data
+# order changed with them.
+_RETIRED = ('data.shuffle_buffer', 'data.autotune', 'data.deterministic', 'data.cache')
+
 _INCOMPLETE_CHECKPOINT = '.orbax-checkpoint-tmp'  # orbax's mark of a save in progress
 
 
@@ -133,7 +138,13 @@ class Workdir:
     current = _flatten(json.loads(config.to_json_best_effort()))
     changed = sorted(name for name in saved.keys() | current.keys()
                      if saved.get(name) != current.get(name))
-    refused = [name for name in changed if not name.startswith(MAY_CHANGE_ON_RESUME)]
+    retired = [name for name in changed if name in _RETIRED and name not in current]
+    if retired and saved.get('data.dataset') == 'imagenet2012':
+      raise UserError(f'workdir {self._given!r} was written by lbtrain\'s TFRecord ImageNet '
+                      'pipeline, whose data order the ArrayRecord one cannot continue; use a new '
+                      'workdir.')
+    refused = [name for name in changed
+               if not name.startswith(MAY_CHANGE_ON_RESUME) and name not in retired]
     if refused:
       details = ', '.join(f'{name} ({saved.get(name)!r} -> {current.get(name)!r})'
                           for name in refused)

@@ -144,6 +144,31 @@ def test_resuming_with_a_new_log_interval_is_allowed_and_logged(uninterrupted, f
   assert lbtrain_process.logged_steps(workdir)[-4:] == [19, 20, 22, 24]
 
 
+@pytest.mark.parametrize('dataset', ['fashion_mnist', 'imagenet2012'])
+def test_a_workdir_with_the_retired_tfrecord_fields(dataset, tmp_path):
+  """Runs written before the ArrayRecord pipeline saved four data fields lbtrain no longer has:
+  they resume, unless on ImageNet, whose order changed."""
+  from configs import base  # pylint: disable=g-import-not-at-top
+  from lbtrain.errors import UserError  # pylint: disable=g-import-not-at-top
+  config = base.get_config()
+  config.data.dataset = dataset
+  workdir = Workdir(str(tmp_path / 'run'))
+  workdir.write_config(config)
+  with open(workdir.config_file, encoding='utf-8') as f:
+    saved = json.load(f)
+  saved['data'].update(shuffle_buffer=10_000, autotune=False, deterministic=True, cache=False)
+  with open(workdir.config_file, 'w', encoding='utf-8') as f:
+    json.dump(saved, f)
+  if dataset == 'imagenet2012':
+    with pytest.raises(UserError, match='TFRecord ImageNet pipeline.*use a new workdir'):
+      workdir.resume_changes(config)
+  else:
+    assert 'data.shuffle_buffer: 10000 -> None' in workdir.resume_changes(config)
+    config.train.seed = 5  # a real change is still refused
+    with pytest.raises(UserError, match='train.seed'):
+      workdir.resume_changes(config)
+
+
 def test_a_run_stopped_at_a_step_goes_on_exactly_without_the_stop(uninterrupted, fmnist_data_dir,
                                                                     tmp_path):
   """train.stop_at_step ends the attempt (evaluated and saved there) on the same schedule."""
