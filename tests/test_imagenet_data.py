@@ -418,16 +418,21 @@ def test_preprocessing_of_tfds_mock_imagenet():
       assert np.abs(difference).mean() < 10
 
 
-@pytest.mark.parametrize('kind', ['CMYK JPEG', 'PNG'])
-def test_images_simplejpeg_refuses_are_decoded_too(kind):
+@pytest.mark.parametrize('kind', ['CMYK JPEG', 'PNG', 'grayscale JPEG'])
+def test_images_of_other_kinds_are_decoded_to_rgb(kind):
+  """ImageNet holds a few CMYK JPEGs, a PNG and many grayscale JPEGs: simplejpeg refuses the
+  first two (OpenCV decodes them) and expands the third."""
   import io  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
   pixels = _image(60, 80, 7)
   buffer = io.BytesIO()
   if kind == 'PNG':
     Image.fromarray(pixels).save(buffer, format='PNG')
-  else:
+  elif kind == 'CMYK JPEG':
     Image.fromarray(pixels).convert('CMYK').save(buffer, format='JPEG', quality=100)
+  else:
+    pixels = np.repeat(pixels[..., :1], 3, axis=-1)
+    Image.fromarray(pixels[..., 0]).save(buffer, format='JPEG', quality=100)
   encoded = buffer.getvalue()
   assert jpeg.shape(encoded) == (60, 80)
   out = jpeg.crop(encoded, (0, 0, 60, 80), 30)
@@ -571,6 +576,24 @@ def test_a_resized_copy_shrinks_the_train_split_only_and_trains(config, tmp_path
   # Again: nothing left to write.
   assert resized_copy.copy(source_dir, str(tmp_path), shorter_side=50, quality=90,
                            splits=['train'], log=lambda line: None) == str(copy_dir)
+
+
+@pytest.mark.parametrize('flag, fragment', [
+    ('--quality=0', '--quality=0 must be in [1, 100]'),
+    ('--splits=train,test', '--splits names test'),
+    ('--shorter_side=abc', 'flag --shorter_side=abc'),
+])
+def test_a_resized_copy_with_bad_flags_is_one_line_and_writes_nothing(config, tmp_path, flag,
+                                                                       fragment):
+  out = tmp_path / 'copy'
+  result = subprocess.run(
+      [sys.executable, '-m', 'lbtrain.data.resized_copy', f'--data_dir={config.data_dir}',
+       f'--out_data_dir={out}', flag], cwd=ROOT, capture_output=True, text=True,
+      env=_cpu_environment())
+  assert result.returncode == 2
+  lines = result.stderr.strip().splitlines()
+  assert lines[-1].startswith('lbtrain: error: ') and fragment in lines[-1], lines
+  assert not out.exists()
 
 
 def test_the_conversion_of_a_missing_data_set_is_one_line(tmp_path):

@@ -24,7 +24,6 @@ import os
 import shutil
 from typing import Sequence
 
-from absl import app
 from absl import flags
 
 from lbtrain import cli
@@ -131,7 +130,7 @@ def _random_access_info(dataset_dir: str) -> dict:
 
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+    cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
   from lbtrain.data import input_pipeline  # pylint: disable=g-import-not-at-top
   try:
     if not flags.FLAGS.data_dir or not flags.FLAGS.out_data_dir:
@@ -153,6 +152,10 @@ def _define_flags() -> None:
   flags.DEFINE_integer('workers', 4, 'shards written at once')
 
 
-if __name__ == '__main__':
+def run() -> None:
   _define_flags()
-  app.run(main)
+  cli.run(main)
+
+
+if __name__ == '__main__':
+  run()

@@ -22,7 +22,6 @@ import multiprocessing
 import os
 from typing import Sequence
 
-from absl import app
 from absl import flags
 
 from lbtrain import cli
@@ -125,7 +124,7 @@ def _add_format(dataset_dir: str) -> None:
 
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+    cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
   from lbtrain.data import input_pipeline  # pylint: disable=g-import-not-at-top
   try:
     if not flags.FLAGS.data_dir:
@@ -143,6 +142,10 @@ def _define_flags() -> None:
   flags.DEFINE_integer('workers', 4, 'shards converted at once.')
 
 
-if __name__ == '__main__':
+def run() -> None:
   _define_flags()
-  app.run(main)
+  cli.run(main)
+
+
+if __name__ == '__main__':
+  run()
