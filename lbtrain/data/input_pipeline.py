@@ -14,8 +14,9 @@ global batch of a step is the same on any number of processes, and a run may res
 interface: the host pipelines' rows go through `parallel.prefetch_to_mesh`, synthetic batches
 are made in place. Both are generators; closing one stops its threads.
 
-TensorFlow is imported only when a data set is first touched, so code that merely imports this
-package (the model, the training step, a synthetic run) runs without it.
+TensorFlow is imported only by the Fashion-MNIST pipeline (and tfds only when a data set is first
+touched), so code that merely imports this package (the model, the training step, a synthetic
+run) and ImageNet training run without it.
 """
 
 import dataclasses
@@ -60,9 +61,8 @@ class _Dataset:
   mean: tuple[float, ...]  # per channel, of pixels scaled to [0, 1]
   std: tuple[float, ...]
   image_dtype: str  # see DatasetInfo
-  # 'in_memory': decoded once and gathered by index; 'imagenet': JPEGs read by index, decoded
-  # in threads;
-  # 'device': batches made on the devices by the trainer.
+  # 'in_memory': decoded once and gathered by index; 'imagenet': JPEGs read by index and
+  # decoded in threads; 'device': batches made on the devices by the trainer.
   pipeline: str
   image_shape: Callable[[ml_collections.ConfigDict], tuple[int, int, int]]
   # Published split sizes and class count, so that a recipe can be described (steps, lr
