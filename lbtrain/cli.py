@@ -126,9 +126,9 @@ def config_file(flag_name: str = 'config') -> str:
   return flags.FLAGS[flag_name].config_filename
 
 
-def no_arguments(argv: list[str]) -> None:
+def no_arguments(argv: list[str], example: str = '--config.train.seed=1') -> None:
   if len(argv) > 1:
-    fail(f'unexpected arguments {argv[1:]}; flags look like --config.train.seed=1.')
+    fail(f'unexpected arguments {argv[1:]}; flags look like {example}.')
 
 
 def report_errors(body: Callable[[], None]) -> None:

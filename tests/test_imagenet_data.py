@@ -16,6 +16,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+import lbtrain_process
+
 from configs import base
 from lbtrain import data
 from lbtrain.data import imagenet
@@ -204,10 +206,8 @@ def test_resume_at_the_end_of_an_epoch_reads_only_its_own_records(config, monkey
 def _global_batches(config, tmp_path, name, processes, devices_per_process, *flags):
   """The global batches the devices of `processes` real processes hold (tests/global_batches.py)."""
   out = tmp_path / f'{name}.npz'
-  env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3',
-             JAX_DISABLE_MOST_OPTIMIZATIONS='1',
-             PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, 'tests')]),
-             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices_per_process}')
+  env = dict(lbtrain_process.environment(devices_per_process),
+             PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, 'tests')]))
   args = [f'--data_dir={config.data_dir}', f'--out={out}', *flags]
   if processes == 1:
     command = [sys.executable, os.path.join(ROOT, 'tests', 'global_batches.py'), *args]
@@ -489,19 +489,13 @@ def test_tfrecords_only_is_one_line_naming_the_conversion(tmp_path):
   assert f'`python -m lbtrain.data.to_array_record --data_dir={tmp_path}`' in message
   # The same through the trainer: one line, exit 2, nothing written.
   workdir = tmp_path / 'run'
-  result = subprocess.run(
-      [sys.executable, '-m', 'lbtrain.main', '--config=configs/base.py', f'--workdir={workdir}',
-       '--config.data.dataset=imagenet2012', '--config.data.eval_split=validation',
-       f'--config.data.data_dir={tmp_path}'],
-      cwd=ROOT, capture_output=True, text=True, env=_cpu_environment())
+  result = lbtrain_process.run(
+      ['--config=configs/base.py', f'--workdir={workdir}', '--config.data.dataset=imagenet2012',
+       '--config.data.eval_split=validation', f'--config.data.data_dir={tmp_path}'])
   assert result.returncode == 2, result.stderr[-2000:]
   assert result.stderr.strip().splitlines()[-1].startswith('lbtrain: error: ')
   assert 'lbtrain.data.to_array_record' in result.stderr.strip().splitlines()[-1]
   assert not workdir.exists()
-
-
-def _cpu_environment():
-  return dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3')
 
 
 def test_the_conversion_resumes_and_reads_the_same_records(tmp_path):
@@ -517,7 +511,7 @@ def test_the_conversion_resumes_and_reads_the_same_records(tmp_path):
     f.write(b'cut short')
   result = subprocess.run(
       [sys.executable, '-m', 'lbtrain.data.to_array_record', f'--data_dir={tmp_path}',
-       '--workers=1'], cwd=ROOT, capture_output=True, text=True, env=_cpu_environment())
+       '--workers=1'], cwd=ROOT, capture_output=True, text=True, env=lbtrain_process.environment())
   assert result.returncode == 0, result.stderr[-2000:]
   assert '4 shards to convert' in result.stdout
   assert not [name for name in os.listdir(dataset_dir) if name.endswith('.partial')]
@@ -549,7 +543,7 @@ def test_a_resized_copy_shrinks_the_train_split_only_and_trains(config, tmp_path
   result = subprocess.run(
       [sys.executable, '-m', 'lbtrain.data.resized_copy', f'--data_dir={config.data_dir}',
        f'--out_data_dir={tmp_path}', '--shorter_side=50', '--workers=1'],
-      cwd=ROOT, capture_output=True, text=True, env=_cpu_environment())
+      cwd=ROOT, capture_output=True, text=True, env=lbtrain_process.environment())
   assert result.returncode == 0, result.stderr[-2000:]
   assert not list(copy_dir.glob('*.partial'))
   original, copied = (imagenet._source(directory, 'train')  # pylint: disable=protected-access
@@ -589,7 +583,7 @@ def test_a_resized_copy_with_bad_flags_is_one_line_and_writes_nothing(config, tm
   result = subprocess.run(
       [sys.executable, '-m', 'lbtrain.data.resized_copy', f'--data_dir={config.data_dir}',
        f'--out_data_dir={out}', flag], cwd=ROOT, capture_output=True, text=True,
-      env=_cpu_environment())
+      env=lbtrain_process.environment())
   assert result.returncode == 2
   lines = result.stderr.strip().splitlines()
   assert lines[-1].startswith('lbtrain: error: ') and fragment in lines[-1], lines
@@ -599,7 +593,7 @@ def test_a_resized_copy_with_bad_flags_is_one_line_and_writes_nothing(config, tm
 def test_the_conversion_of_a_missing_data_set_is_one_line(tmp_path):
   result = subprocess.run(
       [sys.executable, '-m', 'lbtrain.data.to_array_record', f'--data_dir={tmp_path}'],
-      cwd=ROOT, capture_output=True, text=True, env=_cpu_environment())
+      cwd=ROOT, capture_output=True, text=True, env=lbtrain_process.environment())
   assert result.returncode == 2
   assert result.stderr.strip().splitlines() == [
       f'lbtrain: error: imagenet2012 is not prepared in data_dir {tmp_path}: prepare it first.']

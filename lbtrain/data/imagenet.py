@@ -41,7 +41,6 @@ import numpy as np
 from lbtrain.data import input_pipeline
 from lbtrain.data import jpeg
 from lbtrain.data import to_array_record
-from lbtrain.errors import UserError
 from lbtrain.resolution import Resolution
 
 Batch = dict[str, np.ndarray]
@@ -51,19 +50,6 @@ _ORDER, _AUGMENT = 0, 1
 # Rows a decoding thread takes at a time: few enough that a batch spreads over many threads,
 # enough that handing them out costs nothing (~20 us a chunk against ~2 ms an image).
 _CHUNK_ROWS = 16
-
-
-def check_random_access(dataset_dir: str, data_dir: str) -> None:
-  """Raises UserError naming the conversion when the data set holds no ArrayRecord shards."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  info = tfds.builder_from_directory(dataset_dir).info
-  formats = {file_format.value for file_format in info.available_file_formats()}
-  if to_array_record.FORMAT not in formats:
-    raise UserError(
-        f'{dataset_dir} holds {info.name} as {" and ".join(sorted(formats))} only, and lbtrain '
-        f'reads it by index from {to_array_record.FORMAT}: run '
-        f'`{to_array_record.COMMAND.format(data_dir=data_dir)}` once (it copies the records '
-        'without decoding them, and resumes if interrupted).')
 
 
 def train_batches(dataset_dir: str, data_config: ml_collections.ConfigDict, *,
@@ -120,9 +106,10 @@ def eval_batches(dataset_dir: str, data_config: ml_collections.ConfigDict, *,
     positions = index * global_batch_size + process_index * rows + np.arange(rows)
     batch = {'image': np.zeros((rows, size, size, 3), np.uint8),
              'label': np.zeros((rows,), np.int32), 'mask': positions < num_examples}
+    num_real = int(batch['mask'].sum())  # the rows before the padding
 
     def fill(start: int, stop: int) -> None:
-      for row in range(start, min(stop, int(batch['mask'].sum()))):
+      for row in range(start, min(stop, num_real)):
         encoded, batch['label'][row] = source[int(positions[row])]
         jpeg.eval_crop(encoded, size, crop_ratio=data_config.eval_crop_ratio,
                        out=batch['image'][row])

@@ -114,8 +114,8 @@ def _find_imagenet(data_config: ml_collections.ConfigDict) -> str:
       'imagenet2012', data_config.data_dir,
       'tfds build imagenet2012 --data_dir={data_dir} --manual_dir={manual_dir} '
       '--file_format=array_record', _IMAGENET_MANUAL_FILES)
-  from lbtrain.data import imagenet  # pylint: disable=g-import-not-at-top
-  imagenet.check_random_access(dataset_dir, data_config.data_dir)
+  from lbtrain.data import to_array_record  # pylint: disable=g-import-not-at-top
+  to_array_record.require_converted(dataset_dir, data_config.data_dir)
   return dataset_dir
 
 

@@ -17,9 +17,6 @@ shard is written under a temporary name and renamed when complete, finished shar
 and dataset_info.json is written last.
 """
 
-import concurrent.futures
-import json
-import multiprocessing
 import os
 import shutil
 from typing import Sequence
@@ -75,7 +72,9 @@ def copy_shard(source: str, target: str, shorter_side: int | None, quality: int)
 def copy(dataset_dir: str, out_data_dir: str, *, shorter_side: int, quality: int,
          splits: Sequence[str], workers: int = 1, log=print) -> str:
   """Writes the copy into out_data_dir/imagenet2012/VERSION; returns that folder."""
-  info = _random_access_info(dataset_dir)
+  to_array_record.require_converted(dataset_dir,
+                                    os.path.dirname(os.path.dirname(dataset_dir.rstrip('/'))))
+  info = to_array_record.read_info(dataset_dir)
   unknown = sorted(set(splits) - {split['name'] for split in info['splits']})
   if unknown:
     raise UserError(f'--splits names {", ".join(unknown)}, which {dataset_dir} does not have.')
@@ -92,17 +91,8 @@ def copy(dataset_dir: str, out_data_dir: str, *, shorter_side: int, quality: int
     if not os.path.exists(target):
       work.append((source, target, shorter_side if split in splits else None, quality))
   log(f'{out_dir}: {len(work)} shards to write')
-  if workers <= 1:
-    for done, args in enumerate(work, 1):
-      copy_shard(*args)
-      log(f'{done}/{len(work)} shards written')
-  else:
-    with concurrent.futures.ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context('spawn')) as pool:
-      futures = [pool.submit(copy_shard, *args) for args in work]
-      for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
-        future.result()
-        log(f'{done}/{len(work)} shards written')
+  to_array_record.run_shards(copy_shard, work, workers,
+                             lambda done: log(f'{done}/{len(work)} shards written'))
   for name in os.listdir(dataset_dir):  # features.json, label names, ...: all but the shards
     if ('.tfrecord-' not in name and f'.{to_array_record.FORMAT}-' not in name
         and name != 'dataset_info.json' and os.path.isfile(os.path.join(dataset_dir, name))):
@@ -111,35 +101,22 @@ def copy(dataset_dir: str, out_data_dir: str, *, shorter_side: int, quality: int
   info.pop('alternativeFileFormats', None)
   for split in info['splits']:
     split.pop('numBytes', None)  # only a size hint for tfds; the copy's differs
-  path = os.path.join(out_dir, 'dataset_info.json')
-  with open(path + '.partial', 'w') as f:
-    json.dump(info, f, indent=2)
-  os.replace(path + '.partial', path)
+  to_array_record.write_info(out_dir, info)
   return out_dir
 
 
-def _random_access_info(dataset_dir: str) -> dict:
-  info = to_array_record.read_info(dataset_dir)
-  formats = {info.get('fileFormat', 'tfrecord'), *info.get('alternativeFileFormats', [])}
-  if to_array_record.FORMAT not in formats:
-    data_dir = os.path.dirname(os.path.dirname(dataset_dir.rstrip('/')))
-    raise UserError(f'{dataset_dir} holds no ArrayRecord shards yet: run `python -m '
-                    f'lbtrain.data.to_array_record --data_dir={data_dir}` first.')
-  return info
-
-
 def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
+  cli.no_arguments(argv, example='--data_dir=DIR')
   from lbtrain.data import input_pipeline  # pylint: disable=g-import-not-at-top
-  try:
+
+  def find_and_copy():
     if not flags.FLAGS.data_dir or not flags.FLAGS.out_data_dir:
       raise UserError('set --data_dir= (the prepared data set) and --out_data_dir= (the copy).')
-    dataset_dir = input_pipeline.find_prepared_dir(_DATASET, flags.FLAGS.data_dir)
-    copy(dataset_dir, flags.FLAGS.out_data_dir, shorter_side=flags.FLAGS.shorter_side,
+    copy(input_pipeline.find_prepared_dir(_DATASET, flags.FLAGS.data_dir),
+         flags.FLAGS.out_data_dir, shorter_side=flags.FLAGS.shorter_side,
          quality=flags.FLAGS.quality, splits=flags.FLAGS.splits, workers=flags.FLAGS.workers)
-  except UserError as e:
-    cli.fail(str(e))
+
+  cli.report_errors(find_and_copy)
 
 
 def _define_flags() -> None:

@@ -20,7 +20,7 @@ import concurrent.futures
 import json
 import multiprocessing
 import os
-from typing import Sequence
+from typing import Callable, Sequence
 
 from absl import flags
 
@@ -85,20 +85,32 @@ def convert(dataset_dir: str, workers: int = 1, log=print) -> int:
   pending = [(source, target) for source, target in shard_pairs(dataset_dir)
              if not os.path.exists(target)]
   log(f'{dataset_dir}: {len(pending)} shards to convert')
-  if workers <= 1:
-    for done, (source, target) in enumerate(pending, 1):
-      convert_shard(source, target)
-      log(f'{done}/{len(pending)} shards converted')
-  else:
-    # spawn: a forked TensorFlow can hang in its child.
-    with concurrent.futures.ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context('spawn')) as pool:
-      futures = [pool.submit(convert_shard, source, target) for source, target in pending]
-      for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
-        future.result()
-        log(f'{done}/{len(pending)} shards converted')
-  _add_format(dataset_dir)
+  run_shards(convert_shard, pending, workers, lambda done: log(
+      f'{done}/{len(pending)} shards converted'))
+  info = read_info(dataset_dir)
+  formats = info.setdefault('alternativeFileFormats', [])
+  if FORMAT not in formats:
+    formats.append(FORMAT)
+    write_info(dataset_dir, info)
   return len(pending)
+
+
+def run_shards(function: Callable[..., object], jobs: list[tuple], workers: int,
+               done: Callable[[int], None]) -> None:
+  """function(*job) for every job, `workers` at a time in spawned processes (one: here, in
+  order); done(n) after the n-th finishes. A job's error is raised here."""
+  if workers <= 1:
+    for count, job in enumerate(jobs, 1):
+      function(*job)
+      done(count)
+    return
+  # spawn: a forked TensorFlow can hang in its child.
+  with concurrent.futures.ProcessPoolExecutor(
+      workers, mp_context=multiprocessing.get_context('spawn')) as pool:
+    futures = [pool.submit(function, *job) for job in jobs]
+    for count, future in enumerate(concurrent.futures.as_completed(futures), 1):
+      future.result()
+      done(count)
 
 
 def read_info(dataset_dir: str) -> dict:
@@ -110,29 +122,36 @@ def read_info(dataset_dir: str) -> dict:
     return json.load(f)
 
 
-def _add_format(dataset_dir: str) -> None:
-  info = read_info(dataset_dir)
-  formats = info.setdefault('alternativeFileFormats', [])
-  if FORMAT in formats:
-    return
-  formats.append(FORMAT)
+def write_info(dataset_dir: str, info: dict) -> None:
+  """dataset_info.json replaced whole or not at all: written last, it marks the work done."""
   path = os.path.join(dataset_dir, 'dataset_info.json')
   with open(path + _PARTIAL, 'w') as f:
     json.dump(info, f, indent=2)
   os.replace(path + _PARTIAL, path)
 
 
+def require_converted(dataset_dir: str, data_dir: str) -> None:
+  """Raises UserError naming this command when the data set holds no ArrayRecord shards."""
+  info = read_info(dataset_dir)
+  formats = {info.get('fileFormat', 'tfrecord'), *info.get('alternativeFileFormats', [])}
+  if FORMAT not in formats:
+    raise UserError(
+        f'{dataset_dir} holds {info["name"]} as {" and ".join(sorted(formats))} only, and '
+        f'lbtrain reads it by index from {FORMAT}: run `{COMMAND.format(data_dir=data_dir)}` '
+        'once (it copies the records without decoding them, and resumes if interrupted).')
+
+
 def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
+  cli.no_arguments(argv, example='--data_dir=DIR')
   from lbtrain.data import input_pipeline  # pylint: disable=g-import-not-at-top
-  try:
+
+  def find_and_convert():
     if not flags.FLAGS.data_dir:
       raise UserError('set --data_dir= to the tfds data_dir holding the prepared data set.')
-    dataset_dir = input_pipeline.find_prepared_dir(flags.FLAGS.dataset, flags.FLAGS.data_dir)
-    convert(dataset_dir, flags.FLAGS.workers)
-  except UserError as e:
-    cli.fail(str(e))
+    convert(input_pipeline.find_prepared_dir(flags.FLAGS.dataset, flags.FLAGS.data_dir),
+            flags.FLAGS.workers)
+
+  cli.report_errors(find_and_convert)
 
 
 def _define_flags() -> None:
