@@ -536,13 +536,13 @@ def test_the_conversion_resumes_and_reads_the_same_records(tmp_path):
 def test_a_resized_copy_shrinks_the_train_split_only_and_trains(config, tmp_path):
   from lbtrain.data import resized_copy  # pylint: disable=g-import-not-at-top
   source_dir = data.input_pipeline.prepared_dir(config)
-  # An interrupted copy: one shard half written.
+  # An interrupted copy: one shard half written. Two workers: the shards in spawned processes.
   copy_dir = tmp_path / 'imagenet2012' / '5.1.0'
   copy_dir.mkdir(parents=True)
   (copy_dir / 'imagenet2012-train.array_record-00000-of-00003.partial').write_bytes(b'cut')
   result = subprocess.run(
       [sys.executable, '-m', 'lbtrain.data.resized_copy', f'--data_dir={config.data_dir}',
-       f'--out_data_dir={tmp_path}', '--shorter_side=50', '--workers=1'],
+       f'--out_data_dir={tmp_path}', '--shorter_side=50', '--workers=2'],
       cwd=ROOT, capture_output=True, text=True, env=lbtrain_process.environment())
   assert result.returncode == 0, result.stderr[-2000:]
   assert not list(copy_dir.glob('*.partial'))
