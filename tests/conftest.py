@@ -1,5 +1,13 @@
-"""Eight emulated CPU devices for every test; set before jax is imported anywhere."""
+"""Eight emulated CPU devices for every test; set before jax is imported anywhere.
 
+What every test process of one pytest run shares, to pay each cost once: the Fashion-MNIST
+tfds copy (prepared once for all workers) and XLA's persistent compilation cache (one per
+worker, so two workers never write the same entry at once; lbtrain runs started by a test use
+it through `lbtrain_process`).
+"""
+
+import contextlib
+import fcntl
 import os
 
 os.environ['XLA_FLAGS'] = (
@@ -17,19 +25,46 @@ jax.config.update('jax_disable_most_optimizations', True)
 import pytest  # noqa: E402
 
 
+def _run_root(tmp_path_factory) -> str:
+  """A folder shared by every worker of this pytest run (xdist gives each worker a basetemp
+  of its own inside it)."""
+  basetemp = tmp_path_factory.getbasetemp()
+  return str(basetemp.parent if os.environ.get('PYTEST_XDIST_WORKER') else basetemp)
+
+
+@contextlib.contextmanager
+def _exclusive(path: str):
+  with open(path, 'w', encoding='utf-8') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    yield
+
+
+@pytest.fixture(scope='session', autouse=True)
+def compilation_cache(tmp_path_factory):
+  """This worker's persistent compilation cache, for in-process runs (`tiny_config`) and, through
+  the environment, for the lbtrain processes that tests start (`lbtrain_process`)."""
+  directory = os.path.join(_run_root(tmp_path_factory), 'compilation_cache_'
+                           + os.environ.get('PYTEST_XDIST_WORKER', 'main'))
+  os.environ['LBTRAIN_TEST_COMPILATION_CACHE'] = directory
+  return directory
+
+
 @pytest.fixture(scope='session')
 def fmnist_data_dir(tmp_path_factory):
-  """A tfds data_dir holding Fashion-MNIST, prepared once from the Debian idx files."""
+  """A tfds data_dir holding Fashion-MNIST, prepared from the Debian idx files once per pytest
+  run: the first worker prepares it while the other waits."""
   from configs import base  # pylint: disable=g-import-not-at-top
   from lbtrain import data  # pylint: disable=g-import-not-at-top
+  root = _run_root(tmp_path_factory)
   config = base.get_config()
-  config.data.data_dir = str(tmp_path_factory.mktemp('tfds'))
-  data.get_dataset_info(config.data)
+  config.data.data_dir = os.path.join(root, 'tfds')
+  with _exclusive(os.path.join(root, 'tfds.lock')):
+    data.get_dataset_info(config.data)
   return config.data.data_dir
 
 
 @pytest.fixture
-def tiny_config(fmnist_data_dir):
+def tiny_config(fmnist_data_dir, compilation_cache):
   """A few steps of the small CNN on real Fashion-MNIST: seconds, but the whole real path."""
   from configs import base  # pylint: disable=g-import-not-at-top
   config = base.get_config()
@@ -44,4 +79,5 @@ def tiny_config(fmnist_data_dir):
   config.eval.every_epochs = 6 * 256 / 60000
   config.eval.global_batch_size = 1024  # 10,000 test images: the last batch is padded
   config.checkpoint.every_steps = 6
+  config.train.compilation_cache_dir = compilation_cache
   return config

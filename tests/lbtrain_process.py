@@ -10,11 +10,18 @@ from lbtrain.workdir import Workdir
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def shared_cache() -> list[str]:
+  """The override that points a run at this pytest worker's compilation cache (conftest.py):
+  the same small programs are compiled once per worker, not once per run."""
+  return [f'--config.train.compilation_cache_dir={os.environ["LBTRAIN_TEST_COMPILATION_CACHE"]}']
+
+
 def quickstart_args(workdir, data_dir, total_steps: int, *extra: str) -> list[str]:
   """The quickstart for `total_steps` steps of batch 256, a record per step, a short warmup
-  and a checkpoint every 4 steps; `extra` flags come last and win."""
+  and a checkpoint every 4 steps, compiled into the shared cache; `extra` flags come last and
+  win."""
   return ['--config=configs/quickstart.py', f'--workdir={workdir}',
-          f'--config.data.data_dir={data_dir}',
+          f'--config.data.data_dir={data_dir}', *shared_cache(),
           '--config.train.global_batch_size=256',
           f'--config.train.num_epochs={total_steps * 256 / 60000}',
           '--config.train.log_every_steps=1',

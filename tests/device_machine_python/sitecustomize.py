@@ -10,8 +10,10 @@ wheels that scripts/device_check.py puts on sys.path.
 
 import importlib.machinery
 import importlib.metadata
+import os
 import re
 import sys
+import time
 
 _DEVICE_MACHINE_PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'absl-py',
                             'chex', 'numpy')
@@ -65,3 +67,12 @@ class _DeviceMachinePathFinder(importlib.machinery.PathFinder):
 
 sys.meta_path[:] = [_DeviceMachinePathFinder if finder is importlib.machinery.PathFinder
                     else finder for finder in sys.meta_path]
+
+
+# A part that runs until it is killed, where a test asks for one (DEVICE_CHECK_HANG_PART=device
+# hangs the child started with --part=device): the check's deadline, not the machine's speed,
+# is then what ends it.
+if os.environ.get('DEVICE_CHECK_HANG_PART') and (
+    f'--part={os.environ["DEVICE_CHECK_HANG_PART"]}' in sys.argv):
+  while True:
+    time.sleep(3600)
