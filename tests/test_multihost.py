@@ -41,6 +41,11 @@ def _environment(devices: int = 8) -> dict:
   return env
 
 
+def _config_args(workdir: str, config: dict) -> list[str]:
+  return (['--config=configs/base.py', f'--workdir={workdir}', *lbtrain_process.shared_cache()]
+          + [f'--config.{name}={value}' for name, value in config.items()])
+
+
 def _tiny_args(data_dir: str, workdir: str, steps: int = 12, **overrides) -> list[str]:
   """The `tiny_config` fixture as flags: the small CNN, global batch 256, real Fashion-MNIST."""
   config = {
@@ -57,8 +62,26 @@ def _tiny_args(data_dir: str, workdir: str, steps: int = 12, **overrides) -> lis
       'checkpoint.every_steps': 6,
   }
   config.update(overrides)
-  return (['--config=configs/base.py', f'--workdir={workdir}']
-          + [f'--config.{name}={value}' for name, value in config.items()])
+  return _config_args(workdir, config)
+
+
+def _endless_args(workdir: str, **overrides) -> list[str]:
+  """A run far longer than any test waits, on synthetic batches made on the devices: the tests
+  that stop it are about the processes, and a host pipeline would only add start-up time."""
+  config = {
+      'data.dataset': 'synthetic',
+      'data.image_size': 8,
+      'model.name': 'cnn',
+      'train.global_batch_size': 16,
+      'train.num_epochs': 100_000 * 16 / 1_281_167,  # ImageNet's size: 100,000 steps
+      'train.log_every_steps': 1,
+      'optimizer.name': 'sgd',
+      'schedule.decay': 'constant',
+      'eval.every_epochs': 0,
+      'checkpoint.every_steps': 100_000,
+  }
+  config.update(overrides)
+  return _config_args(workdir, config)
 
 
 def _run(command: list[str], env: dict, log_path: str,
@@ -232,14 +255,13 @@ def _start_and_wait_for_training(args: list[str], workdir: str, log_path: str):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('signum', [signal.SIGKILL, signal.SIGSTOP], ids=['killed', 'frozen'])
-def test_when_one_process_dies_or_hangs_the_other_stops_in_bounded_time(signum, fmnist_data_dir,
-                                                                         tmp_path):
+def test_when_one_process_dies_or_hangs_the_other_stops_in_bounded_time(signum, tmp_path):
   """SIGKILL: the dead peer's connections close, the next all-reduce fails at once (or the
   coordinator misses its heartbeats). SIGSTOP (a hung host): its connections stay open and only
   the heartbeat timeout can tell; the survivor must still end within it."""
   heartbeat = 10  # seconds; the default (30) bounds it the same way, only later
   workdir = str(tmp_path / 'run')
-  args = _tiny_args(fmnist_data_dir, workdir, steps=2000, **{'train.log_every_steps': 1})
+  args = _endless_args(workdir)
   args.append(f'--distributed_heartbeat_timeout={heartbeat}')
   launcher, output, victim = _start_and_wait_for_training(args, workdir,
                                                           str(tmp_path / 'launcher.log'))
@@ -270,12 +292,11 @@ def test_when_one_process_dies_or_hangs_the_other_stops_in_bounded_time(signum, 
 
 
 @pytest.mark.slow
-def test_sigterm_on_one_host_stops_every_host_at_the_same_step(fmnist_data_dir, tmp_path):
+def test_sigterm_on_one_host_stops_every_host_at_the_same_step(tmp_path):
   """A scheduler preempting one host: jax's preemption sync point tells every process, they
   all save the same step, and all exit 0, so the same command resumes there."""
   workdir = str(tmp_path / 'run')
-  args = _tiny_args(fmnist_data_dir, workdir, steps=2000,
-                    **{'train.log_every_steps': 1, 'checkpoint.every_steps': 1000})
+  args = _endless_args(workdir)
   launcher, output, second = _start_and_wait_for_training(args, workdir,
                                                           str(tmp_path / 'launcher.log'))
   try:
@@ -294,7 +315,7 @@ def test_sigterm_on_one_host_stops_every_host_at_the_same_step(fmnist_data_dir, 
       r'\[p(\d)\] .*stopping at step (\d+) on a preemption notice', text)}
   assert set(stopped_at) == {0, 1} and stopped_at[0] == stopped_at[1], text[-4000:]
   step = stopped_at[0]
-  assert 0 < step < 2000
+  assert 0 < step < 100_000
   saved = sorted(int(p) for p in os.listdir(os.path.join(workdir, 'checkpoints')) if p.isdigit())
   assert saved == [step]
   assert max(r['step'] for r in _records(workdir)) <= step
