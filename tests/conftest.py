@@ -77,7 +77,10 @@ def tiny_config(fmnist_data_dir, compilation_cache):
   config.optimizer.base_lr = 0.1
   config.schedule.decay = 'constant'
   config.eval.every_epochs = 6 * 256 / 60000
-  config.eval.global_batch_size = 1024  # 10,000 test images: the last batch is padded
+  # 2,500 of the test images: the last of 3 batches is padded (452 real rows), so exact
+  # evaluation is exercised at a quarter of the whole split's cost.
+  config.data.eval_split = 'test[:2500]'
+  config.eval.global_batch_size = 1024
   config.checkpoint.every_steps = 6
   config.train.compilation_cache_dir = compilation_cache
   return config

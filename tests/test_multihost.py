@@ -47,7 +47,8 @@ def _config_args(workdir: str, config: dict) -> list[str]:
 
 
 def _tiny_args(data_dir: str, workdir: str, steps: int = 12, **overrides) -> list[str]:
-  """The `tiny_config` fixture as flags: the small CNN, global batch 256, real Fashion-MNIST."""
+  """The `tiny_config` fixture as flags (the small CNN, global batch 256, real Fashion-MNIST),
+  evaluated over the whole test split: exact evaluation across processes is checked here."""
   config = {
       'data.data_dir': data_dir,
       'model.name': 'cnn',

@@ -70,7 +70,7 @@ def test_describe_shows_the_training_slice_evaluated_and_the_stop(tiny_config):
   run = plan.plan(tiny_config)
   assert run.train_eval[1].num_eval_examples == 5000
   assert run.train_eval[0].eval_split == 'train[:5000]'
-  assert tiny_config.data.eval_split == 'test'  # the run's own eval split is untouched
+  assert tiny_config.data.eval_split == 'test[:2500]'  # the run's own eval split is untouched
   assert (run.last_step, run.total_steps) == (7, 12)
   assert run.evaluates_at(7) and run.evaluates_at(12) and not run.evaluates_at(5)
   text = plan.describe(run)
