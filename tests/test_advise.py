@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import lbtrain_process
-from lbtrain import advise
+from lbtrain.studies import advise
 from lbtrain.errors import UserError
 from lbtrain.workdir import Workdir
 

@@ -13,12 +13,12 @@ from matplotlib import image
 import pytest
 
 from configs import quickstart
-from lbtrain import critical_batch
+from lbtrain.studies import critical_batch
 from lbtrain import metrics
-from lbtrain import sweep_report
+from lbtrain.studies import sweep_report
 from lbtrain.workdir import RunLock
 from lbtrain.workdir import Workdir
-from lbtrain.sweep_report import RunResult
+from lbtrain.studies.sweep_report import RunResult
 
 import lbtrain_process
 

@@ -16,7 +16,7 @@ Each batch's steps to result (Shallue et al. 2018) is the earliest success over 
 summary.json holds it per batch (`batches`, null when no run reached the target) next to the
 fit of McCandlish et al. 2018's S = S_min (1 + B_crit / B) to those points (`fit`: s_min,
 e_min, b_crit, null with a reason when the points do not determine them; see
-`lbtrain.critical_batch`). summary.md states the fit and the regimes the points show; the
+`lbtrain.studies.critical_batch`). summary.md states the fit and the regimes the points show; the
 steps-to-target plot draws the fitted curve.
 
 Matplotlib is imported only to draw (backend Agg), so training never needs it.
@@ -34,9 +34,9 @@ from absl import flags
 import numpy as np
 
 from lbtrain import cli
-from lbtrain import critical_batch
-from lbtrain import steps_to_result
-from lbtrain import tune
+from lbtrain.studies import critical_batch
+from lbtrain.studies import steps_to_result
+from lbtrain.studies import tune
 
 SUMMARY_JSON = 'summary.json'
 SUMMARY_CSV = 'summary.csv'
@@ -57,7 +57,7 @@ class RunResult:
   evals: tuple[tuple[int, float], ...]  # (step, eval accuracy) of every evaluation, by step
   wall_seconds: float  # summed over every attempt, so a resumed run reports all its time
   diverged: str | None = None  # lbtrain's one-line reason when it stopped on a NaN/Inf
-  # A tuned sweep's trial: the tuned config fields' values (lbtrain.tune); empty otherwise.
+  # A tuned sweep's trial: the tuned config fields' values (lbtrain.studies.tune); empty otherwise.
   metaparameters: Mapping[str, float] = dataclasses.field(default_factory=dict)
   capped_at: int | None = None  # stopped here, as it could not beat its batch's best trial
   # Median train/steps_per_sec over its records: training only (compile, eval, saves excluded).

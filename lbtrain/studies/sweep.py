@@ -15,14 +15,14 @@ is passed to the run, which saves a checkpoint and exits; the sweep then stops (
 lbtrain) and the same command resumes it.
 
 A tuned sweep (`--tune=optimizer.base_lr=log:0.01:1:5`, several flags make a grid; see
-`lbtrain.tune`) trains every trial at every batch in DIR/batch_<B>/trial_<k>, each its own
+`lbtrain.studies.tune`) trains every trial at every batch in DIR/batch_<B>/trial_<k>, each its own
 resumable run like an untuned batch, and stops each at --target_accuracy (which it requires):
 steps to result (Shallue et al. 2018) only needs each trial's first evaluation at the target.
 So a trial also stops (train.stop_at_step) at the best steps to the target of the trials before
 it at its batch: it cannot beat them later, and reaching the target there ties them.
 
 Once every run is done, DIR/summary.{json,csv,md} and the plots describe them
-(`lbtrain.sweep_report`).
+(`lbtrain.studies.sweep_report`).
 """
 
 import dataclasses
@@ -40,9 +40,9 @@ from ml_collections import config_flags
 
 from lbtrain import cli
 from lbtrain import preemption
-from lbtrain import sweep_report
-from lbtrain import tune
 from lbtrain.errors import UserError
+from lbtrain.studies import sweep_report
+from lbtrain.studies import tune
 from lbtrain.workdir import RunLock
 from lbtrain.workdir import Workdir
 

@@ -36,8 +36,8 @@ from ml_collections import config_flags
 
 from lbtrain import cli
 from lbtrain import preemption
-from lbtrain import sweep_report
 from lbtrain.errors import UserError
+from lbtrain.studies import sweep_report
 from lbtrain.workdir import Workdir
 
 config_flags.DEFINE_config_file(
