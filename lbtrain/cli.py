@@ -197,8 +197,21 @@ def _unraisablehook(unraisable) -> None:
     sys.__unraisablehook__(unraisable)
 
 
+def _help_from(command) -> None:
+  """absl's --help prints the docstring of __main__ and the flags it defined. A command started
+  through another module (`python -m lbtrain.sweep`, whose code is lbtrain.studies.sweep; a
+  console script) shows the command's own."""
+  started = sys.modules['__main__']
+  if started is command:
+    return
+  started.__doc__ = command.__doc__
+  for flag in flags.FLAGS.get_key_flags_for_module(command):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
 def run(main: Callable[[list[str]], None], verbosity: int = logging.INFO) -> None:
   """absl's app.run with lbtrain's flag parsing and log filter."""
+  _help_from(sys.modules[main.__module__])
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # tensorflow's start-up chatter
   logging.set_verbosity(verbosity)
   logging.get_absl_handler().addFilter(_QuietLibraries())
