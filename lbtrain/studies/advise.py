@@ -37,7 +37,7 @@ from ml_collections import config_flags
 from lbtrain import cli
 from lbtrain import preemption
 from lbtrain.errors import UserError
-from lbtrain.studies import sweep_report
+from lbtrain.studies import results
 from lbtrain.workdir import Workdir
 
 config_flags.DEFINE_config_file(
@@ -191,10 +191,10 @@ def report(advice: Advice, target: float) -> str:
 def measurement_from_records(records: Sequence[dict], global_batch_size: int,
                              target: float) -> Measurement | None:
   """Steps to the target and B_simple then; None if the run never reached the target."""
-  steps = sweep_report.steps_to(sweep_report.eval_points(records), target)
+  steps = results.steps_to(results.eval_points(records), target)
   if steps is None:
     return None
-  noise = [value for step, value in sweep_report.eval_points(records, 'train/noise_scale')
+  noise = [value for step, value in results.eval_points(records, 'train/noise_scale')
            if step <= steps]
   if not noise or not noise[-1] > 0:
     raise UserError(f'the run at batch {global_batch_size} reached {target:g} at step {steps} '
@@ -206,7 +206,7 @@ def measurement_from_records(records: Sequence[dict], global_batch_size: int,
 
 def throughput_from_records(records: Sequence[dict]) -> float | None:
   """Training steps per second: the median over the records after the first."""
-  return sweep_report.median_steps_per_second(
+  return results.median_steps_per_second(
       [r for r in records if 'train/steps_per_sec' in r][1:])
 
 
@@ -371,7 +371,7 @@ def main(argv: list[str]) -> None:
   except UserError as error:
     cli.fail(str(error))
   if measurement is None:
-    best = max((a for _, a in sweep_report.eval_points(records)), default=0.0)
+    best = max((a for _, a in results.eval_points(records)), default=0.0)
     cli.fail(f'the config did not reach eval accuracy {target:g} at batch {batch0} (best '
              f'{best:.4f}, log {measure.sweep_log}); lower --target_accuracy or train longer '
              '(--config.train.num_epochs).')

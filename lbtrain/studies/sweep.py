@@ -41,6 +41,7 @@ from ml_collections import config_flags
 from lbtrain import cli
 from lbtrain import preemption
 from lbtrain.errors import UserError
+from lbtrain.studies import results as results_lib
 from lbtrain.studies import sweep_report
 from lbtrain.studies import tune
 from lbtrain.workdir import RunLock
@@ -93,7 +94,7 @@ class _Run:
     return self.workdir.sweep_log
 
   def evals(self) -> tuple[tuple[int, float], ...]:
-    return sweep_report.eval_points(self.workdir.metric_records())
+    return results_lib.eval_points(self.workdir.metric_records())
 
 
 def _run_settings(batch: int, trials: Sequence[Mapping[str, float]],
@@ -193,7 +194,7 @@ def _cap(run: _Run, runs: Sequence[_Run], target: float | None) -> int | None:
     return None
   earlier = runs[:runs.index(run)]
   best = min((steps for other in earlier if other.batch == run.batch
-              for steps in [sweep_report.steps_to(other.evals(), target)] if steps is not None),
+              for steps in [results_lib.steps_to(other.evals(), target)] if steps is not None),
              default=None)
   return best if best is not None and best < run.total_steps else None
 
@@ -294,22 +295,22 @@ def _sweep(runs: list[_Run], base_command: list[str], target: float | None) -> N
         _stop(run, signals.received)
 
 
-def _results(runs: list[_Run], target: float | None) -> list[sweep_report.RunResult]:
+def _results(runs: list[_Run], target: float | None) -> list[results_lib.RunResult]:
   results = []
   for run in runs:
     record = _read_record(run.workdir)
     evals, records = run.evals(), run.workdir.metric_records()
     stop = record['stop_at_step']
     capped = (stop is not None and evals and evals[-1][0] == stop and record['diverged'] is None
-              and sweep_report.steps_to(evals, target) is None)
-    results.append(sweep_report.RunResult(
+              and results_lib.steps_to(evals, target) is None)
+    results.append(results_lib.RunResult(
         batch=run.batch, peak_lr=run.peak_lr, total_steps=run.total_steps,
         steps_per_epoch=run.steps_per_epoch, wall_seconds=record['wall_seconds'],
         diverged=record['diverged'], evals=evals, metaparameters=dict(run.trial),
         capped_at=stop if capped else None,
-        steps_per_second=sweep_report.median_steps_per_second(records),
-        noise_scale=sweep_report.eval_points(records, 'train/noise_scale'),
-        train_evals=sweep_report.eval_points(records, 'train_eval/accuracy'),
+        steps_per_second=results_lib.median_steps_per_second(records),
+        noise_scale=results_lib.eval_points(records, 'train/noise_scale'),
+        train_evals=results_lib.eval_points(records, 'train_eval/accuracy'),
         workdir=run.workdir.path))
   return results
 
@@ -366,10 +367,11 @@ def main(argv: list[str]) -> None:
     sweep_lock.release()
 
   results = _results(runs, target)
-  sweep_report.save_results(sweep_dir, results, target,
+  results_lib.save_results(sweep_dir, results, target,
                             ['python', '-m', 'lbtrain.sweep', *cli.command_line()[1:]])
   paths = sweep_report.write_report(sweep_dir, {os.path.basename(sweep_dir): results}, target)
-  print(sweep_report.markdown_table({os.path.basename(sweep_dir): results}, target))
+  with open(os.path.join(sweep_dir, sweep_report.SUMMARY_MD), encoding='utf-8') as f:
+    print(f.read())
   print('sweep: wrote ' + ', '.join(paths), flush=True)
 
 
