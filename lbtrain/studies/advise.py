@@ -25,7 +25,6 @@ import dataclasses
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 from typing import Sequence
@@ -35,8 +34,8 @@ from absl import logging
 from ml_collections import config_flags
 
 from lbtrain import cli
-from lbtrain import preemption
 from lbtrain.errors import UserError
+from lbtrain.studies import child_run
 from lbtrain.studies import results
 from lbtrain.workdir import Workdir
 
@@ -284,37 +283,18 @@ def _noise_scale_settings(config, devices: int) -> list[str]:
 
 def _run(workdir: Workdir, command: list[str], name: str) -> list[dict]:
   """Trains (or resumes) one run; its metric records. A failure ends the advisor with the run's
-  own error line and exit code; SIGTERM or Ctrl-C go to the run (in its own process group, so
-  once), which saves a checkpoint, and the advisor then stops (exit 0: the same command goes on)."""
-  os.makedirs(workdir.path, exist_ok=True)
-  received = []
-  with open(workdir.sweep_log, 'a', encoding='utf-8') as log:
-    log.write(f'$ {" ".join(command)}\n')
-    log.flush()
-    start = log.tell()
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, process_group=0)
-
-    def forward(signum: int) -> None:
-      received.append(signum)
-      if process.poll() is None:
-        process.send_signal(signum)
-
-    with preemption.handling(forward):
-      code = process.wait()
-  if received and code == 0:
-    print(f'advise: stopped on {signal.Signals(received[0]).name} during the {name}; run the '
-          'same command to resume', flush=True)
+  own error line and exit code; SIGTERM or Ctrl-C go to the run, which saves a checkpoint, and
+  the advisor then stops (exit 0: the same command goes on)."""
+  with child_run.forwarding_signals() as children:
+    finished = children.run(command, workdir.sweep_log)
+  if children.signal_name and finished.code == 0:
+    print(f'advise: stopped on {children.signal_name} during the {name}; run the same command '
+          'to resume', flush=True)
     sys.exit(0)
-  if code != 0:
-    with open(workdir.sweep_log, encoding='utf-8', errors='replace') as log:
-      log.seek(start)
-      output = log.read()
-    reason = (cli.last_line(output, 'lbtrain: error:') or cli.last_line(output, 'lbtrain: failed:')
-              or cli.last_line(output, 'lbtrain: stopped:')
-              or (output.strip().splitlines() or ['no output'])[-1])
-    sys.stderr.write(f'lbtrain: error: the {name} failed (exit code {code}): {reason} Its log: '
-                     f'{workdir.sweep_log}\n')
-    sys.exit(code if code > 0 else 128 - code)
+  if finished.code != 0:
+    sys.stderr.write(f'lbtrain: error: the {name} failed (exit code {finished.code}): '
+                     f'{finished.reason()} Its log: {workdir.sweep_log}\n')
+    sys.exit(finished.exit_status)
   return workdir.metric_records()
 
 

@@ -28,10 +28,7 @@ Once every run is done, DIR/summary.{json,csv,md} and the plots describe them
 import dataclasses
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from typing import Mapping, Sequence
 
 from absl import flags
@@ -39,8 +36,8 @@ from absl import logging
 from ml_collections import config_flags
 
 from lbtrain import cli
-from lbtrain import preemption
 from lbtrain.errors import UserError
+from lbtrain.studies import child_run
 from lbtrain.studies import results as results_lib
 from lbtrain.studies import sweep_report
 from lbtrain.studies import tune
@@ -186,58 +183,18 @@ def _is_finished(run: _Run) -> bool:
   return last in saved and bool(evals) and evals[-1][0] == last
 
 
-def _cap(run: _Run, runs: Sequence[_Run], target: float | None) -> int | None:
+def _cap(run: _Run, best: Mapping[int, int]) -> int | None:
   """The step a trial stops at because it cannot beat the best earlier trial at its batch
   (reaching the target there ties it); None: no earlier trial reached the target (or the run
-  is no trial). Trials run in order, so a resumed trial gets the cap it started with."""
-  if not run.trial or target is None:
-    return None
-  earlier = runs[:runs.index(run)]
-  best = min((steps for other in earlier if other.batch == run.batch
-              for steps in [results_lib.steps_to(other.evals(), target)] if steps is not None),
-             default=None)
-  return best if best is not None and best < run.total_steps else None
+  is no trial). Trials run in order, so a resumed trial gets the cap it started with.
+
+  `best`: per batch, the fewest steps to the target of the trials before this one."""
+  steps = best.get(run.batch)
+  return steps if steps is not None and steps < run.total_steps else None
 
 
 def _latest_checkpoint(run: _Run) -> int | None:
   return (run.workdir.checkpoint_steps() or [None])[-1]
-
-
-class _Signals:
-  """SIGTERM / SIGINT while a run trains go to the run (once each: it runs in its own process
-  group, so Ctrl-C reaches it only through here); the sweep then starts no further run."""
-
-  def __init__(self):
-    self.received = None
-    self.child = None
-
-  def handle(self, signum: int) -> None:
-    self.received = signal.Signals(signum).name
-    if self.child is not None and self.child.poll() is None:
-      self.child.send_signal(signum)
-
-
-def _train(run: _Run, command: list[str], signals: _Signals) -> tuple[int, float, str]:
-  """Runs lbtrain once on the run's workdir; (exit code, seconds, the lines it wrote)."""
-  os.makedirs(run.workdir.path, exist_ok=True)
-  start_offset = os.path.getsize(run.log) if os.path.exists(run.log) else 0
-  with open(run.log, 'a', encoding='utf-8') as log:
-    log.write(f'$ {" ".join(command)}\n')
-    log.flush()
-    start = time.monotonic()
-    signals.child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                     process_group=0)
-    code = signals.child.wait()
-    signals.child = None
-    seconds = time.monotonic() - start
-  with open(run.log, 'rb') as log:
-    log.seek(start_offset)
-    return code, seconds, log.read().decode('utf-8', errors='replace')
-
-
-def _exit_code(code: int) -> int:
-  """lbtrain's exit code; a run killed by a signal as a shell reports it (128 + signal)."""
-  return 128 - code if code < 0 else code
 
 
 def _stop(run: _Run, signal_name: str | None) -> None:
@@ -249,50 +206,60 @@ def _stop(run: _Run, signal_name: str | None) -> None:
 
 
 def _sweep(runs: list[_Run], base_command: list[str], target: float | None) -> None:
-  """Trains every unfinished run in batch order; exits the process when the sweep must stop."""
-  signals = _Signals()
-  with preemption.handling(signals.handle):
+  """Trains every unfinished run in batch order; exits the process when the sweep must stop.
+
+  SIGTERM / SIGINT while a run trains go to the run; the sweep then starts no further run."""
+  best: dict[int, int] = {}  # per batch, the fewest steps to the target of its trials so far
+  with child_run.forwarding_signals() as children:
     for index, run in enumerate(runs, start=1):
-      name = f'sweep: {run.name} ({index}/{len(runs)})'
-      if signals.received:
-        _stop(run, signals.received)
-      if _is_finished(run):
-        print(f'{name}: finished earlier, skipped', flush=True)
-        continue
-      if _read_record(run.workdir)['diverged']:
-        print(f'{name}: diverged earlier, skipped (delete {run.workdir.path} to run it again)',
-              flush=True)
-        continue
-      try:
-        RunLock(run.workdir).check_free()  # another sweep (or lbtrain) is training it now
-      except UserError as error:
-        cli.fail(f'{run.name}: {error}')
-      resume_step = _latest_checkpoint(run)
-      cap = _cap(run, runs, target)
-      capped = [] if cap is None else [f'--config.train.stop_at_step={cap}']
-      print(f'{name}: {f"resuming at step {resume_step}" if resume_step else "starting"}, '
-            f'{run.total_steps} steps'
-            f'{"" if cap is None else f" (capped at step {cap}, the best so far)"}, peak lr '
-            f'{run.peak_lr:g}; log {run.log}', flush=True)
-      code, seconds, output = _train(run, base_command + list(run.arguments) + capped, signals)
-      stopped = cli.last_line(output, 'lbtrain: stopped:') if code == 1 else None
-      record = _add_attempt(run, seconds, stopped and stopped.split(";")[0], cap)
-      if stopped:
-        print(f"{name}: diverged after {seconds:.0f} s ({record['diverged']}); going on",
-              flush=True)
-      elif code != 0:
-        reason = (cli.last_line(output, 'lbtrain: error:') or
-                  cli.last_line(output, 'lbtrain: failed:') or
-                  (output.strip().splitlines() or ['no output'])[-1])
-        sys.stderr.write(f'lbtrain: error: the run at {run.name} failed (exit code '
-                         f'{code}): {reason} Its log: {run.log}\n')
-        sys.exit(_exit_code(code))
-      elif _is_finished(run):
-        print(f'{name}: finished in {seconds:.0f} s ({record["wall_seconds"]:.0f} s in all), '
-              f'last eval accuracy {run.evals()[-1][1]:.4f} at step {run.evals()[-1][0]}',
-              flush=True)
-      else:  # exit 0 before the last step: the run saved a checkpoint on a signal
-        _stop(run, signals.received)
+      if children.signal_name:
+        _stop(run, children.signal_name)
+      _train_unless_done(run, f'sweep: {run.name} ({index}/{len(runs)})', base_command,
+                         _cap(run, best), children)
+      if run.trial and target is not None:  # each trial's metrics read once, once it is done
+        steps = results_lib.steps_to(run.evals(), target)
+        if steps is not None:
+          best[run.batch] = min(steps, best.get(run.batch, steps))
+
+
+def _train_unless_done(run: _Run, name: str, base_command: list[str], cap: int | None,
+                       children: child_run.Children) -> None:
+  """Trains (or resumes) the run unless it finished or diverged earlier; exits the process when
+  the sweep must stop."""
+  if _is_finished(run):
+    print(f'{name}: finished earlier, skipped', flush=True)
+    return
+  if _read_record(run.workdir)['diverged']:
+    print(f'{name}: diverged earlier, skipped (delete {run.workdir.path} to run it again)',
+          flush=True)
+    return
+  try:
+    RunLock(run.workdir).check_free()  # another sweep (or lbtrain) is training it now
+  except UserError as error:
+    cli.fail(f'{run.name}: {error}')
+  resume_step = _latest_checkpoint(run)
+  capped = [] if cap is None else [f'--config.train.stop_at_step={cap}']
+  print(f'{name}: {f"resuming at step {resume_step}" if resume_step else "starting"}, '
+        f'{run.total_steps} steps'
+        f'{"" if cap is None else f" (capped at step {cap}, the best so far)"}, peak lr '
+        f'{run.peak_lr:g}; log {run.log}', flush=True)
+  finished = children.run(base_command + list(run.arguments) + capped, run.log)
+  code, seconds = finished.code, finished.seconds
+  stopped = cli.last_line(finished.output, 'lbtrain: stopped:') if code == 1 else None
+  record = _add_attempt(run, seconds, stopped and stopped.split(";")[0], cap)
+  if stopped:
+    print(f"{name}: diverged after {seconds:.0f} s ({record['diverged']}); going on",
+          flush=True)
+  elif code != 0:
+    sys.stderr.write(f'lbtrain: error: the run at {run.name} failed (exit code {code}): '
+                     f'{finished.reason()} Its log: {run.log}\n')
+    sys.exit(finished.exit_status)
+  elif _is_finished(run):
+    last_step, accuracy = run.evals()[-1]
+    print(f'{name}: finished in {seconds:.0f} s ({record["wall_seconds"]:.0f} s in all), '
+          f'last eval accuracy {accuracy:.4f} at step {last_step}', flush=True)
+  else:  # exit 0 before the last step: the run saved a checkpoint on a signal
+    _stop(run, children.signal_name)
 
 
 def _results(runs: list[_Run], target: float | None) -> list[results_lib.RunResult]:
