@@ -25,11 +25,9 @@ Once every run is done, DIR/summary.{json,csv,md} and the plots describe them
 (`lbtrain.studies.sweep_report`).
 """
 
-import dataclasses
-import json
 import os
 import sys
-from typing import Mapping, Sequence
+from typing import Mapping
 
 from absl import flags
 from absl import logging
@@ -38,8 +36,9 @@ from ml_collections import config_flags
 from lbtrain import cli
 from lbtrain.errors import UserError
 from lbtrain.studies import child_run
-from lbtrain.studies import results as results_lib
+from lbtrain.studies import results
 from lbtrain.studies import sweep_report
+from lbtrain.studies import sweep_runs
 from lbtrain.studies import tune
 from lbtrain.workdir import RunLock
 from lbtrain.workdir import Workdir
@@ -73,117 +72,7 @@ def _batches(values: list[str] | None) -> list[int]:
   return sorted(batches)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Run:
-  """One run of the sweep (a batch, or one trial at a batch): where it trains, the arguments
-  that make it, and what lbtrain will derive for it."""
-  batch: int
-  workdir: Workdir
-  total_steps: int
-  steps_per_epoch: float
-  peak_lr: float
-  trial: Mapping[str, float]  # the tuned fields' values; empty in an untuned sweep
-  arguments: tuple[str, ...]  # added to the sweep's command line for this run
-  name: str  # 'batch 256', or 'batch 256 trial 3 (optimizer.base_lr=0.1)'
-
-  @property
-  def log(self) -> str:
-    return self.workdir.sweep_log
-
-  def evals(self) -> tuple[tuple[int, float], ...]:
-    return results_lib.eval_points(self.workdir.metric_records())
-
-
-def _run_settings(batch: int, trials: Sequence[Mapping[str, float]],
-                  target: float | None
-                  ) -> list[tuple[str, Mapping[str, float], list[tuple[str, float]]]]:
-  """(folder below the sweep's, trial values, config settings) of each run at `batch`."""
-  folder = f'batch_{batch:05d}'
-  settings = [('train.global_batch_size', batch)]
-  if not trials:
-    return [(folder, {}, settings)]
-  settings.append(('eval.target_accuracy', target))
-  return [(os.path.join(folder, f'trial_{index:03d}'), trial, settings + list(trial.items()))
-          for index, trial in enumerate(trials)]
-
-
-def _plan_runs(config, batches: list[int], sweep_dir: str,
-               trials: Sequence[Mapping[str, float]], target: float | None) -> list[_Run]:
-  """Each run's steps and peak lr from lbtrain's own plan (the config-only part: the runs
-  check the hardware), checked before any run.
-
-  A batch or trial that makes no valid recipe, or a workdir holding checkpoints or a divergence
-  of a different training config, is a UserError here rather than a failure hours into the
-  sweep (or a result skipped as done that another config produced).
-  """
-  import jax  # pylint: disable=g-import-not-at-top
-  # The schedule's milestones are computed with jax: on the CPU, so that the sweep never holds
-  # accelerator memory its runs need.
-  jax.config.update('jax_platforms', 'cpu')
-  from lbtrain import data  # pylint: disable=g-import-not-at-top
-  from lbtrain import plan  # pylint: disable=g-import-not-at-top
-
-  num_train_examples = data.get_dataset_info(config.data).num_train_examples
-  runs = []
-  for batch in batches:
-    for index, (folder, trial, settings) in enumerate(_run_settings(batch, trials, target)):
-      run_config = config.copy_and_resolve_references()
-      run_config.update_from_flattened_dict(dict(settings))
-      workdir = Workdir(os.path.join(sweep_dir, folder))
-      name = f'batch {batch}'
-      if trials:
-        name += f' trial {index} ({tune.describe(trial)})'
-      try:
-        info = plan.recipe(run_config, num_train_examples).schedule_info
-        if workdir.checkpoint_steps() or _read_record(workdir)['diverged']:
-          workdir.resume_changes(run_config)
-      except UserError as error:
-        raise UserError(f'{name}: {error}') from None
-      runs.append(_Run(batch=batch, workdir=workdir, total_steps=info.total_steps,
-                       steps_per_epoch=info.steps_per_epoch, peak_lr=info.peak_lr, trial=trial,
-                       arguments=(*tune.overrides(dict(settings)), f'--workdir={workdir.path}'),
-                       name=name))
-  return runs
-
-
-def _read_record(workdir: Workdir) -> dict:
-  """The sweep's record of a run: wall time over attempts, divergence, and the step its last
-  attempt was capped at (train.stop_at_step; None: uncapped)."""
-  if not os.path.exists(workdir.sweep_record):
-    return {'attempts': 0, 'wall_seconds': 0.0, 'diverged': None, 'stop_at_step': None}
-  with open(workdir.sweep_record, encoding='utf-8') as f:
-    return {'stop_at_step': None, **json.load(f)}
-
-
-def _add_attempt(run: _Run, seconds: float, diverged: str | None,
-                 stop_at_step: int | None) -> dict:
-  record = _read_record(run.workdir)
-  record = {'attempts': record['attempts'] + 1,
-            'wall_seconds': record['wall_seconds'] + seconds, 'diverged': diverged,
-            'stop_at_step': stop_at_step}
-  path = run.workdir.sweep_record
-  with open(path + '.tmp', 'w', encoding='utf-8') as f:
-    json.dump(record, f)
-  os.replace(path + '.tmp', path)
-  return record
-
-
-def _is_finished(run: _Run) -> bool:
-  """lbtrain's last acts are the final evaluation and the final checkpoint: both are on disk
-  (the final step's, or that of the evaluation that reached eval.target_accuracy).
-
-  (A run killed between the two is resumed: lbtrain redoes the steps after its last checkpoint.)
-  """
-  evals = run.evals()
-  saved = run.workdir.checkpoint_steps()
-  if saved and any('time/to_target_seconds' in record and record['step'] == saved[-1]
-                   for record in run.workdir.metric_records()):
-    return True  # stopped at eval.target_accuracy
-  last = _read_record(run.workdir)['stop_at_step'] or run.total_steps
-  return last in saved and bool(evals) and evals[-1][0] == last
-
-
-def _cap(run: _Run, best: Mapping[int, int]) -> int | None:
+def _cap(run: sweep_runs.Run, best: Mapping[int, int]) -> int | None:
   """The step a trial stops at because it cannot beat the best earlier trial at its batch
   (reaching the target there ties it); None: no earlier trial reached the target (or the run
   is no trial). Trials run in order, so a resumed trial gets the cap it started with.
@@ -193,19 +82,15 @@ def _cap(run: _Run, best: Mapping[int, int]) -> int | None:
   return steps if steps is not None and steps < run.total_steps else None
 
 
-def _latest_checkpoint(run: _Run) -> int | None:
-  return (run.workdir.checkpoint_steps() or [None])[-1]
-
-
-def _stop(run: _Run, signal_name: str | None) -> None:
+def _stop(run: sweep_runs.Run, signal_name: str | None) -> None:
   """Exit 0 like lbtrain after a signal: nothing failed, and the same command goes on."""
   on_signal = f' on {signal_name}' if signal_name else ''
   print(f'sweep: stopped{on_signal} before batch {run.batch} finished (latest checkpoint: step '
-        f'{_latest_checkpoint(run) or 0}); run the same command to resume', flush=True)
+        f'{run.latest_checkpoint() or 0}); run the same command to resume', flush=True)
   sys.exit(0)
 
 
-def _sweep(runs: list[_Run], base_command: list[str], target: float | None) -> None:
+def _sweep(runs: list[sweep_runs.Run], base_command: list[str], target: float | None) -> None:
   """Trains every unfinished run in batch order; exits the process when the sweep must stop.
 
   SIGTERM / SIGINT while a run trains go to the run; the sweep then starts no further run."""
@@ -217,19 +102,19 @@ def _sweep(runs: list[_Run], base_command: list[str], target: float | None) -> N
       _train_unless_done(run, f'sweep: {run.name} ({index}/{len(runs)})', base_command,
                          _cap(run, best), children)
       if run.trial and target is not None:  # each trial's metrics read once, once it is done
-        steps = results_lib.steps_to(run.evals(), target)
+        steps = results.steps_to(run.evals(), target)
         if steps is not None:
           best[run.batch] = min(steps, best.get(run.batch, steps))
 
 
-def _train_unless_done(run: _Run, name: str, base_command: list[str], cap: int | None,
+def _train_unless_done(run: sweep_runs.Run, name: str, base_command: list[str], cap: int | None,
                        children: child_run.Children) -> None:
   """Trains (or resumes) the run unless it finished or diverged earlier; exits the process when
   the sweep must stop."""
-  if _is_finished(run):
+  if run.is_finished():
     print(f'{name}: finished earlier, skipped', flush=True)
     return
-  if _read_record(run.workdir)['diverged']:
+  if run.record()['diverged']:
     print(f'{name}: diverged earlier, skipped (delete {run.workdir.path} to run it again)',
           flush=True)
     return
@@ -237,7 +122,7 @@ def _train_unless_done(run: _Run, name: str, base_command: list[str], cap: int |
     RunLock(run.workdir).check_free()  # another sweep (or lbtrain) is training it now
   except UserError as error:
     cli.fail(f'{run.name}: {error}')
-  resume_step = _latest_checkpoint(run)
+  resume_step = run.latest_checkpoint()
   capped = [] if cap is None else [f'--config.train.stop_at_step={cap}']
   print(f'{name}: {f"resuming at step {resume_step}" if resume_step else "starting"}, '
         f'{run.total_steps} steps'
@@ -246,7 +131,7 @@ def _train_unless_done(run: _Run, name: str, base_command: list[str], cap: int |
   finished = children.run(base_command + list(run.arguments) + capped, run.log)
   code, seconds = finished.code, finished.seconds
   stopped = cli.last_line(finished.output, 'lbtrain: stopped:') if code == 1 else None
-  record = _add_attempt(run, seconds, stopped and stopped.split(";")[0], cap)
+  record = run.add_attempt(seconds, stopped and stopped.split(";")[0], cap)
   if stopped:
     print(f"{name}: diverged after {seconds:.0f} s ({record['diverged']}); going on",
           flush=True)
@@ -254,32 +139,12 @@ def _train_unless_done(run: _Run, name: str, base_command: list[str], cap: int |
     sys.stderr.write(f'lbtrain: error: the run at {run.name} failed (exit code {code}): '
                      f'{finished.reason()} Its log: {run.log}\n')
     sys.exit(finished.exit_status)
-  elif _is_finished(run):
+  elif run.is_finished():
     last_step, accuracy = run.evals()[-1]
     print(f'{name}: finished in {seconds:.0f} s ({record["wall_seconds"]:.0f} s in all), '
           f'last eval accuracy {accuracy:.4f} at step {last_step}', flush=True)
   else:  # exit 0 before the last step: the run saved a checkpoint on a signal
     _stop(run, children.signal_name)
-
-
-def _results(runs: list[_Run], target: float | None) -> list[results_lib.RunResult]:
-  results = []
-  for run in runs:
-    record = _read_record(run.workdir)
-    evals, records = run.evals(), run.workdir.metric_records()
-    stop = record['stop_at_step']
-    capped = (stop is not None and evals and evals[-1][0] == stop and record['diverged'] is None
-              and results_lib.steps_to(evals, target) is None)
-    results.append(results_lib.RunResult(
-        batch=run.batch, peak_lr=run.peak_lr, total_steps=run.total_steps,
-        steps_per_epoch=run.steps_per_epoch, wall_seconds=record['wall_seconds'],
-        diverged=record['diverged'], evals=evals, metaparameters=dict(run.trial),
-        capped_at=stop if capped else None,
-        steps_per_second=results_lib.median_steps_per_second(records),
-        noise_scale=results_lib.eval_points(records, 'train/noise_scale'),
-        train_evals=results_lib.eval_points(records, 'train_eval/accuracy'),
-        workdir=run.workdir.path))
-  return results
 
 
 def _trials(config, overridden: Mapping, target: float | None) -> list[dict[str, float]]:
@@ -317,7 +182,7 @@ def main(argv: list[str]) -> None:
   trials = _trials(config, overridden, target)
   sweep_dir = os.path.abspath(os.path.expanduser(FLAGS.workdir))
   try:
-    runs = _plan_runs(config, batches, sweep_dir, trials, target)
+    runs = sweep_runs.plan_runs(config, batches, sweep_dir, trials, target)
   except UserError as error:
     cli.fail(str(error))
   base_command = [sys.executable, '-m', 'lbtrain.main',
@@ -333,12 +198,13 @@ def main(argv: list[str]) -> None:
   finally:
     sweep_lock.release()
 
-  results = _results(runs, target)
-  results_lib.save_results(sweep_dir, results, target,
-                            ['python', '-m', 'lbtrain.sweep', *cli.command_line()[1:]])
-  paths = sweep_report.write_report(sweep_dir, {os.path.basename(sweep_dir): results}, target)
+  run_results = [run.result(target) for run in runs]
+  results.save_results(sweep_dir, run_results, target,
+                       ['python', '-m', 'lbtrain.sweep', *cli.command_line()[1:]])
+  paths = sweep_report.write_report(sweep_dir, {os.path.basename(sweep_dir): run_results},
+                                    target)
   with open(os.path.join(sweep_dir, sweep_report.SUMMARY_MD), encoding='utf-8') as f:
-    print(f.read())
+    print(f.read())  # the table summary.md holds
   print('sweep: wrote ' + ', '.join(paths), flush=True)
 
 
