@@ -21,6 +21,7 @@ import numpy as np
 from lbtrain import build
 from lbtrain import checkpoint
 from lbtrain import data
+from lbtrain import describe
 from lbtrain import metrics as metrics_lib
 from lbtrain import nonfinite as nonfinite_lib
 from lbtrain import parallel
@@ -93,7 +94,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> 
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), workdir.path)
   if is_primary:
-    for line in plan_lib.describe(run).splitlines():
+    for line in describe.describe(run).splitlines():
       logging.info('%s', line)
   compiled = build.build(run, mesh)
   train_steps = _compile_train_steps(run, compiled, mesh, workdir)
