@@ -198,7 +198,7 @@ def _unraisablehook(unraisable) -> None:
     sys.__unraisablehook__(unraisable)
 
 
-def _help_from(command) -> None:
+def _help_from(command: types.ModuleType) -> None:
   """absl's --help prints the docstring of __main__ and the flags it defined. A command started
   through another module (`python -m lbtrain.sweep`, whose code is lbtrain.studies.sweep; a
   console script) shows the command's own."""
