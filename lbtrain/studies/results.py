@@ -99,7 +99,6 @@ def noise_scale_at(run: RunResult, step: int) -> float | None:
   return next((value for at, value in reversed(run.noise_scale) if at <= step), None)
 
 
-
 class Summary:
   """One sweep's runs and what they give per batch: steps to result, the hardware's throughput
   and the critical-batch fit, each derived once, when first asked for, however many tables and
@@ -169,6 +168,7 @@ class Summary:
 
   @functools.cached_property
   def fit(self) -> critical_batch.CriticalBatchFit:
+    """S = S_min (1 + B_crit / B) fitted to the batches that reached the target."""
     if self.target is None:
       return critical_batch.CriticalBatchFit(points=0, reason=(
           'no target accuracy, so no steps to it: give --target_accuracy'))
@@ -177,6 +177,7 @@ class Summary:
 
 def fit_critical_batch(runs: Sequence[RunResult],
                        target: float | None) -> critical_batch.CriticalBatchFit:
+  """The critical-batch fit of `runs` alone, without the rest of their summary."""
   return Summary(runs, target).fit
 
 
