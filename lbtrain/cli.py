@@ -9,6 +9,7 @@ import os
 import re
 import sys
 import threading
+import types
 from typing import Callable
 
 from absl import app
@@ -197,8 +198,23 @@ def _unraisablehook(unraisable) -> None:
     sys.__unraisablehook__(unraisable)
 
 
-def run(main: Callable[[list[str]], None], verbosity: int = logging.INFO) -> None:
-  """absl's app.run with lbtrain's flag parsing and log filter."""
+def _help_from(command: types.ModuleType) -> None:
+  """absl's --help prints the docstring of __main__ and the flags it defined. A command started
+  through another module (`python -m lbtrain.sweep`, whose code is lbtrain.studies.sweep; a
+  console script) shows the command's own."""
+  started = sys.modules['__main__']
+  if started is command:
+    return
+  started.__doc__ = command.__doc__
+  for flag in flags.FLAGS.get_key_flags_for_module(command):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
+def run(main: Callable[[list[str]], None], verbosity: int = logging.INFO,
+        command: types.ModuleType | None = None) -> None:
+  """absl's app.run with lbtrain's flag parsing and log filter; `command`: the module --help
+  describes (default: main's)."""
+  _help_from(command or sys.modules[main.__module__])
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # tensorflow's start-up chatter
   logging.set_verbosity(verbosity)
   logging.get_absl_handler().addFilter(_QuietLibraries())
@@ -206,3 +222,17 @@ def run(main: Callable[[list[str]], None], verbosity: int = logging.INFO) -> Non
   sys.excepthook = _excepthook
   sys.unraisablehook = _unraisablehook
   app.run(main, flags_parser=parse_flags)
+
+
+def run_flag_command(body: Callable[[], None], define_flags: Callable[[], None],
+                     example: str) -> None:
+  """Runs a command whose input is its flags alone, defined only now, as it runs: its module is
+  imported by others (the trainer, other commands) that have flags of their own. A positional
+  argument is bad input (`example` shows a flag); `body`'s errors end as `report_errors` says."""
+  define_flags()
+
+  def main(argv: list[str]) -> None:
+    no_arguments(argv, example)
+    report_errors(body)
+
+  run(main, command=sys.modules[body.__module__])

@@ -34,12 +34,13 @@ def main(argv: list[str]) -> None:
   except UserError as error:
     cli.fail(str(error))
   # Imported here so `--help` and flag errors stay fast and need no jax.
+  from lbtrain import describe  # pylint: disable=g-import-not-at-top
   from lbtrain import plan  # pylint: disable=g-import-not-at-top
   from lbtrain import train  # pylint: disable=g-import-not-at-top
 
   def describe_or_train():
     if FLAGS.describe:
-      print(plan.describe(plan.plan(config, describe_only=True)))
+      print(describe.describe(plan.plan(config, describe_only=True)))
       return
     workdir = FLAGS.workdir
     if workdir is None:

@@ -25,7 +25,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 @contextlib.contextmanager
 def handling(handler: Callable[[int], None]) -> Iterator[None]:
   """Calls `handler(signum)` on SIGTERM and SIGINT inside the block, then restores the previous
-  handlers. The one place lbtrain installs signal handlers (the loop, the sweep)."""
+  handlers. The one place lbtrain installs signal handlers (the loop, the studies' child runs)."""
   previous = {signum: signal.signal(signum, lambda number, frame: handler(number))
               for signum in STOP_SIGNALS}
   try:

@@ -1,7 +1,8 @@
 """The training loop: open the workdir, restore, train, evaluate, checkpoint, log.
 
 No maths and no validation live here: `plan` derives and checks every number, `build` compiles
-the step, `steps` holds the maths, `workdir` owns the run folder. The loop only runs them.
+the step, `steps` holds the maths, `workdir` owns the run folder, `train_records` writes the
+train records. The loop only runs them.
 """
 
 import contextlib
@@ -20,11 +21,13 @@ import numpy as np
 from lbtrain import build
 from lbtrain import checkpoint
 from lbtrain import data
+from lbtrain import describe
 from lbtrain import metrics as metrics_lib
 from lbtrain import nonfinite as nonfinite_lib
 from lbtrain import parallel
 from lbtrain import plan as plan_lib
 from lbtrain import preemption
+from lbtrain import train_records
 from lbtrain.errors import RESUME_ADVICE
 from lbtrain.errors import RunFailed
 from lbtrain.errors import UserError
@@ -91,7 +94,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> 
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), workdir.path)
   if is_primary:
-    for line in plan_lib.describe(run).splitlines():
+    for line in describe.describe(run).splitlines():
       logging.info('%s', line)
   compiled = build.build(run, mesh)
   train_steps = _compile_train_steps(run, compiled, mesh, workdir)
@@ -247,7 +250,7 @@ class _Loop:
     sizes = run.resolution
     progress = metrics_lib.ProgressBar(run.last_step, enabled=self.is_primary)
     one_at_a_time = parallel.one_program_at_a_time(self.mesh)
-    records = _TrainRecords(run, writer, progress, clock, self.nonfinite, one_at_a_time)
+    records = train_records.TrainRecords(run, writer, progress, clock, self.nonfinite, one_at_a_time)
     batches = data.train_inputs(config.data, run.dataset, self.mesh,
                                 global_batch_size=config.train.global_batch_size,
                                 seed=config.train.seed, start_step=self.start_step,
@@ -296,7 +299,7 @@ class _Loop:
     writer.write(done, clock.split())  # the whole loop, last eval and save included
     return self.final
 
-  def _log(self, done: int, records: '_TrainRecords') -> None:
+  def _log(self, done: int, records: train_records.TrainRecords) -> None:
     self.checkpoints.check()  # a save that failed in the background stops the run here
     records.log(done)
 
@@ -325,7 +328,7 @@ class _Loop:
     return True
 
   def _save(self, state, done: int, clock: metrics_lib.LoopClock,
-            records: '_TrainRecords') -> None:
+            records: train_records.TrainRecords) -> None:
     # Every record up to `done` is written before its checkpoint exists: a resume from it
     # drops the records after it and writes them again, and would lose none it had not.
     records.flush()  # and a non-finite step in them stops the run before this save
@@ -340,112 +343,3 @@ class _Loop:
       self.checkpoints.save(done, state)
     self.nonfinite.last_good_checkpoint = done
     logging.info('checkpoint saved at step %d', done)
-
-
-# One program per interval length stacks an interval's per-step metrics on the devices, so
-# that a log copies one array per metric to the host rather than one per metric and step.
-_stack = jax.jit(lambda values: jax.tree.map(lambda *steps: jnp.stack(steps), *values))
-
-
-class _Interval:
-  """The steps from `first` to `done` once logged: their metrics, stacked on the devices and
-  on their way to the host; the host's wait for their input; and, from when their last step is
-  seen finished, their training seconds and the clock's split at that moment."""
-
-  def __init__(self, first: int, done: int, values: dict[str, jax.Array], input_wait: float):
-    self.first, self.done, self.values, self.input_wait = first, done, values, input_wait
-    self.seconds: float | None = None
-    self.times: dict[str, float] = {}
-
-  def finished(self, clock: metrics_lib.LoopClock) -> None:
-    self.seconds, self.times = clock.lap(), clock.split()
-
-
-class _TrainRecords:
-  """The train records of one pass of the loop, each written one log interval late, so that
-  no log waits for the devices.
-
-  At a log, the interval's metrics are stacked on the devices and their copy to the host
-  starts; the record written then is the previous interval's, whose steps have finished, or
-  finish, while this interval's are queued behind them. The host so never drains the queue of
-  dispatched steps at a log, and the devices never idle while it writes a record.
-
-  An interval's seconds end when its last step is seen finished (polled after each step's
-  dispatch, or waited for at the next log), not when the host logs it. A host far ahead of
-  the devices waits for that step, so the moment is exact; a host that keeps the devices
-  waiting sees it within one step of it. Either way `train/steps_per_sec` and
-  `train/examples_per_sec` are the devices' throughput, as when each log waited for its own
-  interval. The input wait is the host's while it dispatched the interval's steps: the same
-  span when input is what the devices wait for, as they then finish each step soon after it
-  is dispatched; so `train/input_wait_fraction` keeps its meaning.
-
-  The non-finite policy reads the intervals in order, so 'stop' still names the first bad
-  step, if one log late; no record follows the interval that holds it (the steps the devices
-  ran on meanwhile would not have been run without the lag). `flush` writes every logged
-  interval: before an evaluation record, a checkpoint (where it also stops a run whose steps
-  up to the checkpoint were not all finite) and at the end of the pass. What still waits for
-  the devices: an evaluation and a checkpoint (both need the state), and every step where
-  programs must run one at a time (`parallel.one_program_at_a_time`).
-  """
-
-  def __init__(self, run: plan_lib.Plan, writer: metrics_lib.MetricWriter,
-               progress: metrics_lib.ProgressBar, clock: metrics_lib.LoopClock,
-               nonfinite: nonfinite_lib.NonfiniteWatch, one_at_a_time: bool):
-    self._run, self._writer, self._progress, self._clock = run, writer, progress, clock
-    self._nonfinite = nonfinite
-    self._one_at_a_time = one_at_a_time
-    self.pending: list[Any] = []  # metrics of the steps since the last log, on the devices
-    self._unwritten: _Interval | None = None
-    self._running: _Interval | None = None  # the unwritten one, until seen finished
-
-  def add(self, step_metrics: dict[str, jax.Array]) -> None:
-    self.pending.append(step_metrics)
-    self._poll()
-
-  def _poll(self) -> None:
-    if self._running is not None and self._running.values['train/loss'].is_ready():
-      self._running.finished(self._clock)
-      self._running = None
-
-  def log(self, done: int) -> None:
-    """Starts the copy of the steps since the last log; writes the interval logged before."""
-    values = _stack(self.pending)
-    if self._one_at_a_time:
-      jax.block_until_ready(values)  # not in flight beside the next step (see parallel)
-    for array in values.values():
-      array.copy_to_host_async()
-    interval = _Interval(done - len(self.pending) + 1, done, values,
-                         self._clock.take_input_wait())
-    self.pending = []
-    self.flush()
-    self._unwritten = self._running = interval
-    self._poll()  # finished already where steps run one at a time
-
-  def flush(self) -> None:
-    """Writes the logged interval not yet written, if any; raises TrainingStopped when the
-    non-finite policy stops training on it."""
-    interval, self._unwritten = self._unwritten, None
-    if interval is None:
-      return
-    if self._running is not None:
-      jax.block_until_ready(interval.values)
-      interval.finished(self._clock)
-      self._running = None
-    values = jax.device_get(interval.values)
-    steps = [{name: column[i] for name, column in values.items()}
-             for i in range(interval.done - interval.first + 1)]
-    problem = self._nonfinite.observe(steps, interval.first)
-    run = self._run
-    summary = metrics_lib.summarise(steps, interval.seconds, interval.input_wait,
-                                    run.config.train.global_batch_size, run.num_devices)
-    summary['train/epoch'] = interval.done / run.schedule_info.steps_per_epoch
-    if run.dataset.resizable:  # throughput per image size: group the records by it
-      summary['train/image_size'] = run.resolution.size_at(interval.done - 1)
-    summary.update(interval.times)
-    if run.config.train.on_nonfinite == 'skip':
-      summary['train/skipped_steps'] = self._nonfinite.skipped
-    self._writer.write(interval.done, summary)
-    self._progress.update(interval.done, summary['train/loss'],
-                          summary['train/examples_per_sec'], summary['train/steps_per_sec'])
-    if problem:
-      self._nonfinite.stop(problem)

@@ -8,19 +8,19 @@ import sys
 import pytest
 
 import lbtrain_process
-from lbtrain import advise
+from lbtrain.studies import prediction
 from lbtrain.errors import UserError
 from lbtrain.workdir import Workdir
 
 # B_crit = B_simple = 512; 60 steps at batch 1024 -> S_min = 60 / (1 + 512 / 1024) = 40 steps,
 # E_min = 40 x 512 = 20,480 examples.
-MEASURED = advise.Measurement(global_batch_size=1024, steps_to_target=60, noise_scale=512.0)
+MEASURED = prediction.Measurement(global_batch_size=1024, steps_to_target=60, noise_scale=512.0)
 THROUGHPUT = {256: 8.0, 1024: 2.5, 4096: 0.5}  # steps per second
 RECIPES = {256: (0.1, 234), 1024: (0.4, 59), 4096: (1.6, 15)}  # (peak lr, warmup steps)
 
 
 def test_the_model_predicts_steps_examples_time_and_efficiency_per_batch():
-  advice = advise.advise(MEASURED, THROUGHPUT, RECIPES, num_train_examples=60_000,
+  advice = prediction.advise(MEASURED, THROUGHPUT, RECIPES, num_train_examples=60_000,
                          efficiency_floor=0.6)
   assert (advice.b_crit, advice.s_min, advice.e_min) == (512.0, 40.0, 20_480.0)
   by_batch = {c.global_batch_size: c for c in advice.candidates}
@@ -38,10 +38,10 @@ def test_the_model_predicts_steps_examples_time_and_efficiency_per_batch():
 def test_the_recommendations_follow_the_throughput_curve_and_the_floor():
   # A device that is 8 x faster per step at the large batch makes it the fastest.
   faster = {**THROUGHPUT, 4096: 4.0}
-  advice = advise.advise(MEASURED, faster, RECIPES, 60_000, efficiency_floor=0.3)
+  advice = prediction.advise(MEASURED, faster, RECIPES, 60_000, efficiency_floor=0.3)
   assert advice.fastest == 4096  # 45 steps / 4 = 11.25 s against 15 s at 256
   assert advice.efficient == 1024  # efficiency 1/3 >= 0.3; 4096's is 0.11
-  text = advise.report(advice, target=0.9)
+  text = prediction.report(advice, target=0.9)
   recommend = [line for line in text.splitlines() if line.startswith('recommend')]
   assert recommend[0].startswith('recommend (fastest): global batch 4096: predicted 11.2 s')
   assert recommend[1].startswith('recommend (efficient): global batch 1024: the largest that '
@@ -50,34 +50,34 @@ def test_the_recommendations_follow_the_throughput_curve_and_the_floor():
   assert '| 256 | 0.1 | 234 * | 120 | 30,720 | 0.51 | 67 % | 8 | 15.0 s |' in text
   # 234 warmup steps > 120 predicted at 256; at 1024 and 4096 the warmup ends first.
   assert 'warmup outlasts the predicted steps at batch 256:' in text
-  unmeasured = advise.advise(MEASURED, {256: None, 1024: None}, RECIPES, 60_000, 0.8)
-  text = advise.report(unmeasured, target=0.9)
+  unmeasured = prediction.advise(MEASURED, {256: None, 1024: None}, RECIPES, 60_000, 0.8)
+  text = prediction.report(unmeasured, target=0.9)
   assert unmeasured.fastest is None and 'not measured' in text
   # No candidate keeps 80 %: B <= B_crit (1 / 0.8 - 1) = 128 would.
   assert unmeasured.efficient is None and 'B <= 128 would' in text
 
 
 def test_default_candidates_span_the_measured_critical_batch():
-  assert advise.default_batches(469, 1024, num_devices=2) == [32, 64, 128, 256, 512, 1024, 2048,
+  assert prediction.default_batches(469, 1024, num_devices=2) == [32, 64, 128, 256, 512, 1024, 2048,
                                                               4096]
   # 100 / 8 = 12.5 -> from 8, 8 x 100 -> to 1024; the config's own batch always.
-  assert advise.default_batches(100, 1000, num_devices=8) == [8, 16, 32, 64, 128, 256, 512,
+  assert prediction.default_batches(100, 1000, num_devices=8) == [8, 16, 32, 64, 128, 256, 512,
                                                               1000, 1024]
   # Only batches every device gets a share of: not 8 on 16 devices.
-  assert advise.default_batches(100, 1024, num_devices=16) == [16, 32, 64, 128, 256, 512, 1024]
+  assert prediction.default_batches(100, 1024, num_devices=16) == [16, 32, 64, 128, 256, 512, 1024]
 
 
 def test_the_measurement_is_the_first_evaluation_at_the_target_and_the_noise_scale_then():
   records = [{'step': 10, 'train/noise_scale': 100.0}, {'step': 10, 'eval/accuracy': 0.5},
              {'step': 20, 'train/noise_scale': 300.0}, {'step': 20, 'eval/accuracy': 0.91},
              {'step': 30, 'train/noise_scale': 900.0}, {'step': 30, 'eval/accuracy': 0.95}]
-  assert advise.measurement_from_records(records, 512, 0.9) == advise.Measurement(512, 20, 300.0)
-  assert advise.measurement_from_records(records, 512, 0.99) is None
+  assert prediction.measurement_from_records(records, 512, 0.9) == prediction.Measurement(512, 20, 300.0)
+  assert prediction.measurement_from_records(records, 512, 0.99) is None
   with pytest.raises(UserError, match='before any positive noise-scale estimate'):
-    advise.measurement_from_records(records[1:2] + [{'step': 10, 'eval/accuracy': 0.95}], 512, 0.9)
+    prediction.measurement_from_records(records[1:2] + [{'step': 10, 'eval/accuracy': 0.95}], 512, 0.9)
   rates = [{'step': s, 'train/steps_per_sec': v} for s, v in ((4, 1.0), (8, 5.0), (12, 6.0),
                                                               (16, 4.0))]
-  assert advise.throughput_from_records(rates) == 5.0  # the first record (warm-up) dropped
+  assert prediction.throughput_from_records(rates) == 5.0  # the first record (warm-up) dropped
 
 
 def _advise(*args):

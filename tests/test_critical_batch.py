@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from lbtrain import critical_batch
+from lbtrain.studies import critical_batch
 
 S_MIN, B_CRIT = 400.0, 2000.0
 BATCHES = [2 ** k for k in range(5, 16)]  # 32 ... 32768

@@ -3,6 +3,7 @@
 import pytest
 
 from configs import base
+from lbtrain import describe
 from lbtrain import plan
 from lbtrain.errors import UserError
 
@@ -48,16 +49,16 @@ def test_plan_derives_the_accumulation_layout(tiny_config):
   run = plan.plan(tiny_config)
   assert (run.per_device_batch_size, run.micro_batch_size, run.accum_steps) == (32, 8, 4)
   assert run.total_steps == 12
-  assert 'micro batch' in plan.describe(run) and '8 per device x 4' in plan.describe(run)
+  assert 'micro batch' in describe.describe(run) and '8 per device x 4' in describe.describe(run)
 
 
 def test_describe_does_not_claim_a_measured_micro_batch_it_has_not_measured(tiny_config):
   tiny_config.train.micro_batch_size = 'auto'
   tiny_config.model.bn_group_size = 8
-  line = next(l for l in plan.describe(plan.plan(tiny_config)).splitlines()
+  line = next(l for l in describe.describe(plan.plan(tiny_config)).splitlines()
               if l.startswith('micro batch'))
   assert "'auto'" in line and 'when training starts' in line and 'x 1 accumulation' not in line
-  measured = plan.describe(plan.plan(tiny_config, micro_batch_size=16))
+  measured = describe.describe(plan.plan(tiny_config, micro_batch_size=16))
   assert "16 per device x 2 accumulation step(s), chosen from the compiled step's memory" in (
       measured)
 
@@ -73,7 +74,7 @@ def test_describe_shows_the_training_slice_evaluated_and_the_stop(tiny_config):
   assert tiny_config.data.eval_split == 'test[:2500]'  # the run's own eval split is untouched
   assert (run.last_step, run.total_steps) == (7, 12)
   assert run.evaluates_at(7) and run.evaluates_at(12) and not run.evaluates_at(5)
-  text = plan.describe(run)
+  text = describe.describe(run)
   assert "also 'train[:5000]' in eval mode (5,000 examples) (train_eval/*)" in text
   assert 'this attempt ends at step 7 of 12 (train.stop_at_step' in text
 
@@ -117,15 +118,15 @@ def test_step_boundaries_in_either_unit():
 def test_describe_names_the_optimizer_and_its_hyperparameters(tiny_config, name, expected):
   tiny_config.optimizer.name = name
   tiny_config.optimizer.weight_decay = 0.0 if name == 'adam' else 1e-4
-  described = plan.describe(plan.plan(tiny_config))
+  described = describe.describe(plan.plan(tiny_config))
   assert f'optimizer         {expected}' in described.splitlines()
   tiny_config.optimizer.grad_clip_norm = 2.0
-  assert 'gradient clipped to norm 2' in plan.describe(plan.plan(tiny_config))
+  assert 'gradient clipped to norm 2' in describe.describe(plan.plan(tiny_config))
 
 
 def test_describe_shows_the_mlperf_recipe_as_published():
   from configs import resnet50_mlperf_3k  # pylint: disable=g-import-not-at-top
-  described = plan.describe(plan.plan(resnet50_mlperf_3k.get_config(), describe_only=True))
+  described = describe.describe(plan.plan(resnet50_mlperf_3k.get_config(), describe_only=True))
   for fragment in ['global batch      3200 ', 'training          14813 steps (37 epochs)',
                    'peak lr           11 = base_lr', 'linear from 0 over 801 steps (2.00 epochs)',
                    'decay             poly power 2 to 0.0001', 'label smoothing   0.1',
@@ -137,7 +138,7 @@ def test_describe_shows_the_mlperf_recipe_as_published():
 
 def test_describe_shows_the_ffcv_resolution_ramp():
   from configs import resnet50_ffcv_4k  # pylint: disable=g-import-not-at-top
-  described = plan.describe(plan.plan(resnet50_ffcv_4k.get_config(), describe_only=True))
+  described = describe.describe(plan.plan(resnet50_ffcv_4k.get_config(), describe_only=True))
   for fragment in ['global batch      4096 ', 'training          12511 steps (40 epochs)',
                    'warmup            linear from 0.00017 over 626 steps (2.00 epochs)',
                    'decay             poly power 1 to 0',

@@ -15,6 +15,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import base
+from lbtrain import describe
 from lbtrain import plan
 from lbtrain import resolution
 from lbtrain import train
@@ -93,7 +94,7 @@ def _synthetic_config(num_steps=12):
 
 
 def test_describe_shows_the_sizes_per_range_and_the_predicted_flops():
-  described = plan.describe(plan.plan(_synthetic_config()))
+  described = describe.describe(plan.plan(_synthetic_config()))
   for fragment in ['image size        2 train sizes (one compiled step each); 16 px eval',
                    '8 px: steps 0-5 (epochs 0.00-0.00)', '16 px: steps 6-11',
                    # (6 x 64 + 6 x 256) / (12 x 256) = 1920 / 3072

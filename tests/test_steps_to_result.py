@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from lbtrain import steps_to_result
-from lbtrain.steps_to_result import Trial
+from lbtrain.studies import steps_to_result
+from lbtrain.studies.steps_to_result import Trial
 
 LR = 'optimizer.base_lr'
 MOMENTUM = 'optimizer.momentum'

@@ -13,12 +13,15 @@ from matplotlib import image
 import pytest
 
 from configs import quickstart
-from lbtrain import critical_batch
+from lbtrain.studies import critical_batch
 from lbtrain import metrics
-from lbtrain import sweep_report
+from lbtrain.studies import plots
+from lbtrain.studies import results
+from lbtrain.studies import sweep_report
+from lbtrain.studies import tables
 from lbtrain.workdir import RunLock
 from lbtrain.workdir import Workdir
-from lbtrain.sweep_report import RunResult
+from lbtrain.studies.results import RunResult
 
 import lbtrain_process
 
@@ -34,7 +37,7 @@ def _run(batch, evals, total_steps, diverged=None, peak_lr=0.1, metaparameters=N
 def test_eval_points_keep_evaluations_only_by_step_and_the_last_of_a_repeated_step():
   records = [{'step': 10, 'train/loss': 1.0}, {'step': 20, 'eval/accuracy': 0.5},
              {'step': 10, 'eval/accuracy': 0.3}, {'step': 20, 'eval/accuracy': 0.6}]
-  assert sweep_report.eval_points(records) == ((10, 0.3), (20, 0.6))
+  assert results.eval_points(records) == ((10, 0.3), (20, 0.6))
 
 
 def test_read_records_skips_a_half_written_last_line(tmp_path):
@@ -64,26 +67,26 @@ def test_a_run_without_its_last_evaluation_or_diverged_has_no_final_accuracy():
 
 
 def test_perfect_scaling_goes_through_the_smallest_batch_that_reached_the_target():
-  assert sweep_report.perfect_scaling_reference([(1024, 50), (256, 300), (4096, 20)]) == (256, 300)
+  assert plots.perfect_scaling_reference([(1024, 50), (256, 300), (4096, 20)]) == (256, 300)
   # Two sweeps sharing the smallest batch: the fewer steps.
-  assert sweep_report.perfect_scaling_reference([(256, 300), (256, 280)]) == (256, 280)
-  assert sweep_report.perfect_scaling_reference([]) is None
-  assert sweep_report.perfect_scaling_steps((256, 300), 1024) == 75
-  assert sweep_report.perfect_scaling_steps((256, 300), 128) == 600
+  assert plots.perfect_scaling_reference([(256, 300), (256, 280)]) == (256, 280)
+  assert plots.perfect_scaling_reference([]) is None
+  assert plots.perfect_scaling_steps((256, 300), 1024) == 75
+  assert plots.perfect_scaling_steps((256, 300), 128) == 600
 
 
 def test_markdown_and_csv_spell_out_missing_values(tmp_path):
   runs = [_run(256, [(100, 0.80), (200, 0.91)], total_steps=200),
           _run(16384, [(2, 0.10)], total_steps=4, peak_lr=6.4,
                diverged='non-finite train/loss at step 3')]
-  table = sweep_report.markdown_table({'a': runs}, target=0.9)
+  table = tables.markdown_table({'a': runs}, target=0.9)
   lines = table.splitlines()
   assert lines[2] == '| 256 | 0.1 | 200 | 91.00 % | 91.00 % | 200 | 51,200 | 10 s |'
   assert lines[3] == '| 16384 | 6.4 | 4 | diverged | 10.00 % | not reached | not reached | 10 s |'
   assert '- batch 16384: non-finite train/loss at step 3' in table
-  assert 'steps to' not in sweep_report.markdown_table({'a': runs}, target=None)
+  assert 'steps to' not in tables.markdown_table({'a': runs}, target=None)
 
-  sweep_report.write_csv(str(tmp_path / 'two.csv'), {'a': runs, 'b': runs[:1]}, target=0.9)
+  tables.write_csv(str(tmp_path / 'two.csv'), {'a': runs, 'b': runs[:1]}, target=0.9)
   with open(tmp_path / 'two.csv', encoding='utf-8') as f:
     rows = list(csv.DictReader(f))
   assert [(r['sweep'], r['batch'], r['status']) for r in rows] == [
@@ -104,7 +107,7 @@ def _model_runs(s_min=400, b_crit=2000, batches=(256, 1024, 4096, 16384)):
 def test_summary_json_holds_steps_to_target_per_batch_and_the_fit(tmp_path):
   runs = _model_runs() + [_run(64, [(900, 0.8)], total_steps=900),
                           _run(32768, [(2, 0.1)], total_steps=4, diverged='non-finite at step 3')]
-  sweep_report.save_results(str(tmp_path), runs, 0.9, ['python', '-m', 'lbtrain.sweep'])
+  results.save_results(str(tmp_path), runs, 0.9, ['python', '-m', 'lbtrain.sweep'])
   with open(tmp_path / 'summary.json', encoding='utf-8') as f:
     saved = json.load(f)
   assert [(b['global_batch_size'], b['steps_to_target']) for b in saved['batches']] == [
@@ -116,36 +119,36 @@ def test_summary_json_holds_steps_to_target_per_batch_and_the_fit(tmp_path):
   assert fit['s_min'] == pytest.approx(400, rel=0.01)
   assert fit['b_crit'] == pytest.approx(2000, rel=0.01)
   assert fit['e_min'] == pytest.approx(fit['s_min'] * fit['b_crit'])
-  assert sweep_report.load_results(str(tmp_path)) == (runs, 0.9)  # the derived parts are not read
+  assert results.load_results(str(tmp_path)) == (runs, 0.9)  # the derived parts are not read
 
-  sweep_report.save_results(str(tmp_path), runs[:2], 0.9, ['python'])
+  results.save_results(str(tmp_path), runs[:2], 0.9, ['python'])
   with open(tmp_path / 'summary.json', encoding='utf-8') as f:
     fit = json.load(f)['fit']  # two batches: exact through both (steps rounded to whole steps)
   assert fit['b_crit'] == pytest.approx(2000, rel=0.01) and fit['b_crit_factor'] is None
   assert 'exact through 2 batches' in fit['note']
-  sweep_report.save_results(str(tmp_path), runs[:1], 0.9, ['python'])
+  results.save_results(str(tmp_path), runs[:1], 0.9, ['python'])
   with open(tmp_path / 'summary.json', encoding='utf-8') as f:
     fit = json.load(f)['fit']
   assert fit['s_min'] is None and fit['e_min'] is None and fit['b_crit'] is None
   assert 'at least 2' in fit['reason']
-  assert 'give --target_accuracy' in sweep_report.fit_critical_batch(runs, None).reason
+  assert 'give --target_accuracy' in results.fit_critical_batch(runs, None).reason
 
 
 def test_markdown_states_the_fit_and_the_regimes():
   runs = _model_runs(batches=(64, 256, 1024, 4096, 16384, 65536))
-  table = sweep_report.markdown_table({'a': runs}, target=0.9)
+  table = tables.markdown_table({'a': runs}, target=0.9)
   b_crit = re.search(r'Critical batch: B_crit = ([\d,]+) ×/÷ ', table).group(1)
   assert float(b_crit.replace(',', '')) == pytest.approx(2000, rel=0.01)
   assert 'steps, E_min = ' in table and 'over 6 batches' in table
   assert 'Regimes: batches 64 to 256: perfect scaling' in table
   assert 'batches 256 to 16384: diminishing returns' in table
   assert 'batches 16384 to 65536: maximal data parallelism' in table
-  several = sweep_report.markdown_table({'a': _model_runs(), 'b': _model_runs()[:2]}, 0.9)
+  several = tables.markdown_table({'a': _model_runs(), 'b': _model_runs()[:2]}, 0.9)
   assert 'Critical batch (a): B_crit' in several
   assert 'Critical batch (b): B_crit = 2,0' in several and 'exact through 2 batches' in several
-  one = sweep_report.markdown_table({'a': _model_runs()[:1]}, 0.9)
+  one = tables.markdown_table({'a': _model_runs()[:1]}, 0.9)
   assert 'Critical batch: no fit, 1 batch reached the target' in one
-  assert 'Critical batch' not in sweep_report.markdown_table({'a': _model_runs()}, None)
+  assert 'Critical batch' not in tables.markdown_table({'a': _model_runs()}, None)
 
 
 LR = 'optimizer.base_lr'
@@ -164,7 +167,7 @@ def _tuned_runs():
 
 def test_a_tuned_sweeps_summary_gives_each_batch_its_best_trial(tmp_path):
   runs = _tuned_runs()
-  sweep_report.save_results(str(tmp_path), runs, 0.9, ['python'])
+  results.save_results(str(tmp_path), runs, 0.9, ['python'])
   with open(tmp_path / 'summary.json', encoding='utf-8') as f:
     saved = json.load(f)
   assert [(b['global_batch_size'], b['steps_to_target'], b['best_metaparameters'],
@@ -176,14 +179,14 @@ def test_a_tuned_sweeps_summary_gives_each_batch_its_best_trial(tmp_path):
   # 100 steps at 256, 30 at 1024: B_crit = (100 - 30) / (30 / 256 - 100 / 1024) = 3584.
   assert saved['fit']['b_crit'] == pytest.approx(3584)
   assert saved['fit']['s_min'] == pytest.approx(100 / 15)
-  assert sweep_report.load_results(str(tmp_path)) == (runs, 0.9)
+  assert results.load_results(str(tmp_path)) == (runs, 0.9)
 
-  table = sweep_report.markdown_table({'a': runs}, target=0.9)
+  table = tables.markdown_table({'a': runs}, target=0.9)
   assert '| 256 | optimizer.base_lr=0.1 | 0.1 | 200 | ' in table
   assert '| 256 | 100 | 25,600 | optimizer.base_lr=0.3 | 2 / 0 / 0 / 1 | – |' in table
   assert ('| 1024 | 30 | 30,720 | optimizer.base_lr=1 | 2 / 0 / 1 / 0 | optimizer.base_lr '
           '(highest) |') in table
-  sweep_report.write_csv(str(tmp_path / 'tuned.csv'), {'a': runs}, target=0.9)
+  tables.write_csv(str(tmp_path / 'tuned.csv'), {'a': runs}, target=0.9)
   with open(tmp_path / 'tuned.csv', encoding='utf-8') as f:
     rows = list(csv.DictReader(f))
   assert [(r['batch'], r[LR], r['steps_to_target']) for r in rows[:3]] == [
@@ -203,7 +206,7 @@ def test_capped_trials_throughput_and_the_noise_scale_reach_the_summary(tmp_path
           trial(256, 0.1, [(50, 0.5), (100, 0.8)], 40.0, capped_at=100),
           trial(1024, 0.3, [(15, 0.6), (30, 0.9)], 20.0),
           trial(1024, 0.1, [(15, 0.6), (30, 0.7)], 10.0, capped_at=30)]
-  sweep_report.save_results(str(tmp_path), runs, 0.9, ['python'])
+  results.save_results(str(tmp_path), runs, 0.9, ['python'])
   with open(tmp_path / 'summary.json', encoding='utf-8') as f:
     saved = json.load(f)
   first, second = saved['batches']
@@ -211,9 +214,9 @@ def test_capped_trials_throughput_and_the_noise_scale_reach_the_summary(tmp_path
   assert first['steps_per_second'] == 45.0 and first['seconds_to_target'] == 100 / 45
   assert second['steps_per_second'] == 15.0 and second['seconds_to_target'] == 2.0
   assert first['noise_scale_at_target'] == 500.0 and second['noise_scale_at_target'] is None
-  assert sweep_report.load_results(str(tmp_path)) == (runs, 0.9)
+  assert results.load_results(str(tmp_path)) == (runs, 0.9)
 
-  table = sweep_report.markdown_table({'a': runs}, target=0.9)
+  table = tables.markdown_table({'a': runs}, target=0.9)
   assert '| 256 | optimizer.base_lr=0.1 | 0.1 | 200 | capped at step 100 |' in table
   assert ('| 256 | 100 | 25,600 | optimizer.base_lr=0.3 | 1 / 1 / 0 / 0 | optimizer.base_lr (highest) '
           '| 45 | 2.2 s |') in table
@@ -229,14 +232,14 @@ def test_a_fixed_budget_summary_shows_the_generalization_gap(tmp_path):
           dataclasses.replace(_run(4096, [(6, 0.1)], 12, diverged='non-finite train/loss'),
                               train_evals=((6, 0.1),))]
   assert runs[0].final_train_accuracy == 0.95 and runs[1].final_train_accuracy is None
-  table = sweep_report.markdown_table({'a': runs}, target=None)
+  table = tables.markdown_table({'a': runs}, target=None)
   assert '| final eval accuracy | final train accuracy (eval mode) | gap (train - eval) |' in table
   assert '| 256 | 0.1 | 200 | 90.00 % | 95.00 % | +5.00 points | 90.00 % |' in table
   assert '| 4096 | 0.1 | 12 | diverged | – | – | 10.00 % |' in table
-  sweep_report.write_csv(str(tmp_path / 'gap.csv'), {'a': runs}, target=None)
+  tables.write_csv(str(tmp_path / 'gap.csv'), {'a': runs}, target=None)
   with open(tmp_path / 'gap.csv', encoding='utf-8') as f:
     assert [row['final_train_accuracy'] for row in csv.DictReader(f)] == ['0.95', '']
-  assert 'train accuracy' not in sweep_report.markdown_table({'a': _model_runs()}, None)
+  assert 'train accuracy' not in tables.markdown_table({'a': _model_runs()}, None)
 
 
 def test_the_report_pools_folders_that_extend_a_sweeps_search_range(tmp_path):
@@ -245,8 +248,8 @@ def test_the_report_pools_folders_that_extend_a_sweeps_search_range(tmp_path):
       _run(1024, [(20, 0.9)], total_steps=50, metaparameters={LR: 0.03}, peak_lr=0.12)]
   for name in ('first', 'lower'):
     os.makedirs(tmp_path / name)
-  sweep_report.save_results(str(tmp_path / 'first'), first, 0.9, ['python'])
-  sweep_report.save_results(str(tmp_path / 'lower'), extension, 0.9, ['python'])
+  results.save_results(str(tmp_path / 'first'), first, 0.9, ['python'])
+  results.save_results(str(tmp_path / 'lower'), extension, 0.9, ['python'])
   result = subprocess.run(
       [sys.executable, '-m', 'lbtrain.sweep_report', f'--out_dir={tmp_path / "out"}',
        f'--sweep=Nesterov={tmp_path / "first"},{tmp_path / "lower"}'],

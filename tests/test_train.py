@@ -171,13 +171,13 @@ def test_a_run_stops_at_the_first_evaluation_that_reaches_the_target_and_resumes
 
 
 def test_evaluation_starts_at_eval_first(tiny_config):
-  from lbtrain import plan  # pylint: disable=g-import-not-at-top
+  from lbtrain import describe, plan  # pylint: disable=g-import-not-at-top
   tiny_config.eval.every_epochs = None
   tiny_config.eval.every_steps = 4
   tiny_config.eval.first_steps = 2
   run = plan.plan(tiny_config)
   assert [s for s in range(1, 13) if run.evaluates_at(s)] == [2, 6, 10, 12]
-  assert 'at step 2, then every 4 steps and at the end' in plan.describe(run)
+  assert 'at step 2, then every 4 steps and at the end' in describe.describe(run)
 
 
 def _tensorboard_scalars(workdir):

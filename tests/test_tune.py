@@ -5,7 +5,7 @@ import math
 import pytest
 
 from configs import quickstart
-from lbtrain import tune
+from lbtrain.studies import tune
 from lbtrain.errors import UserError
 
 

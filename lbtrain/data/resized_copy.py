@@ -105,18 +105,13 @@ def copy(dataset_dir: str, out_data_dir: str, *, shorter_side: int, quality: int
   return out_dir
 
 
-def main(argv: Sequence[str]) -> None:
-  cli.no_arguments(argv, example='--data_dir=DIR')
+def _find_and_copy() -> None:
   from lbtrain.data import input_pipeline  # pylint: disable=g-import-not-at-top
-
-  def find_and_copy():
-    if not flags.FLAGS.data_dir or not flags.FLAGS.out_data_dir:
-      raise UserError('set --data_dir= (the prepared data set) and --out_data_dir= (the copy).')
-    copy(input_pipeline.find_prepared_dir(_DATASET, flags.FLAGS.data_dir),
-         flags.FLAGS.out_data_dir, shorter_side=flags.FLAGS.shorter_side,
-         quality=flags.FLAGS.quality, splits=flags.FLAGS.splits, workers=flags.FLAGS.workers)
-
-  cli.report_errors(find_and_copy)
+  if not flags.FLAGS.data_dir or not flags.FLAGS.out_data_dir:
+    raise UserError('set --data_dir= (the prepared data set) and --out_data_dir= (the copy).')
+  copy(input_pipeline.find_prepared_dir(_DATASET, flags.FLAGS.data_dir),
+       flags.FLAGS.out_data_dir, shorter_side=flags.FLAGS.shorter_side,
+       quality=flags.FLAGS.quality, splits=flags.FLAGS.splits, workers=flags.FLAGS.workers)
 
 
 def _define_flags() -> None:
@@ -130,8 +125,7 @@ def _define_flags() -> None:
 
 
 def run() -> None:
-  _define_flags()
-  cli.run(main)
+  cli.run_flag_command(_find_and_copy, _define_flags, example='--data_dir=DIR')
 
 
 if __name__ == '__main__':

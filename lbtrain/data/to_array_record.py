@@ -20,7 +20,7 @@ import concurrent.futures
 import json
 import multiprocessing
 import os
-from typing import Callable, Sequence
+from typing import Callable
 
 from absl import flags
 
@@ -141,17 +141,12 @@ def require_converted(dataset_dir: str, data_dir: str) -> None:
         'once (it copies the records without decoding them, and resumes if interrupted).')
 
 
-def main(argv: Sequence[str]) -> None:
-  cli.no_arguments(argv, example='--data_dir=DIR')
+def _find_and_convert() -> None:
   from lbtrain.data import input_pipeline  # pylint: disable=g-import-not-at-top
-
-  def find_and_convert():
-    if not flags.FLAGS.data_dir:
-      raise UserError('set --data_dir= to the tfds data_dir holding the prepared data set.')
-    convert(input_pipeline.find_prepared_dir(flags.FLAGS.dataset, flags.FLAGS.data_dir),
-            flags.FLAGS.workers)
-
-  cli.report_errors(find_and_convert)
+  if not flags.FLAGS.data_dir:
+    raise UserError('set --data_dir= to the tfds data_dir holding the prepared data set.')
+  convert(input_pipeline.find_prepared_dir(flags.FLAGS.dataset, flags.FLAGS.data_dir),
+          flags.FLAGS.workers)
 
 
 def _define_flags() -> None:
@@ -162,8 +157,7 @@ def _define_flags() -> None:
 
 
 def run() -> None:
-  _define_flags()
-  cli.run(main)
+  cli.run_flag_command(_find_and_convert, _define_flags, example='--data_dir=DIR')
 
 
 if __name__ == '__main__':
