@@ -29,6 +29,23 @@ def quickstart_args(workdir, data_dir, total_steps: int, *extra: str) -> list[st
           '--config.checkpoint.every_steps=4', *extra]
 
 
+SMALL_TRAIN_EXAMPLES = 6144  # 24 global batches of 256
+
+
+def small_splits(total_steps: int, warmup_steps: int = 5,
+                 eval_split: str | None = 'test[:2000]') -> list[str]:
+  """Overrides, to put after the others, for tests of what a run does with its steps (resume,
+  signals, faults, its files), not of what it learns: `total_steps` steps of batch 256 and
+  `warmup_steps` of warmup on the first 6,144 training images, and evaluations over
+  `eval_split` (None: the config's). A process then decodes a tenth of the training split
+  (about 3 s less each) and evaluates in a fifth of the time."""
+  epoch = 256 / SMALL_TRAIN_EXAMPLES  # epochs per step
+  return [f'--config.data.train_split=train[:{SMALL_TRAIN_EXAMPLES}]',
+          f'--config.train.num_epochs={total_steps * epoch}',
+          f'--config.schedule.warmup_epochs={warmup_steps * epoch}',
+          *([f'--config.data.eval_split={eval_split}'] if eval_split else [])]
+
+
 def environment(devices: int = 8) -> dict:
   return dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', JAX_PLATFORMS='cpu',
               XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',

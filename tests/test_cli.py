@@ -95,8 +95,8 @@ def test_without_a_workdir_the_run_lives_in_runs_and_the_same_command_resumes(
   """From another folder, with the config given by its absolute path (as after pip install)."""
   args = [f'--config={lbtrain_process.ROOT}/configs/quickstart.py',
           f'--config.data.data_dir={fmnist_data_dir}', '--config.train.global_batch_size=256',
-          f'--config.train.num_epochs={2 * 256 / 60000}', '--config.eval.every_epochs=0',
-          '--config.schedule.warmup_epochs=0']
+          *lbtrain_process.small_splits(2, warmup_steps=0, eval_split=None),
+          '--config.eval.every_epochs=0']
   first = lbtrain_process.run(args, cwd=tmp_path, probe_backends=True)
   assert first.returncode == 0, first.stderr[-3000:]
   assert 'the run lives in runs/quickstart' in first.stderr

@@ -22,11 +22,13 @@ pytestmark = pytest.mark.slow
 
 
 def _args(workdir, data_dir, steps, *extra):
+  """`steps` of batch 256 on a small training split (lbtrain_process.small_splits), compiled
+  into the worker's cache (outside any workdir)."""
   return ['--config=configs/quickstart.py', f'--workdir={workdir}',
-          f'--config.data.data_dir={data_dir}', '--config.train.global_batch_size=256',
-          f'--config.train.num_epochs={steps * 256 / 60000}',
-          '--config.train.log_every_steps=1', '--config.schedule.warmup_epochs=0',
-          '--config.eval.every_epochs=0', *extra]
+          f'--config.data.data_dir={data_dir}', *lbtrain_process.shared_cache(),
+          '--config.train.global_batch_size=256',
+          *lbtrain_process.small_splits(steps, warmup_steps=0, eval_split=None),
+          '--config.train.log_every_steps=1', '--config.eval.every_epochs=0', *extra]
 
 
 def _one_error_line(stderr, prefix):
@@ -35,40 +37,42 @@ def _one_error_line(stderr, prefix):
   return lines[0]
 
 
-def test_a_second_launch_on_a_running_workdir_is_refused(fmnist_data_dir, tmp_path):
+def test_a_killed_runs_workdir_is_taken_over_and_a_second_launch_on_it_is_refused(
+    fmnist_data_dir, tmp_path):
+  """SIGKILL leaves the lock file but not the lock: the same command takes the workdir over and
+  resumes. While it trains, a second launch is refused with one line naming it, and the run
+  goes on, the one writer of its metrics, to a clean SIGTERM exit."""
   workdir = tmp_path / 'run'
-  args = _args(workdir, fmnist_data_dir, 400, '--config.checkpoint.every_steps=1000')
-  first = lbtrain_process.start(args, tmp_path / 'first.log')
+  args = _args(workdir, fmnist_data_dir, 400, '--config.checkpoint.every_steps=4')
+  killed = lbtrain_process.start(args, tmp_path / 'killed.log')
   try:
-    lbtrain_process.wait_for_step(first, workdir, 2)
+    lbtrain_process.wait_for_step(killed, workdir, 9)
+  finally:
+    killed.kill()  # SIGKILL: no chance to release anything
+    killed.wait()
+  assert (workdir / 'lock').exists()
+  killed_steps = lbtrain_process.logged_steps(workdir)
+  log = tmp_path / 'resumed.log'
+  resumed = lbtrain_process.start(args, log)
+  try:
+    # A step the killed run never logged: the resumed run is training.
+    lbtrain_process.wait_for_step(resumed, workdir, killed_steps[-1] + 2)
+    assert 'resumed from the checkpoint at step' in log.read_text()
     holder = json.loads((workdir / 'lock').read_text())
-    assert holder['pid'] == first.pid and holder['host'] == socket.gethostname()
+    assert holder['pid'] == resumed.pid and holder['host'] == socket.gethostname()
     second = lbtrain_process.run(args)
     assert second.returncode == 2, second.stderr[-3000:]
     line = _one_error_line(second.stderr, 'lbtrain: error:')
-    assert f'{workdir} is in use' in line and f'pid {first.pid} since' in line
-    first.send_signal(signal.SIGTERM)
-    assert first.wait(timeout=120) == 0
+    assert f'{workdir} is in use' in line and f'pid {resumed.pid} since' in line
+    resumed.send_signal(signal.SIGTERM)
+    assert resumed.wait(timeout=120) == 0, log.read_text()[-3000:]
   finally:
-    if first.poll() is None:
-      first.kill()
-      first.wait()
+    if resumed.poll() is None:
+      resumed.kill()
+      resumed.wait()
   steps = lbtrain_process.logged_steps(workdir)
   assert steps == list(range(1, steps[-1] + 1))  # one writer: no step twice
-
-
-def test_a_workdir_left_by_a_killed_run_is_not_blocked(fmnist_data_dir, tmp_path):
-  workdir = tmp_path / 'run'
-  args = _args(workdir, fmnist_data_dir, 30, '--config.checkpoint.every_steps=4')
-  first = lbtrain_process.start(args, tmp_path / 'first.log')
-  lbtrain_process.wait_for_step(first, workdir, 9)
-  first.kill()  # SIGKILL: no chance to release anything
-  first.wait()
-  assert (workdir / 'lock').exists()
-  again = lbtrain_process.run(args)
-  assert again.returncode == 0, again.stderr[-3000:]
-  assert 'resumed from the checkpoint at step' in again.stderr
-  assert Workdir(str(workdir)).checkpoint_steps()[-1] == 30
+  assert Workdir(str(workdir)).checkpoint_steps()[-1] == steps[-1] > killed_steps[-1]
 
 
 @pytest.fixture
@@ -90,9 +94,8 @@ def small_disk(tmp_path):
 
 def test_a_full_disk_ends_the_run_with_one_line_and_the_same_command_resumes(
     fmnist_data_dir, small_disk):
-  workdir = small_disk / 'run'
-  args = _args(workdir, fmnist_data_dir, 40, '--config.checkpoint.every_steps=5',
-               '--config.train.compilation_cache_dir=')
+  workdir = small_disk / 'run'  # its compilation cache is the worker's, not on the small disk
+  args = _args(workdir, fmnist_data_dir, 30, '--config.checkpoint.every_steps=5')
   result = lbtrain_process.run(args)
   assert result.returncode == 1, result.stderr[-3000:]
   line = _one_error_line(result.stderr, 'lbtrain: failed:')
@@ -113,7 +116,7 @@ def test_a_full_disk_ends_the_run_with_one_line_and_the_same_command_resumes(
   again = lbtrain_process.run(args)
   assert again.returncode == 0, again.stderr[-3000:]
   assert f'resumed from the checkpoint at step {saved[-1]}' in again.stderr
-  assert Workdir(str(workdir)).checkpoint_steps()[-1] == 40
+  assert Workdir(str(workdir)).checkpoint_steps()[-1] == 30
 
 
 def test_a_step_too_big_for_memory_is_refused_before_training(tiny_config, tmp_path,

@@ -120,8 +120,11 @@ def _params(workdir, step):
 
 @pytest.mark.slow
 def test_a_ramped_run_compiles_once_per_size_and_resumes_bitwise_mid_ramp(
-    tmp_path, caplog):
+    tmp_path, caplog, compilation_cache):
   config = _synthetic_config()
+  # Both runs are in this process, whose persistent cache is the first folder it was given:
+  # the worker's, so that the resumed run finds the programs the first one compiled.
+  config.train.compilation_cache_dir = compilation_cache
   workdir = str(tmp_path / 'run')
   with caplog.at_level(logging.INFO):
     train.train_and_evaluate(config, workdir)

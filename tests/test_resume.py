@@ -7,11 +7,13 @@ import signal
 import time
 
 import jax
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
 import lbtrain_process
+from lbtrain.errors import UserError
 from lbtrain.workdir import Workdir
 
 pytestmark = pytest.mark.slow
@@ -20,7 +22,10 @@ TOTAL_STEPS = 24
 
 
 def _args(workdir, data_dir, *extra):
+  """What is checked is how runs continue one another, not what they learn: a small training
+  split and a small eval split (lbtrain_process.small_splits)."""
   return lbtrain_process.quickstart_args(workdir, data_dir, TOTAL_STEPS,
+                                         *lbtrain_process.small_splits(TOTAL_STEPS),
                                          '--config.eval.every_epochs=1.0', *extra)
 
 
@@ -42,25 +47,57 @@ def uninterrupted(fmnist_data_dir, tmp_path_factory):
   return workdir
 
 
-def test_killed_and_signalled_runs_end_bitwise_equal(uninterrupted, fmnist_data_dir, tmp_path):
-  """SIGKILL twice, SIGTERM once, at different steps; each time the same command resumes."""
-  workdir = str(tmp_path / 'run')
-  args = _args(workdir, fmnist_data_dir)
-  report = []
-  for target, sig in ((3, signal.SIGKILL), (9, signal.SIGTERM), (15, signal.SIGKILL)):
-    process = lbtrain_process.start(args, tmp_path / f'log_{target}.txt')
+def _start_and_signal(args, workdir, log, target, sig):
+  """Starts `args`, sends `sig` once `target` is logged; returns (step reached, seconds to
+  exit, exit code)."""
+  process = lbtrain_process.start(args, log)
+  try:
     reached = lbtrain_process.wait_for_step(process, workdir, target)
     sent = time.monotonic()
     process.send_signal(sig)
     code = process.wait(timeout=120)
-    report.append((sig.name, reached, round(time.monotonic() - sent, 2), code))
+  finally:
+    if process.poll() is None:
+      process.kill()
+      process.wait()
+  return reached, round(time.monotonic() - sent, 2), code
+
+
+def test_killed_signalled_and_stopped_runs_end_bitwise_equal(uninterrupted, fmnist_data_dir,
+                                                              tmp_path):
+  """One workdir, the same command each time: SIGKILL at step 3; train.stop_at_step=7 ends an
+  attempt there (evaluated and saved), and again at once has nothing to do; without the stop
+  it goes on, SIGTERM at step 9, SIGKILL at step 15, and the last attempt ends bitwise equal to
+  the uninterrupted run."""
+  workdir = str(tmp_path / 'run')
+  args = _args(workdir, fmnist_data_dir)
+  report = [('SIGKILL', *_start_and_signal(args, workdir, tmp_path / 'log_3.txt', 3,
+                                           signal.SIGKILL))]
+  assert report[-1][-1] == -signal.SIGKILL
+
+  # train.stop_at_step ends the attempt (evaluated and saved there) on the same schedule.
+  stop = '--config.train.stop_at_step=7'
+  stopped = lbtrain_process.run(_args(workdir, fmnist_data_dir, stop))
+  assert stopped.returncode == 0, stopped.stderr[-3000:]
+  assert _checkpoint_steps(workdir)[-1] == 7
+  records = Workdir(workdir).metric_records()
+  assert [r['step'] for r in records if 'eval/accuracy' in r] == [7]
+  again = lbtrain_process.run(_args(workdir, fmnist_data_dir, stop))
+  assert again.returncode == 0 and 'training already complete (7 steps of 24' in again.stderr
+
+  for target, sig in ((9, signal.SIGTERM), (15, signal.SIGKILL)):
+    log = tmp_path / f'log_{target}.txt'
+    report.append((sig.name, *_start_and_signal(args, workdir, log, target, sig)))
+    code = report[-1][-1]
     if sig == signal.SIGTERM:
-      assert code == 0, (tmp_path / f'log_{target}.txt').read_text()[-3000:]
+      assert code == 0, log.read_text()[-3000:]
+      # The stop is lifted by the same command without it.
+      assert 'train.stop_at_step: 7 -> None' in log.read_text()
       # The step it stopped at was checkpointed and is the last one logged.
       assert _checkpoint_steps(workdir)[-1] == lbtrain_process.logged_steps(workdir)[-1]
     else:
       assert code == -signal.SIGKILL
-  print('kills (signal, step reached, seconds to exit, exit code):', report)
+  print('signals (signal, step reached, seconds to exit, exit code):', report)
 
   result = lbtrain_process.run(args)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -76,29 +113,28 @@ def _copy(workdir, tmp_path):
   return copy
 
 
-def test_a_checkpoint_from_8_devices_resumes_on_4(uninterrupted, fmnist_data_dir, tmp_path):
-  workdir = _copy(uninterrupted, tmp_path)
-  for step in (TOTAL_STEPS, TOTAL_STEPS - 4):
-    shutil.rmtree(os.path.join(workdir, 'checkpoints', str(step)))
-  result = lbtrain_process.run(_args(workdir, fmnist_data_dir), devices=4)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert 'resumed from the checkpoint at step 16' in result.stderr
-  for expected, resumed in zip(_params(uninterrupted, TOTAL_STEPS),
-                               _params(workdir, TOTAL_STEPS), strict=True):
-    np.testing.assert_allclose(expected, resumed, rtol=1e-4, atol=1e-5)
-
-
-def test_an_interrupted_save_is_skipped_and_named(uninterrupted, fmnist_data_dir, tmp_path):
+def test_a_resume_on_4_devices_past_an_interrupted_save_with_a_new_log_interval(
+    uninterrupted, fmnist_data_dir, tmp_path):
+  """Three things a resumed run may meet at once: a checkpoint written on 8 devices, read on 4
+  (and trained on to nearly the same parameters: the sums run in another order); orbax's
+  half-written folder of a save that was killed, skipped and named; a changed log interval,
+  allowed and logged."""
   workdir = _copy(uninterrupted, tmp_path)
   shutil.rmtree(os.path.join(workdir, 'checkpoints', str(TOTAL_STEPS)))
   # What a process killed mid-save leaves: orbax's temporary folder, half written.
   partial = os.path.join(workdir, 'checkpoints', f'{TOTAL_STEPS}.orbax-checkpoint-tmp-1234')
   shutil.copytree(os.path.join(workdir, 'checkpoints', str(TOTAL_STEPS - 4)), partial)
-  result = lbtrain_process.run(_args(workdir, fmnist_data_dir))
+  result = lbtrain_process.run(_args(workdir, fmnist_data_dir,
+                                     '--config.train.log_every_steps=2'), devices=4)
   assert result.returncode == 0, result.stderr[-3000:]
   assert f'skipping incomplete checkpoint {os.path.basename(partial)}' in result.stderr
   assert f'resumed from the checkpoint at step {TOTAL_STEPS - 4}' in result.stderr
+  assert 'resuming with a changed field: train.log_every_steps: 1 -> 2' in result.stderr
   assert _checkpoint_steps(workdir)[-1] == TOTAL_STEPS
+  assert lbtrain_process.logged_steps(workdir) == list(range(1, TOTAL_STEPS - 3)) + [22, 24]
+  for expected, resumed in zip(_params(uninterrupted, TOTAL_STEPS),
+                               _params(workdir, TOTAL_STEPS), strict=True):
+    np.testing.assert_allclose(expected, resumed, rtol=1e-4, atol=1e-5)
 
 
 def _assert_refused(result, *fragments):
@@ -119,29 +155,38 @@ def _snapshot(workdir):
           and not root.startswith(skip.compilation_cache_dir)}
 
 
-@pytest.mark.parametrize('overrides, fragments', [
-    (['--config.optimizer.base_lr=0.2'], ['optimizer.base_lr', '0.1', '0.2']),
-    (['--config.model.name=resnet20'], ['model.name', 'resnet20']),
-    (['--config.train.global_batch_size=512', '--config.train.seed=3'],
-     ['train.global_batch_size', 'train.seed']),
-])
-def test_resuming_with_a_different_recipe_is_refused(uninterrupted, fmnist_data_dir, tmp_path,
-                                                      overrides, fragments):
+_REFUSED_CHANGES = [
+    ({'optimizer.base_lr': 0.2}, ['optimizer.base_lr', '0.1', '0.2']),
+    ({'model.name': 'resnet20'}, ['model.name', 'resnet20']),
+    ({'train.global_batch_size': 512, 'train.seed': 3}, ['train.global_batch_size', 'train.seed']),
+]
+
+
+@pytest.mark.parametrize('changes, fragments', _REFUSED_CHANGES)
+def test_resuming_with_a_different_recipe_is_refused(uninterrupted, changes, fragments):
+  """Each change alone, checked as every resume checks it (`Workdir.open`); what the command
+  line then does is the next test's."""
+  with open(Workdir(uninterrupted).config_file, encoding='utf-8') as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  for field, value in changes.items():
+    section, name = field.split('.')
+    config[section][name] = value
+  with pytest.raises(UserError, match='different training config') as error:
+    Workdir(uninterrupted).resume_changes(config)
+  for fragment in fragments:
+    assert fragment in str(error.value), error.value
+
+
+def test_a_refused_resume_is_one_line_exit_2_and_writes_nothing(uninterrupted, fmnist_data_dir,
+                                                                 tmp_path):
+  """The command line with every change above at once: one error line naming them all."""
   workdir = _copy(uninterrupted, tmp_path)
   before = _snapshot(workdir)
-  _assert_refused(lbtrain_process.run(_args(workdir, fmnist_data_dir, *overrides)), *fragments)
+  overrides = [f'--config.{field}={value}'
+               for changes, _ in _REFUSED_CHANGES for field, value in changes.items()]
+  _assert_refused(lbtrain_process.run(_args(workdir, fmnist_data_dir, *overrides)),
+                  *[fragment for _, fragments in _REFUSED_CHANGES for fragment in fragments])
   assert _snapshot(workdir) == before
-
-
-def test_resuming_with_a_new_log_interval_is_allowed_and_logged(uninterrupted, fmnist_data_dir,
-                                                                 tmp_path):
-  workdir = _copy(uninterrupted, tmp_path)
-  shutil.rmtree(os.path.join(workdir, 'checkpoints', str(TOTAL_STEPS)))
-  result = lbtrain_process.run(_args(workdir, fmnist_data_dir,
-                                     '--config.train.log_every_steps=2'))
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert 'resuming with a changed field: train.log_every_steps: 1 -> 2' in result.stderr
-  assert lbtrain_process.logged_steps(workdir)[-4:] == [19, 20, 22, 24]
 
 
 @pytest.mark.parametrize('dataset', ['fashion_mnist', 'imagenet2012'])
@@ -167,26 +212,6 @@ def test_a_workdir_with_the_retired_tfrecord_fields(dataset, tmp_path):
     config.train.seed = 5  # a real change is still refused
     with pytest.raises(UserError, match='train.seed'):
       workdir.resume_changes(config)
-
-
-def test_a_run_stopped_at_a_step_goes_on_exactly_without_the_stop(uninterrupted, fmnist_data_dir,
-                                                                    tmp_path):
-  """train.stop_at_step ends the attempt (evaluated and saved there) on the same schedule."""
-  workdir = str(tmp_path / 'run')
-  stopped = lbtrain_process.run(_args(workdir, fmnist_data_dir, '--config.train.stop_at_step=7'))
-  assert stopped.returncode == 0, stopped.stderr[-3000:]
-  assert _checkpoint_steps(workdir)[-1] == 7
-  records = Workdir(workdir).metric_records()
-  assert [r['step'] for r in records if 'eval/accuracy' in r] == [7]
-  again = lbtrain_process.run(_args(workdir, fmnist_data_dir, '--config.train.stop_at_step=7'))
-  assert again.returncode == 0 and 'training already complete (7 steps of 24' in again.stderr
-  result = lbtrain_process.run(_args(workdir, fmnist_data_dir))
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert 'train.stop_at_step: 7 -> None' in result.stderr
-  for expected, resumed in zip(_params(uninterrupted, TOTAL_STEPS),
-                               _params(workdir, TOTAL_STEPS), strict=True):
-    np.testing.assert_array_equal(expected, resumed)
-  assert lbtrain_process.logged_steps(workdir) == list(range(1, TOTAL_STEPS + 1))
 
 
 def test_a_truncated_checkpoint_is_reported_not_loaded(uninterrupted, fmnist_data_dir, tmp_path):
