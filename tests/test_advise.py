@@ -112,6 +112,7 @@ def test_the_advisor_measures_times_and_recommends(tmp_path, fmnist_data_dir):
           '--batch_sizes=256,512', '--eval_every_epochs=0.02',
           f'--config.data.data_dir={fmnist_data_dir}', '--config.schedule.warmup_epochs=0',
           '--config.eval.global_batch_size=2000', '--config.data.eval_split=test[:2000]',
+          f'--config.data.train_split=train[:{lbtrain_process.SMALL_TRAIN_EXAMPLES}]',
           *lbtrain_process.shared_cache()]
   result = _advise(*args)
   assert result.returncode == 0, result.stdout + result.stderr[-3000:]

@@ -292,7 +292,9 @@ def test_report_of_several_sweeps_draws_valid_pngs(tmp_path):
 # ---- the CLI, on real runs of the small CNN on real Fashion-MNIST ----
 
 STEPS_AT_512 = 4  # 8 steps at 256; an evaluation every 2 steps at 512 and every 4 at 256
-NUM_EPOCHS = STEPS_AT_512 * 512 / 60000
+# The runs train on the first 6,144 training images (lbtrain_process.small_splits): each
+# process decodes a tenth of the split.
+NUM_EPOCHS = STEPS_AT_512 * 512 / lbtrain_process.SMALL_TRAIN_EXAMPLES
 BASE_LR = 0.3  # set on the command line, so that the runs show the overrides reached them
 TARGET = 0.4
 
@@ -307,8 +309,10 @@ def _sweep(args, timeout=300):
 def _tiny_sweep_args(sweep_dir, data_dir, batches='512,256'):
   return ['--config=configs/quickstart.py', f'--workdir={sweep_dir}', f'--batch_sizes={batches}',
           f'--target_accuracy={TARGET}', f'--config.data.data_dir={data_dir}',
+          f'--config.data.train_split=train[:{lbtrain_process.SMALL_TRAIN_EXAMPLES}]',
           f'--config.train.num_epochs={NUM_EPOCHS}', '--config.schedule.warmup_epochs=0',
-          f'--config.eval.every_epochs={2 * 512 / 60000}', '--config.eval.global_batch_size=2000',
+          f'--config.eval.every_epochs={2 * 512 / lbtrain_process.SMALL_TRAIN_EXAMPLES}',
+          '--config.eval.global_batch_size=2000',
           '--config.data.eval_split=test[:2000]',  # a fifth of the split: evaluations are cheap
           '--config.checkpoint.every_steps=2', '--config.train.log_every_steps=2',
           *lbtrain_process.shared_cache(),
