@@ -1,5 +1,6 @@
 """Runs `python -m lbtrain.main` as a real subprocess, as a user or a scheduler would."""
 
+import concurrent.futures
 import os
 import subprocess
 import sys
@@ -61,6 +62,13 @@ def run(args, devices=8, timeout=300, cwd=ROOT, probe_backends=False) -> subproc
     del env['JAX_PLATFORMS']
   return subprocess.run([sys.executable, '-m', 'lbtrain.main', *args], cwd=cwd, env=env,
                         capture_output=True, text=True, timeout=timeout)
+
+
+def run_all(arg_lists, **kwargs) -> list[subprocess.CompletedProcess]:
+  """`run(args, **kwargs)` for each of `arg_lists`, a few at a time, results in order: for
+  independent runs (none may share a workdir)."""
+  with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+    return list(pool.map(lambda args: run(args, **kwargs), arg_lists))
 
 
 def start(args, log_path, devices=8) -> subprocess.Popen:

@@ -14,7 +14,7 @@ def _assert_usage_error(result, *fragments):
     assert fragment in error_lines[0], error_lines[0]
 
 
-@pytest.mark.parametrize('overrides, fragments', [
+_BAD_INPUTS = [  # (overrides, fragments of the error line)
     (['--config.train.global_batch_size=1001'], ['not divisible by the 8 devices', '1000']),
     (['--config.model.name=resnet9000'], ['resnet9000', 'resnet50']),
     (['--config.optimizer.name=adagrad'], ['adagrad']),
@@ -33,16 +33,29 @@ def _assert_usage_error(result, *fragments):
      ['data.data_dir /proc/lbtrain_data cannot be written', '--config.data.data_dir=']),
     (['--config.data.dataset=imagenet2012', '--config.data.data_dir={tmp}'],
      ['imagenet2012 is not prepared', 'tfds build imagenet2012']),
-])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(overrides, fragments, tmp_path,
-                                                         fmnist_data_dir):
-  workdir = tmp_path / 'run'
-  args = ['--config=configs/quickstart.py', f'--workdir={workdir}',
-          f'--config.data.data_dir={fmnist_data_dir}']
-  args += [o.format(tmp=tmp_path) for o in overrides]
-  result = lbtrain_process.run(args)
-  _assert_usage_error(result, *fragments)
-  assert not workdir.exists()
+]
+
+
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, fmnist_data_dir):
+  """Each case is its own lbtrain process (a few run at once); every case that fails is
+  reported."""
+  arg_lists, workdirs = [], []
+  for index, (overrides, _) in enumerate(_BAD_INPUTS):
+    folder = tmp_path / f'case{index}'
+    folder.mkdir()
+    workdirs.append(folder / 'run')
+    arg_lists.append(['--config=configs/quickstart.py', f'--workdir={workdirs[-1]}',
+                      f'--config.data.data_dir={fmnist_data_dir}',
+                      *[o.format(tmp=folder) for o in overrides]])
+  failures = []
+  for (overrides, fragments), workdir, result in zip(
+      _BAD_INPUTS, workdirs, lbtrain_process.run_all(arg_lists), strict=True):
+    try:
+      _assert_usage_error(result, *fragments)
+      assert not workdir.exists(), f'{workdir} was created'
+    except AssertionError as error:
+      failures.append(f'{overrides}: {error}')
+  assert not failures, '\n\n'.join(failures)
 
 
 def test_a_workdir_inside_a_file_is_refused(tmp_path, fmnist_data_dir):
@@ -108,24 +121,20 @@ def test_without_a_workdir_the_run_lives_in_runs_and_the_same_command_resumes(
 
 def test_a_field_can_be_unset_from_the_command_line(fmnist_data_dir):
   """--config.x=None, so that an interval can move to the other unit."""
-  result = lbtrain_process.run(['--config=configs/quickstart.py', '--describe',
-                                f'--config.data.data_dir={fmnist_data_dir}',
-                                '--config.schedule.warmup_epochs=None',
-                                '--config.schedule.warmup_steps=7'])
+  describe = ['--config=configs/quickstart.py', '--describe']
+  data = f'--config.data.data_dir={fmnist_data_dir}'
+  result, both, unknown, scaling = lbtrain_process.run_all([
+      [*describe, data, '--config.schedule.warmup_epochs=None', '--config.schedule.warmup_steps=7'],
+      [*describe, '--config.schedule.warmup_steps=7'],
+      [*describe, '--config.schedule.warmup_weeks=None'],
+      # 'none' is a value of some string fields (optimizer.scaling), not a request to unset them.
+      [*describe, data, '--config.optimizer.scaling=none', '--config.optimizer.base_lr=0.3'],
+  ])
   assert result.returncode == 0, result.stderr[-2000:]
   assert 'linear from 0 over 7 steps' in result.stdout
-  both = lbtrain_process.run(['--config=configs/quickstart.py', '--describe',
-                              '--config.schedule.warmup_steps=7'])
   _assert_usage_error(both, 'schedule.warmup_epochs=1.0 and schedule.warmup_steps=7 are both set',
                       '--config.schedule.warmup_epochs=None')
-  unknown = lbtrain_process.run(['--config=configs/quickstart.py', '--describe',
-                                 '--config.schedule.warmup_weeks=None'])
   _assert_usage_error(unknown, 'no field schedule.warmup_weeks')
-  # 'none' is a value of some string fields (optimizer.scaling), not a request to unset them.
-  scaling = lbtrain_process.run(['--config=configs/quickstart.py', '--describe',
-                                 f'--config.data.data_dir={fmnist_data_dir}',
-                                 '--config.optimizer.scaling=none',
-                                 '--config.optimizer.base_lr=0.3'])
   assert scaling.returncode == 0, scaling.stderr[-2000:]
   assert 'peak lr           0.3 = base_lr, whatever the batch (none)' in scaling.stdout
 

@@ -95,7 +95,8 @@ def small_disk(tmp_path):
 def test_a_full_disk_ends_the_run_with_one_line_and_the_same_command_resumes(
     fmnist_data_dir, small_disk):
   workdir = small_disk / 'run'  # its compilation cache is the worker's, not on the small disk
-  args = _args(workdir, fmnist_data_dir, 30, '--config.checkpoint.every_steps=5')
+  every, total = 2, 12  # the third save, at step 6, meets the full disk
+  args = _args(workdir, fmnist_data_dir, total, f'--config.checkpoint.every_steps={every}')
   result = lbtrain_process.run(args)
   assert result.returncode == 1, result.stderr[-3000:]
   line = _one_error_line(result.stderr, 'lbtrain: failed:')
@@ -109,14 +110,14 @@ def test_a_full_disk_ends_the_run_with_one_line_and_the_same_command_resumes(
     assert failed_step > saved[-1]
   else:
     assert 'cannot be written to' in line, line
-    failed_step = saved[-1] + 5
+    failed_step = saved[-1] + every
   # It stopped by the next save after the failed one, not at the end of training.
-  assert lbtrain_process.logged_steps(workdir)[-1] <= failed_step + 5
+  assert lbtrain_process.logged_steps(workdir)[-1] <= failed_step + every < total
   subprocess.run(['mount', '-o', 'remount,size=64m', str(small_disk)], check=True)
   again = lbtrain_process.run(args)
   assert again.returncode == 0, again.stderr[-3000:]
   assert f'resumed from the checkpoint at step {saved[-1]}' in again.stderr
-  assert Workdir(str(workdir)).checkpoint_steps()[-1] == 30
+  assert Workdir(str(workdir)).checkpoint_steps()[-1] == total
 
 
 def test_a_step_too_big_for_memory_is_refused_before_training(tiny_config, tmp_path,

@@ -1,5 +1,6 @@
 """Exact resume and failure safety, shown with real processes: SIGKILL, SIGTERM, corruption."""
 
+import fcntl
 import json
 import os
 import shutil
@@ -41,9 +42,20 @@ def _checkpoint_steps(workdir):
 
 @pytest.fixture(scope='module')
 def uninterrupted(fmnist_data_dir, tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp('uninterrupted'))
-  result = lbtrain_process.run(_args(workdir, fmnist_data_dir))
-  assert result.returncode == 0, result.stderr[-3000:]
+  """The reference run, trained once per pytest run: xdist may give this module's tests to
+  both workers, and the first to need it trains it while the other waits. Tests only read it
+  (or copy it)."""
+  basetemp = tmp_path_factory.getbasetemp()
+  root = basetemp.parent if os.environ.get('PYTEST_XDIST_WORKER') else basetemp
+  workdir = str(root / 'resume_uninterrupted')
+  with open(f'{workdir}.lock', 'w', encoding='utf-8') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not os.path.exists(f'{workdir}.done'):
+      shutil.rmtree(workdir, ignore_errors=True)  # an attempt that failed
+      result = lbtrain_process.run(_args(workdir, fmnist_data_dir))
+      assert result.returncode == 0, result.stderr[-3000:]
+      with open(f'{workdir}.done', 'w', encoding='utf-8'):
+        pass
   return workdir
 
 
@@ -229,25 +241,25 @@ def test_a_truncated_checkpoint_is_reported_not_loaded(uninterrupted, fmnist_dat
   assert _snapshot(workdir) == before
 
 
-def test_a_diverging_run_stops_without_saving_nan(fmnist_data_dir, tmp_path):
-  workdir = str(tmp_path / 'nan')
-  result = lbtrain_process.run(_args(workdir, fmnist_data_dir,
-                                     '--config.optimizer.base_lr=1e30'))
-  assert result.returncode == 1, result.stderr[-3000:]
-  stopped = [l for l in result.stderr.splitlines() if l.startswith('lbtrain: stopped:')]
+def test_nonfinite_policies_stop_without_saving_nan_or_skip_then_give_up(
+    fmnist_data_dir, tmp_path):
+  """The two non-finite policies, each a run of its own (both at once): 'stop' names the step
+  and saves no NaN; 'skip' drops non-finite updates, counts them, and gives up after a few."""
+  diverging, skipping = str(tmp_path / 'nan'), str(tmp_path / 'skip')
+  stop, skip = lbtrain_process.run_all([
+      _args(diverging, fmnist_data_dir, '--config.optimizer.base_lr=1e30'),
+      _args(skipping, fmnist_data_dir, '--config.optimizer.base_lr=1e30',
+            '--config.train.on_nonfinite=skip', '--config.train.max_consecutive_nonfinite=3')])
+
+  assert stop.returncode == 1, stop.stderr[-3000:]
+  stopped = [l for l in stop.stderr.splitlines() if l.startswith('lbtrain: stopped:')]
   assert len(stopped) == 1 and 'non-finite train/' in stopped[0] and 'at step' in stopped[0]
-  for step in (_checkpoint_steps(workdir) if os.path.isdir(
-      os.path.join(workdir, 'checkpoints')) else []):
-    assert all(np.isfinite(leaf).all() for leaf in _params(workdir, step))
+  for step in (_checkpoint_steps(diverging) if os.path.isdir(
+      os.path.join(diverging, 'checkpoints')) else []):
+    assert all(np.isfinite(leaf).all() for leaf in _params(diverging, step))
 
-
-def test_skip_policy_drops_nonfinite_updates_then_gives_up(fmnist_data_dir, tmp_path):
-  workdir = str(tmp_path / 'skip')
-  result = lbtrain_process.run(_args(workdir, fmnist_data_dir, '--config.optimizer.base_lr=1e30',
-                                     '--config.train.on_nonfinite=skip',
-                                     '--config.train.max_consecutive_nonfinite=3'))
-  assert result.returncode == 1, result.stderr[-3000:]
-  assert '3 consecutive non-finite steps' in result.stderr
-  with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
+  assert skip.returncode == 1, skip.stderr[-3000:]
+  assert '3 consecutive non-finite steps' in skip.stderr
+  with open(os.path.join(skipping, 'metrics.jsonl'), encoding='utf-8') as f:
     records = [json.loads(line) for line in f]
   assert records[-1]['train/skipped_steps'] >= 3
