@@ -86,6 +86,7 @@ def _advise(*args):
                         capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('args, fragment', [
     ([], '--workdir is required'),
     (['--workdir=W'], '--target_accuracy=None'),

@@ -36,6 +36,7 @@ _BAD_INPUTS = [  # (overrides, fragments of the error line)
 ]
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, fmnist_data_dir):
   """Each case is its own lbtrain process (a few run at once); every case that fails is
   reported."""
@@ -58,6 +59,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, fmnist_data_d
   assert not failures, '\n\n'.join(failures)
 
 
+@pytest.mark.slow
 def test_a_workdir_inside_a_file_is_refused(tmp_path, fmnist_data_dir):
   blocker = tmp_path / 'a_file'
   blocker.write_text('not a folder')
@@ -68,6 +70,7 @@ def test_a_workdir_inside_a_file_is_refused(tmp_path, fmnist_data_dir):
   assert blocker.read_text() == 'not a folder'
 
 
+@pytest.mark.slow
 def test_overrides_reach_the_recipe(tmp_path, fmnist_data_dir):
   result = lbtrain_process.run(['--config=configs/quickstart.py', '--describe',
                                 f'--config.data.data_dir={fmnist_data_dir}',
@@ -79,6 +82,7 @@ def test_overrides_reach_the_recipe(tmp_path, fmnist_data_dir):
   assert '0.4' in out  # 0.2 x 512 / 256, linear scaling
 
 
+@pytest.mark.slow
 def test_a_config_file_that_raises_is_one_line(tmp_path):
   config_file = tmp_path / 'broken.py'
   config_file.write_text('def get_config():\n  raise ValueError("boom in get_config")\n')
@@ -88,6 +92,7 @@ def test_a_config_file_that_raises_is_one_line(tmp_path):
   assert not workdir.exists()
 
 
+@pytest.mark.slow
 def test_describe_a_recipe_without_its_data(tmp_path):
   """Goyal et al. 2017 at 8k, checked against the paper on a machine without ImageNet."""
   result = lbtrain_process.run(['--config=configs/resnet50_8k.py', '--describe',
@@ -119,6 +124,7 @@ def test_without_a_workdir_the_run_lives_in_runs_and_the_same_command_resumes(
   assert again.returncode == 0 and 'training already complete' in again.stderr
 
 
+@pytest.mark.slow
 def test_a_field_can_be_unset_from_the_command_line(fmnist_data_dir):
   """--config.x=None, so that an interval can move to the other unit."""
   describe = ['--config=configs/quickstart.py', '--describe']

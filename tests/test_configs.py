@@ -56,6 +56,7 @@ def test_config_loads_and_builds_its_schedule(name):
   assert info.total_steps > 0
 
 
+@pytest.mark.slow
 def test_configs_do_not_import_jax():
   """Each config, imported alone in a fresh interpreter, pulls in no jax (nor flax/optax)."""
   script = (

@@ -271,6 +271,7 @@ def test_imagenet_info_comes_from_the_prepared_metadata(tiny_source, tmp_path):
   assert (info.num_train_examples, info.num_classes, info.image_shape) == (6, 10, (224, 224, 3))
 
 
+@pytest.mark.slow
 def test_importing_the_package_does_not_import_tensorflow():
   code = 'import sys, lbtrain.data; assert "tensorflow" not in sys.modules'
   subprocess.run([sys.executable, '-c', code], check=True,

@@ -134,6 +134,7 @@ def test_input_pipeline_where_tensorflow_is_installed():
   assert set(report['measurements']) == {'input_pipeline'}
 
 
+@pytest.mark.slow
 def test_a_part_that_dies_is_recorded_and_the_others_still_run():
   # XLA aborts on an unknown flag when the backend starts: the device part dies at once.
   report = _report(_check('--dry_run', '--only=step_batch_8,input_pipeline',
@@ -146,6 +147,7 @@ def test_a_part_that_dies_is_recorded_and_the_others_still_run():
   assert report['measurements']['input_pipeline']['status'] == 'not measured'
 
 
+@pytest.mark.slow
 def test_a_part_past_the_budget_is_stopped_and_recorded():
   # The device part never ends by itself: only the deadline can stop it, on any machine.
   start = time.perf_counter()
@@ -174,6 +176,7 @@ def test_a_failing_measurement_is_recorded_and_a_late_one_skipped(tmp_path):
   assert written['works']['status'] == 'measured' and written['works']['x'] == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('args, message', [
     (['--budget_s=0'], '--budget_s must be positive'),
     (['--only=step_batch_8,nonsense'], '--only: no measurement nonsense'),

@@ -44,6 +44,7 @@ def test_the_latest_checkpoint_is_evaluated_on_the_split_asked_for(tmp_path, fmn
   assert open(os.path.join(workdir, 'metrics.jsonl'), 'rb').read() == metrics_before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('make, args, fragment', [
     (None, ['--split=test'], '--workdir and --split are required'),
     ('empty', ['--split=test'], 'config.json does not exist'),

@@ -481,6 +481,7 @@ def test_one_tar_in_data_dir_names_the_missing_one(tmp_path):
   assert f'--manual_dir={tmp_path} --file_format=array_record`' in message
 
 
+@pytest.mark.slow
 def test_tfrecords_only_is_one_line_naming_the_conversion(tmp_path):
   imagenet.write_imagenet_like(str(tmp_path), {'train': _examples(4), 'validation': _examples(2)},
                                array_record=False)
@@ -498,6 +499,7 @@ def test_tfrecords_only_is_one_line_naming_the_conversion(tmp_path):
   assert not workdir.exists()
 
 
+@pytest.mark.slow
 def test_the_conversion_resumes_and_reads_the_same_records(tmp_path):
   dataset_dir = imagenet.write_imagenet_like(
       str(tmp_path), {'train': _examples(9), 'validation': _examples(3)}, num_shards=3,
@@ -533,6 +535,7 @@ def test_the_conversion_resumes_and_reads_the_same_records(tmp_path):
   assert sorted(batch['label']) == list(range(9))
 
 
+@pytest.mark.slow
 def test_a_resized_copy_shrinks_the_train_split_only_and_trains(config, tmp_path):
   from lbtrain.data import resized_copy  # pylint: disable=g-import-not-at-top
   source_dir = data.input_pipeline.prepared_dir(config)
@@ -572,6 +575,7 @@ def test_a_resized_copy_shrinks_the_train_split_only_and_trains(config, tmp_path
                            splits=['train'], log=lambda line: None) == str(copy_dir)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('flag, fragment', [
     ('--quality=0', '--quality=0 must be in [1, 100]'),
     ('--splits=train,test', '--splits names test'),
@@ -590,6 +594,7 @@ def test_a_resized_copy_with_bad_flags_is_one_line_and_writes_nothing(config, tm
   assert not out.exists()
 
 
+@pytest.mark.slow
 def test_the_conversion_of_a_missing_data_set_is_one_line(tmp_path):
   result = subprocess.run(
       [sys.executable, '-m', 'lbtrain.data.to_array_record', f'--data_dir={tmp_path}'],
@@ -599,6 +604,7 @@ def test_the_conversion_of_a_missing_data_set_is_one_line(tmp_path):
       f'lbtrain: error: imagenet2012 is not prepared in data_dir {tmp_path}: prepare it first.']
 
 
+@pytest.mark.slow
 def test_imagenet_trains_without_importing_tensorflow(config):
   """A training host needs tfds and array_record, not TensorFlow."""
   code = ('import sys; from configs import base; from lbtrain import data;'
@@ -612,6 +618,7 @@ def test_imagenet_trains_without_importing_tensorflow(config):
                  capture_output=True)
 
 
+@pytest.mark.slow
 def test_synthetic_info_without_tensorflow():
   code = ('import sys; from configs import base; from lbtrain import data;'
           'c = base.get_config().data; c.dataset = "synthetic"; c.image_size = 160;'

@@ -323,6 +323,7 @@ def test_sigterm_on_one_host_stops_every_host_at_the_same_step(tmp_path):
   print(f'\nSIGTERM to process 1: both saved step {step} and exited 0 in {seconds:.1f} s')
 
 
+@pytest.mark.slow
 def test_the_launcher_kills_the_others_after_one_fails(tmp_path):
   worker = tmp_path / 'fake_worker.py'
   worker.write_text(
@@ -344,6 +345,7 @@ def test_the_launcher_kills_the_others_after_one_fails(tmp_path):
   assert 'failed: process 1 ended first with exit code 3' in output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('flags, fragment', [
     (['--coordinator_address=127.0.0.1:1234', '--num_processes=2', '--process_id=2'],
      'is not below --num_processes=2'),

@@ -242,6 +242,7 @@ def test_a_fixed_budget_summary_shows_the_generalization_gap(tmp_path):
   assert 'train accuracy' not in tables.markdown_table({'a': _model_runs()}, None)
 
 
+@pytest.mark.slow
 def test_the_report_pools_folders_that_extend_a_sweeps_search_range(tmp_path):
   """A second sweep with lower lrs: at 1024 its trial beats the first sweep's best."""
   first, extension = _tuned_runs(), [
@@ -488,6 +489,7 @@ def test_a_failing_run_stops_the_sweep_with_its_exit_code_and_log(tmp_path, fmni
   assert not (sweep_dir / 'summary.csv').exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('args, fragment', [
     (['--batch_sizes=256,abc'], "'abc' is not a positive whole number"),
     (['--batch_sizes=256,0'], "'0' is not a positive whole number"),
@@ -521,6 +523,7 @@ def test_bad_flags_are_one_line_and_exit_2(args, fragment, tmp_path, fmnist_data
   assert not (tmp_path / 'sweep').exists()
 
 
+@pytest.mark.slow
 def test_a_sweep_refuses_a_folder_or_run_that_another_process_trains(tmp_path, fmnist_data_dir):
   sweep_dir = tmp_path / 'sweep'
   args = _tiny_sweep_args(sweep_dir, fmnist_data_dir, batches='512,256')
