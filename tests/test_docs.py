@@ -100,7 +100,7 @@ def test_readme_is_short_and_keeps_the_ci_command():
   assert TEST_COMMAND in text
   with open(os.path.join(ROOT, '.ci', 'run'), encoding='utf-8') as f:
     assert TEST_COMMAND in f.read()  # CI runs the README's command
-  assert '.venv/bin/python -m pytest -q -m "not slow"' in text
+  assert '.venv/bin/python -m pytest -q -n 2 -m "not slow"' in text  # the quick subset
 
 
 def test_readme_links_to_existing_docs():
