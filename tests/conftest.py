@@ -6,8 +6,6 @@ worker, so two workers never write the same entry at once; lbtrain runs started 
 it through `lbtrain_process`).
 """
 
-import contextlib
-import fcntl
 import os
 
 os.environ['XLA_FLAGS'] = (
@@ -24,41 +22,36 @@ jax.config.update('jax_disable_most_optimizations', True)
 
 import pytest  # noqa: E402
 
+import lbtrain_process  # noqa: E402
 
-def _run_root(tmp_path_factory) -> str:
+
+@pytest.fixture(scope='session')
+def run_root(tmp_path_factory) -> str:
   """A folder shared by every worker of this pytest run (xdist gives each worker a basetemp
   of its own inside it)."""
   basetemp = tmp_path_factory.getbasetemp()
   return str(basetemp.parent if os.environ.get('PYTEST_XDIST_WORKER') else basetemp)
 
 
-@contextlib.contextmanager
-def _exclusive(path: str):
-  with open(path, 'w', encoding='utf-8') as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    yield
-
-
 @pytest.fixture(scope='session', autouse=True)
-def compilation_cache(tmp_path_factory):
+def compilation_cache(run_root):
   """This worker's persistent compilation cache, for in-process runs (`tiny_config`) and, through
   the environment, for the lbtrain processes that tests start (`lbtrain_process`)."""
-  directory = os.path.join(_run_root(tmp_path_factory), 'compilation_cache_'
+  directory = os.path.join(run_root, 'compilation_cache_'
                            + os.environ.get('PYTEST_XDIST_WORKER', 'main'))
   os.environ['LBTRAIN_TEST_COMPILATION_CACHE'] = directory
   return directory
 
 
 @pytest.fixture(scope='session')
-def fmnist_data_dir(tmp_path_factory):
+def fmnist_data_dir(run_root):
   """A tfds data_dir holding Fashion-MNIST, prepared from the Debian idx files once per pytest
   run: the first worker prepares it while the other waits."""
   from configs import base  # pylint: disable=g-import-not-at-top
   from lbtrain import data  # pylint: disable=g-import-not-at-top
-  root = _run_root(tmp_path_factory)
   config = base.get_config()
-  config.data.data_dir = os.path.join(root, 'tfds')
-  with _exclusive(os.path.join(root, 'tfds.lock')):
+  config.data.data_dir = os.path.join(run_root, 'tfds')
+  with lbtrain_process.exclusive(os.path.join(run_root, 'tfds.lock')):
     data.get_dataset_info(config.data)
   return config.data.data_dir
 

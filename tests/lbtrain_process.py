@@ -1,6 +1,8 @@
 """Runs `python -m lbtrain.main` as a real subprocess, as a user or a scheduler would."""
 
 import concurrent.futures
+import contextlib
+import fcntl
 import os
 import subprocess
 import sys
@@ -9,6 +11,15 @@ import time
 from lbtrain.workdir import Workdir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@contextlib.contextmanager
+def exclusive(path: str):
+  """Holds an exclusive lock on the file `path` (made if missing): the first pytest worker to
+  get it does what both need once, while the other waits."""
+  with open(path, 'w', encoding='utf-8') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    yield
 
 
 def shared_cache() -> list[str]:

@@ -1,6 +1,5 @@
 """Exact resume and failure safety, shown with real processes: SIGKILL, SIGTERM, corruption."""
 
-import fcntl
 import json
 import os
 import shutil
@@ -41,15 +40,12 @@ def _checkpoint_steps(workdir):
 
 
 @pytest.fixture(scope='module')
-def uninterrupted(fmnist_data_dir, tmp_path_factory):
+def uninterrupted(fmnist_data_dir, run_root):
   """The reference run, trained once per pytest run: xdist may give this module's tests to
   both workers, and the first to need it trains it while the other waits. Tests only read it
   (or copy it)."""
-  basetemp = tmp_path_factory.getbasetemp()
-  root = basetemp.parent if os.environ.get('PYTEST_XDIST_WORKER') else basetemp
-  workdir = str(root / 'resume_uninterrupted')
-  with open(f'{workdir}.lock', 'w', encoding='utf-8') as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
+  workdir = os.path.join(run_root, 'resume_uninterrupted')
+  with lbtrain_process.exclusive(f'{workdir}.lock'):
     if not os.path.exists(f'{workdir}.done'):
       shutil.rmtree(workdir, ignore_errors=True)  # an attempt that failed
       result = lbtrain_process.run(_args(workdir, fmnist_data_dir))
