@@ -270,6 +270,46 @@ def initialize(flag_values=flags.FLAGS) -> Settings | None:
   return settings
 
 
+_FAILURE_KEY = 'lbtrain/failure'
+
+
+def publish_failure(message: str) -> None:
+  """Leaves `message` (why this process stops) where the other processes can read it: the
+  coordination service's key-value store, which process 0 runs. Best effort, and a no-op
+  outside a multi-process run."""
+  client = _client()
+  if client is not None:
+    try:
+      client.key_value_set(_FAILURE_KEY, message)
+    except Exception:  # pylint: disable=broad-except
+      pass  # the service is gone too: each process's own line still says what it knows
+
+
+def published_failure() -> str | None:
+  """What a process that failed published (`publish_failure`), or None; never waits."""
+  client = _client()
+  if client is None:
+    return None
+  try:
+    return client.key_value_try_get(_FAILURE_KEY)
+  except Exception:  # pylint: disable=broad-except
+    return None  # not there (NOT_FOUND), or the service is gone
+
+
+def _client():
+  # jax keeps its client of the coordination service private; orbax reads it the same way.
+  from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
+  return jax_distributed.global_state.client
+
+
+def fail_at_once(line: str) -> None:
+  """Writes `line` to stderr and exits with status 1 at once: no shutdown barrier, no waiting
+  for the threads of a save that the others will never complete (see `_exit_at_once_...`)."""
+  sys.stderr.write(line + '\n')
+  _flush_logs()
+  os._exit(1)  # pylint: disable=protected-access
+
+
 def _flush_logs() -> None:
   for stream in (sys.stdout, sys.stderr):
     try:

@@ -13,6 +13,7 @@ from ml_collections import config_flags
 from lbtrain import cli
 from lbtrain import distributed  # defines the multi-process flags
 from lbtrain import workdir as workdir_lib
+from lbtrain.errors import RunFailed
 from lbtrain.errors import UserError
 
 config_flags.DEFINE_config_file(
@@ -30,7 +31,7 @@ def main(argv: list[str]) -> None:
   cli.no_arguments(argv)
   config = cli.load_config()
   try:
-    distributed.initialize()  # before any other jax call: joins the run's other processes
+    settings = distributed.initialize()  # before any other jax call: joins the others
   except UserError as error:
     cli.fail(str(error))
   # Imported here so `--help` and flag errors stay fast and need no jax.
@@ -46,7 +47,14 @@ def main(argv: list[str]) -> None:
     if workdir is None:
       workdir = workdir_lib.default_path(cli.config_file())
       logging.info('no --workdir: the run lives in %s (the same command resumes it)', workdir)
-    train.train_and_evaluate(config, workdir)
+    try:
+      train.train_and_evaluate(config, workdir)
+    except RunFailed as error:
+      if settings is None:
+        raise
+      # orbax's threads may wait forever for a save another process failed, and jax's exit
+      # barrier for processes that are gone: stop now (the others stop on their own).
+      distributed.fail_at_once(f'lbtrain: failed: {error}')
 
   cli.report_errors(describe_or_train)
 

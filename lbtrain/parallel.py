@@ -1,4 +1,5 @@
-"""Devices: the mesh, the shardings, and the one place host data becomes a global array.
+"""Devices: the mesh, the shardings, the one place host data becomes a global array, and the
+agreements between processes.
 
 Everything else in lbtrain sees either host-local numpy (the data package) or global
 `jax.Array`s (the step); only this module knows how one maps onto the other.
@@ -10,7 +11,9 @@ import threading
 from typing import Any, Callable, Iterator
 
 import jax
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+import numpy as np
 
 DATA_AXIS = 'data'
 # 'jit': one program over the global mesh; each step function sees the global batch (pjit).
@@ -46,6 +49,22 @@ def loops_run_slowly(mesh: Mesh) -> bool:
   `scripts/benchmark.py accumulation`). GPUs and TPUs keep the loop, which bounds memory to one
   micro-batch's activations."""
   return mesh.devices.flat[0].platform == 'cpu'
+
+
+def process_zero_says(flag: bool) -> bool:
+  """Process 0's `flag` on every process, for decisions read from files only it may see."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
+
+
+def processes_where(flag: bool) -> list[int]:
+  """The processes whose `flag` is true, the same list on every process (a collective: every
+  process must call it at the same point)."""
+  if jax.process_count() == 1:
+    return [0] if flag else []
+  flags = multihost_utils.process_allgather(np.int32(flag))
+  return [index for index, value in enumerate(np.ravel(flags)) if value]
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

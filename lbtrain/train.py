@@ -13,7 +13,6 @@ from typing import Any
 
 from absl import logging
 import jax
-from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -22,6 +21,7 @@ from lbtrain import build
 from lbtrain import checkpoint
 from lbtrain import data
 from lbtrain import describe
+from lbtrain import distributed
 from lbtrain import metrics as metrics_lib
 from lbtrain import nonfinite as nonfinite_lib
 from lbtrain import parallel
@@ -102,6 +102,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> 
   try:
     return _restore_and_train(run, compiled, train_steps, mesh, workdir, is_primary, run_start)
   except jax.errors.JaxRuntimeError as error:
+    failure = distributed.published_failure()
+    if failure is not None:  # another process failed, and the collective it left failed here
+      raise RunFailed(failure) from None
     if 'RESOURCE_EXHAUSTED' not in str(error) and 'Out of memory' not in str(error):
       raise
     first_line = str(error).strip().splitlines()[0][:300]
@@ -145,19 +148,12 @@ def _lock(workdir: Workdir) -> RunLock:
       lock.acquire()
     except UserError as error:
       refusal = error
-  if not _process_zero_says(refusal is None) and refusal is None:
+  if not parallel.process_zero_says(refusal is None) and refusal is None:
     refusal = UserError(f'workdir {workdir.path} is in use by another run (process 0 says '
                         'who); wait for it to end or use another --workdir.')
   if refusal is not None:
     raise refusal
   return lock
-
-
-def _process_zero_says(flag: bool) -> bool:
-  """Process 0's `flag` on every process, for decisions read from files only it may see."""
-  if jax.process_count() == 1:
-    return flag
-  return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
 
 
 def _restore_and_train(run: plan_lib.Plan, compiled: build.Steps, train_steps: dict[int, Any],
@@ -167,11 +163,12 @@ def _restore_and_train(run: plan_lib.Plan, compiled: build.Steps, train_steps: d
   checkpoints = checkpoint.Checkpointer(workdir.checkpoint_dir, run.checkpoint_every_steps,
                                         config.checkpoint.keep,
                                         config.checkpoint.keep_every_steps)
-  # A checkpoint that cannot be restored ends the run here, with the workdir only read (orbax
-  # made checkpoints/ and removed interrupted saves; the compiled step is cached). Not inside
-  # the `finally` below: closing the manager would collect orbax's abandoned reads and print
-  # each one's traceback.
-  restored = checkpoints.restore_latest(compiled.abstract_state)
+  # A damaged newest checkpoint is set aside and the one before it restored; one that cannot
+  # be restored otherwise ends the run here, with the workdir only read (orbax made
+  # checkpoints/ and removed interrupted saves; the compiled step is cached). Not inside the
+  # `finally` below: closing the manager would collect orbax's abandoned reads and print each
+  # one's traceback.
+  restored = checkpoints.restore_latest(compiled.abstract_state, set_damaged_aside=True)
   try:
     if is_primary:
       workdir.write_config(config)
@@ -242,7 +239,7 @@ class _Loop:
         seconds = record.get('time/elapsed_seconds', seconds)
         reached = reached or (target is not None and record['step'] == self.start_step
                               and record.get('eval/accuracy', -1.0) >= target)
-    return _process_zero_says(reached), seconds
+    return parallel.process_zero_says(reached), seconds
 
   def _steps(self, state, writer: metrics_lib.MetricWriter,
              clock: metrics_lib.LoopClock) -> dict[str, float]:

@@ -440,3 +440,36 @@ def test_a_held_workdir_refuses_every_process_of_a_two_process_run(fmnist_data_d
   assert all('is in use' in line for _, line in errors)
   assert f'pid {os.getpid()} since' in dict(errors)['0']
   assert not os.path.exists(os.path.join(workdir, 'checkpoints'))
+
+
+@pytest.mark.slow
+def test_a_save_that_fails_on_one_process_stops_every_process_and_the_relaunch_resumes(tmp_path):
+  """Process 1's writes fail from the save at step 10 on (tests/failing_save.py), as on a full
+  disk, in orbax's background thread: orbax alone would leave every process waiting for that
+  save for 20 minutes. Each process ends at once with one line naming process 1 and step 5,
+  the last complete checkpoint; the same command without the fault resumes there."""
+  heartbeat = 10
+  workdir = str(tmp_path / 'run')
+  every = {'checkpoint.every_steps': 5}
+  env = dict(_environment(), PYTHONPATH=os.path.join(ROOT, 'tests'))
+  code, output = _launch(2, _endless_args(workdir, **every)
+                         + [f'--distributed_heartbeat_timeout={heartbeat}'],
+                         str(tmp_path / 'failing.log'), '--devices_per_process=1',
+                         '--grace_period=200', '--module=failing_save', env=env, timeout=180)
+  assert code == 1, output[-4000:]
+  failed = re.findall(r'^\[p(\d)\] lbtrain: failed: (.*)$', output, re.M)
+  assert sorted(index for index, _ in failed) == ['0', '1'], output[-4000:]
+  for _, line in failed:
+    assert line.startswith('process 1 of 2: the checkpoint save at step 10 '), line
+    assert 'No space left on device' in line and 'the last complete checkpoint is step 5' in line
+  assert 'Traceback' not in output
+  ended = [float(seconds) for seconds in
+           re.findall(r'process \d ended: exit code 1 at ([\d.]+) s', output)]
+  assert len(ended) == 2 and max(ended) - min(ended) < heartbeat, output[-4000:]
+
+  code, output = _launch(2, _endless_args(workdir, **every, **{'train.stop_at_step': 7}),
+                         str(tmp_path / 'relaunch.log'), '--devices_per_process=1')
+  assert code == 0, output[-4000:]
+  assert '[p0] ' in output and 'resumed from the checkpoint at step 5' in output
+  saved = sorted(int(p) for p in os.listdir(os.path.join(workdir, 'checkpoints')) if p.isdigit())
+  assert saved == [5, 7]
