@@ -13,6 +13,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import lbtrain_process
+from lbtrain import checkpoint
 from lbtrain.errors import UserError
 from lbtrain.workdir import Workdir
 
@@ -222,19 +223,71 @@ def test_a_workdir_with_the_retired_tfrecord_fields(dataset, tmp_path):
       workdir.resume_changes(config)
 
 
-def test_a_truncated_checkpoint_is_reported_not_loaded(uninterrupted, fmnist_data_dir, tmp_path):
-  workdir = _copy(uninterrupted, tmp_path)
-  shutil.rmtree(os.path.join(workdir, 'checkpoints', str(TOTAL_STEPS)))
-  latest = os.path.join(workdir, 'checkpoints', str(TOTAL_STEPS - 4))
-  data_files = [os.path.join(root, name) for root, _, names in os.walk(latest)
-                for name in names if os.path.getsize(os.path.join(root, name)) > 1000]
-  biggest = max(data_files, key=os.path.getsize)
-  with open(biggest, 'r+b') as f:
-    f.truncate(os.path.getsize(biggest) // 2)
-  before = _snapshot(workdir)
-  _assert_refused(lbtrain_process.run(_args(workdir, fmnist_data_dir)),
-                  f'checkpoints/{TOTAL_STEPS - 4}', f'resume from step {TOTAL_STEPS - 8}')
-  assert _snapshot(workdir) == before
+def _damage(checkpoint, how):
+  """What a checkpoint meets after it was written: a data file cut short (a crash of the
+  storage server), a file gone (a half-synced disk), metadata overwritten (bit rot)."""
+  data = os.path.join(checkpoint, 'default', 'ocdbt.process_0', 'd')
+  biggest = max((os.path.join(data, name) for name in os.listdir(data)), key=os.path.getsize)
+  if how == 'truncated':
+    with open(biggest, 'r+b') as f:
+      f.truncate(100)
+  elif how == 'missing':
+    os.remove(biggest)
+  else:
+    with open(os.path.join(checkpoint, 'default', '_METADATA'), 'w', encoding='utf-8') as f:
+      f.write('{"tree_metadata": {"params": ')
+
+
+def test_a_damaged_checkpoint_is_set_aside_and_the_run_ends_bitwise_equal(
+    uninterrupted, fmnist_data_dir, tmp_path):
+  """A run stopped at step 20 whose checkpoint there was then damaged, in three ways (three
+  runs at once): each moves it aside in one line and resumes from step 16, which repeats steps
+  17..20 exactly, and ends bitwise equal to the uninterrupted run."""
+  damages = ['truncated', 'missing', 'metadata']
+  workdirs = []
+  for how in damages:
+    workdir = _copy(uninterrupted, tmp_path / how)
+    shutil.rmtree(os.path.join(workdir, 'checkpoints', str(TOTAL_STEPS)))
+    _damage(os.path.join(workdir, 'checkpoints', str(TOTAL_STEPS - 4)), how)
+    workdirs.append(workdir)
+  results = lbtrain_process.run_all([_args(workdir, fmnist_data_dir) for workdir in workdirs])
+  for how, workdir, result in zip(damages, workdirs, results):
+    assert result.returncode == 0, (how, result.stderr[-3000:])
+    damaged = os.path.join(workdir, 'checkpoints', str(TOTAL_STEPS - 4))
+    lines = [line for line in result.stderr.splitlines() if 'is damaged' in line]
+    assert len(lines) == 1 and f'checkpoint {damaged} is damaged (' in lines[0], (how, lines)
+    assert f'resuming from step {TOTAL_STEPS - 8}' in lines[0]
+    assert 'pybind11' not in result.stderr and 'Traceback' not in result.stderr
+    assert f'resumed from the checkpoint at step {TOTAL_STEPS - 8}' in result.stderr
+    aside = [name for name in os.listdir(os.path.join(workdir, 'checkpoints'))
+             if name.startswith(f'damaged-{TOTAL_STEPS - 4}-')]
+    assert len(aside) == 1 and aside[0] in lines[0]  # renamed, not deleted
+    assert _checkpoint_steps(workdir)[-1] == TOTAL_STEPS
+    for expected, resumed in zip(_params(uninterrupted, TOTAL_STEPS),
+                                 _params(workdir, TOTAL_STEPS), strict=True):
+      np.testing.assert_array_equal(expected, resumed)
+    assert lbtrain_process.logged_steps(workdir) == list(range(1, TOTAL_STEPS + 1))
+
+
+def test_a_checkpoint_of_another_model_is_refused_not_set_aside(uninterrupted, tmp_path):
+  """Arrays of another shape (the model's code changed): every checkpoint of the workdir is
+  like it, so none is moved and the error names the array."""
+  directory = Workdir(_copy(uninterrupted, tmp_path)).checkpoint_dir
+  metadata = ocp.StandardCheckpointer().metadata(os.path.join(directory, str(TOTAL_STEPS),
+                                                              'default'))
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                        getattr(metadata, 'item_metadata', metadata))
+  target['params']['fc']['kernel'] = jax.ShapeDtypeStruct((7, 7), np.float32, sharding=device)
+  before = sorted(os.listdir(directory))
+  checkpoints = checkpoint.Checkpointer(directory, every_steps=4, keep=3)
+  try:
+    with pytest.raises(UserError, match=r"holds another model's arrays \(params\.fc\.kernel: "
+                       r"\(\d+, \d+\) float32 saved, \(7, 7\) float32 in this model\)"):
+      checkpoints.restore_latest(target, set_damaged_aside=True)
+  finally:
+    checkpoints.close()
+  assert sorted(os.listdir(directory)) == before
 
 
 def test_nonfinite_policies_stop_without_saving_nan_or_skip_then_give_up(
