@@ -90,15 +90,42 @@ class Settings:
   init_timeout: int
   heartbeat_timeout: int
   shutdown_timeout: int
-  source: str  # for the log: where the settings came from
+  source: str  # where the settings came from: 'flags', 'slurm cluster detection', ...
+  known: str = ''  # for the log: each value this process knows, and what said it
 
   def describe(self) -> str:
-    def known(value):
-      return '?' if value is None else value
-    return (f'process {known(self.process_id)} of {known(self.num_processes)}, coordinator '
-            f'{known(self.coordinator_address)} (from {self.source}); timeouts: init '
-            f'{self.init_timeout} s, heartbeat {self.heartbeat_timeout} s, shutdown '
-            f'{self.shutdown_timeout} s')
+    return (f'{self.known}; timeouts: init {self.init_timeout} s, heartbeat '
+            f'{self.heartbeat_timeout} s, shutdown {self.shutdown_timeout} s')
+
+
+# What a cluster jax detects says of the process (variables jax reads: jax._src.clusters).
+_CLUSTER_VARIABLES = {
+    'slurm': ('SLURM', 'SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_STEP_NODELIST'),
+    'ompi': ('Open MPI', 'OMPI_COMM_WORLD_RANK', 'OMPI_COMM_WORLD_SIZE', 'OMPI_MCA_orte_hnp_uri'),
+}
+
+
+def _known(values: dict[str, tuple[object, str]], cluster: str | None,
+           environ: Mapping[str, str]) -> str:
+  """'process 1 of 2 from SLURM (SLURM_PROCID, SLURM_NTASKS), coordinator ...': each value
+  with what gave it (`values`: name -> (value, flag or variable), for those given)."""
+  values = dict(values)
+  if cluster in _CLUSTER_VARIABLES:
+    name, rank, size, nodes = _CLUSTER_VARIABLES[cluster]
+    for key, variable in (('id', rank), ('count', size)):
+      if key not in values and environ.get(variable):
+        values[key] = (environ[variable], variable)
+    values.setdefault('coordinator', ('chosen by jax', f'from {nodes}={environ.get(nodes)}'))
+  else:
+    name = {'gcetpu': 'the Cloud TPU VM', 'gketpu': 'the Cloud TPU VM (GKE)',
+            'mpi4py': 'MPI (mpi4py)', None: ''}.get(cluster, cluster)
+  for key in ('id', 'count', 'coordinator'):
+    values.setdefault(key, ('?', f'from {name}, asked by jax'))
+  (rank, rank_from), (size, size_from) = values['id'], values['count']
+  origin = rank_from if rank_from == size_from else f'{rank_from}, {size_from}'
+  coordinator, coordinator_from = values['coordinator']
+  return (f'process {rank} of {size}' + (f' from {name}' if cluster else '') + f' ({origin}), '
+          f'coordinator {coordinator} ({coordinator_from})')
 
 
 def _env_int(environ: Mapping[str, str], name: str) -> int | None:
@@ -153,6 +180,15 @@ def resolve(*, coordinator_address: str | None, num_processes: int | None,
                       ('distributed_shutdown_timeout', shutdown_timeout)):
     if value is None or value <= 0:
       raise UserError(f'--{name}={value} must be a positive number of seconds.')
+  given = {}  # name -> (value, the flag or variable that gave it), for the log
+  for key, value, flag, variable in (
+      ('coordinator', coordinator_address, '--coordinator_address', _ENV_COORDINATOR),
+      ('count', num_processes, '--num_processes', _ENV_NUM_PROCESSES),
+      ('id', process_id, '--process_id', _ENV_PROCESS_ID)):
+    if value is not None:
+      given[key] = (value, flag)
+    elif environ.get(variable):
+      given[key] = (environ[variable], f'${variable}')
   coordinator_address = coordinator_address or environ.get(_ENV_COORDINATOR) or None
   if num_processes is None:
     num_processes = _env_int(environ, _ENV_NUM_PROCESSES)
@@ -215,12 +251,12 @@ def resolve(*, coordinator_address: str | None, num_processes: int | None,
           'launcher jax detects (srun, mpirun, Cloud TPU); scripts/launch_local.py does it on '
           'one machine.')
     return Settings(coordinator_address, num_processes, process_id, None, source='flags',
-                    **timeouts)
+                    known=_known(given, None, environ), **timeouts)
   if num_processes == 1:
     return None  # e.g. `srun --ntasks=1`: one process, every local device
   return Settings(coordinator_address, num_processes, process_id, cluster,
-                  source=f'{cluster} cluster detection' + (' and flags' if explicit else ''),
-                  **timeouts)
+                  source=f'{cluster} cluster detection' + (' and flags' if given else ''),
+                  known=_known(given, cluster, environ), **timeouts)
 
 
 def settings_from_flags(flag_values=flags.FLAGS,

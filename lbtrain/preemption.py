@@ -61,5 +61,10 @@ class StopSignal:
 
   def should_stop(self, step: int) -> bool:
     if jax.process_count() > 1:
-      return multihost_utils.reached_preemption_sync_point(step)
+      if not multihost_utils.reached_preemption_sync_point(step):
+        return False
+      # jax's notifier listens for SIGTERM only, on every process; which one got it, it does
+      # not say.
+      self.signal_name = f'SIGTERM to one of the {jax.process_count()} processes'
+      return True
     return self._requested.is_set()

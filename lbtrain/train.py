@@ -285,7 +285,7 @@ class _Loop:
             break
           if stopping:
             logging.info('stopping at step %d on %s; run the same command to resume', done,
-                         stop_signal.signal_name or 'a preemption notice')
+                         stop_signal.signal_name)
             break
     finally:
       batches.close()  # stops the input threads before the interpreter may shut down

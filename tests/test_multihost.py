@@ -313,7 +313,7 @@ def test_sigterm_on_one_host_stops_every_host_at_the_same_step(tmp_path):
   assert code == 0, text[-4000:]
   assert 'all 2 processes succeeded' in text
   stopped_at = {int(index): int(step) for index, step in re.findall(
-      r'\[p(\d)\] .*stopping at step (\d+) on a preemption notice', text)}
+      r'\[p(\d)\] .*stopping at step (\d+) on SIGTERM to one of the 2 processes;', text)}
   assert set(stopped_at) == {0, 1} and stopped_at[0] == stopped_at[1], text[-4000:]
   step = stopped_at[0]
   assert 0 < step < 100_000
@@ -402,10 +402,14 @@ def test_resolve_decides_when_a_run_spans_processes():
   explicit = _resolve(coordinator_address='10.0.0.1:1234', num_processes=4, process_id=3)
   assert (explicit.coordinator_address, explicit.num_processes, explicit.process_id,
           explicit.cluster) == ('10.0.0.1:1234', 4, 3, None)
+  assert explicit.describe().startswith('process 3 of 4 (--process_id, --num_processes), '
+                                        'coordinator 10.0.0.1:1234 (--coordinator_address)')
   from_env = _resolve({'JAX_COORDINATOR_ADDRESS': 'h:9', 'JAX_NUM_PROCESSES': '2',
                        'JAX_PROCESS_ID': '1'})
   assert (from_env.coordinator_address, from_env.num_processes, from_env.process_id) == \
       ('h:9', 2, 1)
+  assert from_env.describe().startswith('process 1 of 2 ($JAX_PROCESS_ID, $JAX_NUM_PROCESSES), '
+                                        'coordinator h:9 ($JAX_COORDINATOR_ADDRESS)')
   assert _resolve({'JAX_NUM_PROCESSES': '2', 'JAX_PROCESS_ID': '1'},
                   coordinator_address='h:8', process_id=0).process_id == 0  # flags win
 
@@ -415,6 +419,14 @@ def test_resolve_decides_when_a_run_spans_processes():
   detected = _resolve({**slurm, 'SLURM_NTASKS': '2'})
   assert (detected.cluster, detected.num_processes, detected.coordinator_address) == \
       ('slurm', 2, None)  # jax derives the address and the rank
+  # The log names what is known and what said it, and claims no flag that was not given.
+  assert detected.describe().startswith(
+      'process 1 of 2 from SLURM (SLURM_PROCID, SLURM_NTASKS), coordinator chosen by jax '
+      '(from SLURM_STEP_NODELIST=node[01-02]); timeouts: init 300 s')
+  assert detected.source == 'slurm cluster detection'
+  assert _resolve({**slurm, 'SLURM_NTASKS': '2'}, coordinator_address='h:1').describe() \
+      .startswith('process 1 of 2 from SLURM (SLURM_PROCID, SLURM_NTASKS), coordinator h:1 '
+                  '(--coordinator_address)')
   assert _resolve({**slurm, 'SLURM_NTASKS': '2'}, cluster_detection='off') is None
   batch_script = {k: v for k, v in slurm.items() if k != 'SLURM_STEP_NODELIST'}
   assert _resolve({**batch_script, 'SLURM_NTASKS': '2'}) is None  # outside srun
