@@ -511,11 +511,21 @@ def test_the_conversion_resumes_and_reads_the_same_records(tmp_path):
     to_array_record.convert_shard(source, target)
   with open(pairs[2][1] + '.partial', 'wb') as f:
     f.write(b'cut short')
+  # As a user runs it: TensorFlow's logging unset, two spawned workers, each importing it.
+  env = lbtrain_process.environment()
+  del env['TF_CPP_MIN_LOG_LEVEL']
   result = subprocess.run(
       [sys.executable, '-m', 'lbtrain.data.to_array_record', f'--data_dir={tmp_path}',
-       '--workers=1'], cwd=ROOT, capture_output=True, text=True, env=lbtrain_process.environment())
+       '--workers=2'], cwd=ROOT, capture_output=True, text=True, env=env)
   assert result.returncode == 0, result.stderr[-2000:]
-  assert '4 shards to convert' in result.stdout
+  lines = result.stdout.splitlines()
+  assert lines[0].endswith('4 shards to convert')
+  assert [line.split(' shards converted, ')[0] for line in lines[1:-1]] == \
+      ['1/4', '2/4', '3/4', '4/4']
+  assert all(line.endswith(' records/s') for line in lines[1:-1])
+  assert lines[-1].startswith('done: 4 shards, 6 records in ')
+  # Its own lines only: no TensorFlow banner (oneDNN, CPU features, absl's pre-init notice).
+  assert not result.stderr.strip(), result.stderr[-2000:]
   assert not [name for name in os.listdir(dataset_dir) if name.endswith('.partial')]
   records = tfds.builder_from_directory(dataset_dir).as_data_source(
       'train', decoders={'image': tfds.decode.SkipDecoding()})

@@ -92,7 +92,7 @@ def copy(dataset_dir: str, out_data_dir: str, *, shorter_side: int, quality: int
       work.append((source, target, shorter_side if split in splits else None, quality))
   log(f'{out_dir}: {len(work)} shards to write')
   to_array_record.run_shards(copy_shard, work, workers,
-                             lambda done: log(f'{done}/{len(work)} shards written'))
+                             lambda done, _: log(f'{done}/{len(work)} shards written'))
   for name in os.listdir(dataset_dir):  # features.json, label names, ...: all but the shards
     if ('.tfrecord-' not in name and f'.{to_array_record.FORMAT}-' not in name
         and name != 'dataset_info.json' and os.path.isfile(os.path.join(dataset_dir, name))):

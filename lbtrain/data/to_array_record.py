@@ -20,9 +20,11 @@ import concurrent.futures
 import json
 import multiprocessing
 import os
+import time
 from typing import Callable
 
 from absl import flags
+from absl import logging
 
 from lbtrain import cli
 from lbtrain.errors import UserError
@@ -81,36 +83,56 @@ def convert_shard(source: str, target: str) -> int:
 
 
 def convert(dataset_dir: str, workers: int = 1, log=print) -> int:
-  """Converts the shards not yet converted, then records the format; returns shards converted."""
+  """Converts the shards not yet converted, then records the format; returns shards converted.
+
+  `log` gets one line per shard done (shards done / total, records so far and per second) and
+  a last line with the totals."""
   pending = [(source, target) for source, target in shard_pairs(dataset_dir)
              if not os.path.exists(target)]
   log(f'{dataset_dir}: {len(pending)} shards to convert')
-  run_shards(convert_shard, pending, workers, lambda done: log(
-      f'{done}/{len(pending)} shards converted'))
+  start, records = time.perf_counter(), [0]
+
+  def progress(done: int, count: int) -> None:
+    records[0] += count
+    log(f'{done}/{len(pending)} shards converted, {records[0]:,} records, '
+        f'{records[0] / max(time.perf_counter() - start, 1e-9):,.0f} records/s')
+
+  run_shards(convert_shard, pending, workers, progress)
   info = read_info(dataset_dir)
   formats = info.setdefault('alternativeFileFormats', [])
   if FORMAT not in formats:
     formats.append(FORMAT)
     write_info(dataset_dir, info)
+  log(f'done: {len(pending)} shards, {records[0]:,} records in '
+      f'{time.perf_counter() - start:.1f} s; {dataset_dir} now has {FORMAT} shards, which '
+      'lbtrain reads')
   return len(pending)
 
 
-def run_shards(function: Callable[..., object], jobs: list[tuple], workers: int,
-               done: Callable[[int], None]) -> None:
+def quiet_tensorflow() -> None:
+  """Before TensorFlow is imported: no start-up banners (TensorFlow's C++ logging prints the
+  oneDNN one whatever TF_CPP_MIN_LOG_LEVEL says, unless oneDNN's optimisations are off, which
+  records copied unchanged or JPEGs resized by OpenCV never use) and no INFO logs."""
+  os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
+  os.environ['TF_ENABLE_ONEDNN_OPTS'] = '0'
+  logging.set_verbosity(logging.WARNING)
+
+
+def run_shards(function: Callable[..., int], jobs: list[tuple], workers: int,
+               done: Callable[[int, int], None]) -> None:
   """function(*job) for every job, `workers` at a time in spawned processes (one: here, in
-  order); done(n) after the n-th finishes. A job's error is raised here."""
+  order); done(n, what it returned) after the n-th finishes. A job's error is raised here."""
   if workers <= 1:
     for count, job in enumerate(jobs, 1):
-      function(*job)
-      done(count)
+      done(count, function(*job))
     return
-  # spawn: a forked TensorFlow can hang in its child.
+  # spawn: a forked TensorFlow can hang in its child. Each worker imports TensorFlow: quietly.
   with concurrent.futures.ProcessPoolExecutor(
-      workers, mp_context=multiprocessing.get_context('spawn')) as pool:
+      min(workers, max(len(jobs), 1)), mp_context=multiprocessing.get_context('spawn'),
+      initializer=quiet_tensorflow) as pool:
     futures = [pool.submit(function, *job) for job in jobs]
     for count, future in enumerate(concurrent.futures.as_completed(futures), 1):
-      future.result()
-      done(count)
+      done(count, future.result())
 
 
 def read_info(dataset_dir: str) -> dict:
@@ -145,6 +167,7 @@ def _find_and_convert() -> None:
   from lbtrain.data import input_pipeline  # pylint: disable=g-import-not-at-top
   if not flags.FLAGS.data_dir:
     raise UserError('set --data_dir= to the tfds data_dir holding the prepared data set.')
+  quiet_tensorflow()  # --workers=1 converts here
   convert(input_pipeline.find_prepared_dir(flags.FLAGS.dataset, flags.FLAGS.data_dir),
           flags.FLAGS.workers)
 
