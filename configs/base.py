@@ -17,7 +17,8 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
 
   config.model = ml_collections.ConfigDict()
-  config.model.name = 'cnn'  # cnn | resnet20 | resnet18 | resnet34 | resnet50 | resnet101 | resnet152
+  # cnn | resnet20 | resnet18 | resnet34 | resnet50 | resnet101 | resnet152 | vit
+  config.model.name = 'cnn'
   config.model.dtype = 'float32'  # compute dtype; 'bfloat16' keeps params, loss, BN stats in float32
   config.model.zero_init_last_bn = False  # gamma=0 on the last BN of each residual block (Goyal 2017)
   config.model.bn_momentum = 0.9  # running average: new = momentum * old + (1 - momentum) * batch
@@ -25,6 +26,14 @@ def get_config() -> ml_collections.ConfigDict:
   # BN statistics over fixed groups of this many consecutive examples of the global batch
   # ("ghost" / per-worker BN); None = the whole global batch.
   config.model.bn_group_size = config_dict.placeholder(int)
+  # model.name='vit': the plain ViT of Beyer et al. 2022 (lbtrain/models/vit.py; no BatchNorm, so
+  # the bn_* fields above do not apply and bn_group_size must stay None).
+  config.model.vit = ml_collections.ConfigDict()
+  config.model.vit.variant = 'S'  # Ti | S | B | L: widths 192/384/768/1024, depths 12/12/12/24
+  config.model.vit.patch_size = 16  # pixels per side of a patch (16 or 32 at 224 px; 4 or 7 at 28)
+  config.model.vit.posemb = 'sincos2d'  # sincos2d (fixed 2-D sin-cos) | learn
+  config.model.vit.pool = 'gap'  # gap (mean of the tokens) | tok (a class token)
+  config.model.vit.pre_logits = True  # a tanh Dense layer of the model's width before the head
 
   config.data = ml_collections.ConfigDict()
   # fashion_mnist | imagenet2012 | synthetic (ImageNet-shaped batches made on the devices)

@@ -4,6 +4,7 @@ check against the paper before anything runs."""
 import jax
 import numpy as np
 
+from lbtrain import models
 from lbtrain import optim
 from lbtrain import parallel
 from lbtrain import resolution as resolution_lib
@@ -53,7 +54,8 @@ def describe(run: Plan) -> str:
                             f'{parallel.DATA_AXIS!r}'}[config.parallel.strategy]),
       ('per-device batch', f'{run.per_device_batch_size:,}'),
       ('micro batch', _describe_micro_batch(run)),
-      ('BN statistics', 'over the global batch' if config.model.bn_group_size is None else
+      ('BN statistics', 'none (no BatchNorm)' if not models.uses_batch_norm(config.model) else
+       'over the global batch' if config.model.bn_group_size is None else
        f'over groups of {config.model.bn_group_size} consecutive examples'),
       ('label smoothing', f'{config.train.label_smoothing}'),
       ('noise scale', 'off' if config.train.noise_scale_every is None else

@@ -161,13 +161,13 @@ def batch_layout(config: ml_collections.ConfigDict, num_devices: int,
            f'(= {global_batch} / {num_devices} devices); pick a divisor of {per_device}.')
   accum_steps = per_device // micro
   group = config.model.bn_group_size
-  if accum_steps > 1 and group is None:
+  if accum_steps > 1 and group is None and models.uses_batch_norm(config.model):
     raise UserError(
         f'gradient accumulation ({accum_steps} micro-batches of {micro} per device) computes BN '
         f'statistics per micro-batch; set --config.model.bn_group_size to a divisor of {micro} '
         'to make those groups explicit (the same value then gives the same training on any '
         'number of devices).')
-  _require(accum_steps == 1 or micro % group == 0,
+  _require(accum_steps == 1 or group is None or micro % group == 0,
            f'model.bn_group_size={group} must divide the per-device micro batch {micro}; pick '
            'a divisor of it or None for global statistics.')
   return per_device, micro, accum_steps
