@@ -124,6 +124,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.b2 = 0.999  # lamb | adamw | adam: second-moment decay
   # Denominator epsilon; None = the optimizer's published default (lars 0, lamb 1e-6, adam(w) 1e-8).
   config.optimizer.eps = config_dict.placeholder(float)
+  # adam | adamw | lamb: the first moment's dtype; None = the params' float32 (big_vision's ViT
+  # recipes: 'bfloat16', half the memory of that state).
+  config.optimizer.mu_dtype = config_dict.placeholder(str)
+  # adamw: what the decoupled weight decay multiplies besides wd and w. 'lr': the lr (optax.adamw,
+  # PyTorch); 'schedule': only the schedule's multiplier lr / peak lr, as big_vision applies its
+  # `wd` (lbtrain/optim.py).
+  config.optimizer.weight_decay_form = 'lr'
   # Clip the gradient to this global L2 norm before anything else; None = no clipping.
   config.optimizer.grad_clip_norm = config_dict.placeholder(float)
 
