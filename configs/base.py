@@ -68,6 +68,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.progressive_resizing.ramp_end_steps = config_dict.placeholder(int)
   # sizes inside the ramp are rounded to a multiple of this (FFCV: 32)
   config.data.progressive_resizing.multiple = 32
+  # ImageNet training crops: RandAugment(N, M) after the crop and flip (lbtrain/data/randaugment.py,
+  # big_vision's ops and magnitudes), drawn from (seed, step, row) like the crops. N = 0: off.
+  config.data.randaugment_layers = 0  # N, ops applied in turn (big_vision vit_s16_i1k: 2)
+  config.data.randaugment_magnitude = 10.0  # M, of 10 (big_vision vit_s16_i1k: 10)
   # ImageNet: threads decoding JPEGs (None = every core the process may use); the batches are
   # the same for any number.
   config.data.threads = config_dict.placeholder(int)
@@ -87,6 +91,12 @@ def get_config() -> ml_collections.ConfigDict:
   # A tuned sweep caps its trials with it. None = train to the end.
   config.train.stop_at_step = config_dict.placeholder(int)
   config.train.label_smoothing = 0.0  # label smoothing of the cross-entropy targets
+  # Mixup / CutMix on the devices inside the step (lbtrain/mixing.py), one draw per global batch
+  # from (seed, step), soft targets: the Beta(alpha, alpha) concentrations, 0 = off. With both
+  # on, a mixed step uses CutMix or Mixup with probability 1/2 each.
+  config.train.mixup_alpha = 0.0  # big_vision vit_s16_i1k: 0.2 (its mixup `p`)
+  config.train.cutmix_alpha = 0.0  # Yun et al. 2019 and DeiT: 1.0
+  config.train.mix_prob = 1.0  # share of steps mixed at all (big_vision: every step)
   config.train.log_every_steps = 50  # steps between metric records and progress-line updates
   config.train.log_every_epochs = config_dict.placeholder(float)  # the same interval in epochs
   # A NaN/Inf loss or gradient: 'stop' (name the step, keep the last good checkpoint) or 'skip'

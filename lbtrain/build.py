@@ -17,6 +17,7 @@ import ml_collections
 from jax.sharding import Mesh
 
 from lbtrain import memory
+from lbtrain import mixing
 from lbtrain import models
 from lbtrain import parallel
 from lbtrain import plan as plan_lib
@@ -48,7 +49,10 @@ def step_settings(run: plan_lib.Plan, mesh: Mesh) -> steps.StepSettings:
       skip_nonfinite=train.on_nonfinite == 'skip',
       pixel_stats=(run.dataset.mean, run.dataset.std),
       noise_scale_every=train.noise_scale_every, noise_scale_decay=train.noise_scale_decay,
-      unroll_micro_batches=parallel.loops_run_slowly(mesh))
+      unroll_micro_batches=parallel.loops_run_slowly(mesh),
+      mix=mixing.MixSettings(mixup_alpha=train.mixup_alpha, cutmix_alpha=train.cutmix_alpha,
+                             prob=train.mix_prob, seed=train.seed),
+      num_classes=run.dataset.num_classes)
 
 
 def build(run: plan_lib.Plan, mesh: Mesh) -> Steps:

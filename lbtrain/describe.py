@@ -28,6 +28,16 @@ def _describe_eval(run: Plan) -> str:
           f'{run.eval_global_batch_size}{stop}{also}')
 
 
+def _describe_mixing(train) -> str:
+  kinds = [f'{name} alpha {alpha:g}' for name, alpha in (
+      ('mixup', train.mixup_alpha), ('cutmix', train.cutmix_alpha)) if alpha > 0]
+  if not kinds or train.mix_prob <= 0:
+    return 'none'
+  switch = ' (one of them per step, 1/2 each)' if len(kinds) == 2 else ''
+  return (f'{" and ".join(kinds)}{switch} on {train.mix_prob:g} of the steps, one draw per '
+          'global batch, soft targets')
+
+
 def _describe_micro_batch(run: Plan) -> str:
   layout = f'{run.micro_batch_size:,} per device x {run.accum_steps} accumulation step(s)'
   if not run.auto_micro_batch:
@@ -58,6 +68,10 @@ def describe(run: Plan) -> str:
        'over the global batch' if config.model.bn_group_size is None else
        f'over groups of {config.model.bn_group_size} consecutive examples'),
       ('label smoothing', f'{config.train.label_smoothing}'),
+      ('mixing', _describe_mixing(config.train)),
+      ('RandAugment', 'off' if not config.data.randaugment_layers else
+       f'N {config.data.randaugment_layers}, M {config.data.randaugment_magnitude:g} '
+       "(big_vision's ops and magnitudes), after the crop and flip"),
       ('noise scale', 'off' if config.train.noise_scale_every is None else
        f'every {config.train.noise_scale_every} steps, EMA decay '
        f'{config.train.noise_scale_decay}, small batches of '
