@@ -74,8 +74,9 @@ def _vit(model_config, num_classes: int, dtype) -> nn.Module:
                     f'{model_config.name!r} has no BatchNorm; unset it '
                     '(--config.model.bn_group_size=None).')
   cfg = model_config.vit
-  problem = vit.validate(cfg.variant, cfg.patch_size, cfg.posemb, cfg.pool)
+  problem = vit.validate(cfg)
   if problem:
     raise UserError(problem + '.')
-  return vit.ViT(num_classes=num_classes, variant=cfg.variant, patch_size=cfg.patch_size,
+  return vit.ViT(num_classes=num_classes, variant=cfg.variant, width=cfg.width, depth=cfg.depth,
+                 num_heads=cfg.num_heads, patch_size=cfg.patch_size,
                  posemb=cfg.posemb, pool=cfg.pool, pre_logits=cfg.pre_logits, dtype=dtype)

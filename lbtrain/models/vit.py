@@ -91,6 +91,8 @@ class ViT(nn.Module):
   """Attributes:
     num_classes: width of the logits.
     variant: 'Ti', 'S', 'B' or 'L' (VARIANTS).
+    width, depth, num_heads: override the variant's where not None (small models for 28 px
+      data and tests); the MLP stays 4x the width.
     patch_size: side of the square patches, e.g. 16 (ImageNet), 4 or 7 (28 px images).
     posemb: 'sincos2d' (fixed) or 'learn' (normal, std 1 / sqrt(width), as big_vision's).
     pool: 'gap' (mean of the tokens) or 'tok' (a class token, zero-initialised).
@@ -101,6 +103,9 @@ class ViT(nn.Module):
   """
   num_classes: int
   variant: str = 'S'
+  width: int | None = None
+  depth: int | None = None
+  num_heads: int | None = None
   patch_size: int = 16
   posemb: str = 'sincos2d'
   pool: str = 'gap'
@@ -112,7 +117,9 @@ class ViT(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     del train  # no dropout, no batch statistics: training and eval compute the same function
-    width, depth, num_heads = VARIANTS[self.variant]
+    width, depth, num_heads = (
+        given or default for given, default in zip((self.width, self.depth, self.num_heads),
+                                                   VARIANTS[self.variant]))
     x = nn.Conv(width, (self.patch_size,) * 2, strides=(self.patch_size,) * 2,
                 padding='VALID', dtype=self.dtype, param_dtype=jnp.float32,
                 name='embedding')(x)
@@ -137,10 +144,19 @@ class ViT(nn.Module):
     return layers.head(x, self.num_classes, kernel_init=nn.initializers.zeros)
 
 
-def validate(variant: str, patch_size: int, posemb: str, pool: str) -> str | None:
-  """What is wrong with these fields, in one line, or None."""
+def validate(cfg) -> str | None:
+  """What is wrong with config.model.vit, in one line, or None."""
+  variant, patch_size, posemb, pool = cfg.variant, cfg.patch_size, cfg.posemb, cfg.pool
   if variant not in VARIANTS:
     return f'model.vit.variant={variant!r}: use one of {", ".join(VARIANTS)}'
+  for field in ('width', 'depth', 'num_heads'):
+    if cfg[field] is not None and not (isinstance(cfg[field], int) and cfg[field] > 0):
+      return f'model.vit.{field}={cfg[field]!r} must be a positive whole number or None'
+  width, _, heads = (cfg[f] or d for f, d in zip(('width', 'depth', 'num_heads'),
+                                                 VARIANTS[variant]))
+  if width % heads or (posemb == 'sincos2d' and width % 4):
+    return (f'model.vit width {width} must be a multiple of num_heads {heads} (and of 4 for '
+            "posemb='sincos2d')")
   if not (isinstance(patch_size, int) and patch_size > 0):
     return f'model.vit.patch_size={patch_size!r} must be a positive number of pixels'
   if posemb not in POSEMBS:
