@@ -30,10 +30,9 @@ def get_config() -> ml_collections.ConfigDict:
   # the bn_* fields above do not apply and bn_group_size must stay None).
   config.model.vit = ml_collections.ConfigDict()
   config.model.vit.variant = 'S'  # Ti | S | B | L: widths 192/384/768/1024, depths 12/12/12/24
-  # Override the variant's width (MLP 4x), depth and heads; None = the variant's.
-  config.model.vit.width = config_dict.placeholder(int)
-  config.model.vit.depth = config_dict.placeholder(int)
-  config.model.vit.num_heads = config_dict.placeholder(int)
+  config.model.vit.width = config_dict.placeholder(int)  # overrides the variant's (MLP 4x); None = its
+  config.model.vit.depth = config_dict.placeholder(int)  # encoder blocks; None = the variant's
+  config.model.vit.num_heads = config_dict.placeholder(int)  # attention heads; None = the variant's
   config.model.vit.patch_size = 16  # pixels per side of a patch (16 or 32 at 224 px; 4 or 7 at 28)
   config.model.vit.posemb = 'sincos2d'  # sincos2d (fixed 2-D sin-cos) | learn
   config.model.vit.pool = 'gap'  # gap (mean of the tokens) | tok (a class token)
