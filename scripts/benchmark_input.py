@@ -17,6 +17,10 @@ Over the same JPEGs in one run:
      decoded at a reduced scale (at half the output size, where boxes allow it);
   6. the per-image time outside the decoder and the resize, which bounds one process's threads.
 
+Table 1 also has lbtrain's pipeline with RandAugment(--randaugment, 10) on (big_vision's ViT
+recipe: 2), and its cost per core next to decoding. --only_lbtrain keeps table 1 to lbtrain's
+pipeline with and without RandAugment and skips sections 2-6 (no tf.data, no resized copy).
+
 Without --data_dir it first writes --num_images ImageNet-sized JPEGs (sides 333-500, random
 smooth colour fields with texture and noise, quality 95 with 4:2:0 chroma: ~109 KB each, like
 ImageNet's ~110 KB) as a tfds `imagenet2012` (TFRecords, then converted as a user would) in a
@@ -289,7 +293,13 @@ def main():
                       help='rounds of the pipeline table; the best of each is printed')
   parser.add_argument('--resized_side', type=int, default=256,
                       help='also measure a resized copy with this shorter side (0: do not)')
+  parser.add_argument('--randaugment', type=int, default=2,
+                      help='RandAugment layers N (M = 10) of the augmented row (0: no row)')
+  parser.add_argument('--only_lbtrain', action='store_true',
+                      help="table 1 for lbtrain's pipeline with and without RandAugment only")
   args = parser.parse_args()
+  if args.only_lbtrain:
+    args.resized_side = 0
 
   tfds.disable_progress_bar()
   with tempfile.TemporaryDirectory() as scratch:
@@ -304,7 +314,12 @@ def main():
           f'{args.num_batches} batches timed, output {args.image_size}x{args.image_size}, '
           f'{cores} cores, tf {tf.__version__}')
 
-    configs = [('tf.data', data_config), ('lbtrain', data_config)]
+    configs = [('tf.data', data_config), ('lbtrain', data_config)][args.only_lbtrain:]
+    randaugmented = f'lbtrain + RandAugment({args.randaugment}, 10)'
+    if args.randaugment:
+      augment_config = data_config.copy_and_resolve_references()
+      augment_config.randaugment_layers = args.randaugment
+      configs.append((randaugmented, augment_config))
     if args.resized_side:
       copy_dir = os.path.join(scratch, 'resized')
       resized_copy.copy(dataset_dir, copy_dir, shorter_side=args.resized_side, quality=90,
@@ -332,7 +347,15 @@ def main():
     per_core = {name: rate for (name, threads), rate in best.items() if threads == 1}
     print()
     for name, rate in per_core.items():
-      print(f'per core at 1 thread: {name} / tf.data = {rate / per_core["tf.data"]:.2f}x')
+      if 'tf.data' in per_core:
+        print(f'per core at 1 thread: {name} / tf.data = {rate / per_core["tf.data"]:.2f}x')
+    if args.randaugment:
+      print(f'per core at 1 thread: {randaugmented} / lbtrain = '
+            f'{per_core[randaugmented] / per_core["lbtrain"]:.2f}x; RandAugment adds '
+            f'{1e6 / per_core[randaugmented] - 1e6 / per_core["lbtrain"]:,.0f} us per image to '
+            f'the {1e6 / per_core["lbtrain"]:,.0f} us of reading, decoding and cropping it')
+    if args.only_lbtrain:
+      return
 
     records = imagenet._source(dataset_dir, 'train')  # pylint: disable=protected-access
     sample = [records[i][0] for i in range(min(len(records), 120))]

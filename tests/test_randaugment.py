@@ -2,6 +2,8 @@
 everything (so a row's augmentation is a pure function of (seed, step, row))."""
 
 import numpy as np
+import PIL.Image
+import PIL.ImageOps
 import pytest
 
 from lbtrain.data import randaugment
@@ -67,3 +69,18 @@ def test_the_draws_decide_everything():
   for i, op in enumerate(randaugment.OPS):
     chosen = randaugment.randaugment(image, np.array([(i + 0.5) / 16, 0.2, 0.5, 0.5]), 1, 10)
     np.testing.assert_array_equal(chosen, randaugment.apply_op(image, op, 10, 1.0))
+
+
+@pytest.mark.parametrize('op,pil', [
+    ('AutoContrast', lambda im: PIL.ImageOps.autocontrast(im)),
+    ('Equalize', lambda im: PIL.ImageOps.equalize(im)),
+    ('Invert', lambda im: PIL.ImageOps.invert(im)),
+    ('Posterize', lambda im: PIL.ImageOps.posterize(im, 4)),  # int(10/10 * 4) bits
+    ('Solarize', lambda im: PIL.ImageOps.solarize(im, 128)),  # M = 5: int(5/10 * 256)
+])
+def test_point_ops_are_pil_s(op, pil):
+  """The paper's operations are PIL's; the table-driven versions here give the same pixels."""
+  image = _image(48)
+  magnitude = 5 if op == 'Solarize' else 10
+  expected = np.asarray(pil(PIL.Image.fromarray(image)))
+  np.testing.assert_array_equal(randaugment.apply_op(image, op, magnitude, 1.0), expected)

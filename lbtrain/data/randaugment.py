@@ -34,46 +34,61 @@ REFERENCE_SIZE = 224  # the image side big_vision's pixel lengths are for
 # Per layer: which op, its sign, and Cutout's centre (row, column).
 DRAWS_PER_LAYER = 4
 
-_GREY = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601-2 luma, as PIL and TF
 _SMOOTH = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], np.float32) / 13  # PIL's SMOOTH
+_VALUES = np.arange(256, dtype=np.float32)
 
 
 def num_draws(num_layers: int) -> int:
   return num_layers * DRAWS_PER_LAYER
 
 
+# Every point op is a 256-entry table applied by cv2.LUT, and blends with an image are
+# cv2.addWeighted: OpenCV releases the GIL, where numpy's elementwise float arithmetic on a
+# 224 x 224 image held it for milliseconds (scripts/benchmark_input.py measures the cost).
+
+def _lut(image: np.ndarray, table: np.ndarray) -> np.ndarray:
+  """table: [256] for every channel or [256, 3] per channel, any numeric dtype in 0-255."""
+  table = np.asarray(table).astype(np.uint8)
+  return cv2.LUT(image, table.reshape(256, 1, -1) if table.ndim == 2 else table)
+
+
+def _blend_lut(degenerate: np.ndarray | float, factor: float) -> np.ndarray:
+  """PIL's ImageEnhance as a table: degenerate + factor (x - degenerate), clipped, truncated
+  to uint8 as the TF code's blend."""
+  return np.clip(degenerate + factor * (_VALUES - degenerate), 0, 255)
+
+
 def _blend(degenerate: np.ndarray, image: np.ndarray, factor: float) -> np.ndarray:
-  """degenerate + factor (image - degenerate), clipped: PIL's ImageEnhance."""
-  out = degenerate.astype(np.float32) + factor * (image.astype(np.float32) - degenerate)
-  return np.clip(out, 0, 255).astype(np.uint8)
+  """The same with an image as the degenerate (rounded by OpenCV, not truncated)."""
+  return cv2.addWeighted(image, factor, degenerate, 1.0 - factor, 0.0)
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
-  return np.clip(np.round(image.astype(np.float32) @ _GREY), 0, 255).astype(np.uint8)
+  return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)  # ITU-R 601-2 luma, as PIL and TF
 
 
 def _autocontrast(image: np.ndarray) -> np.ndarray:
-  lo = image.min(axis=(0, 1)).astype(np.float32)
-  hi = image.max(axis=(0, 1)).astype(np.float32)
+  lo, hi = np.array([cv2.minMaxLoc(channel)[:2] for channel in cv2.split(image)],
+                    np.float32).T
   scale = np.where(hi > lo, 255.0 / np.maximum(hi - lo, 1), 1.0)
   offset = np.where(hi > lo, -lo * scale, 0.0)
-  return np.clip(image * scale + offset, 0, 255).astype(np.uint8)
+  return _lut(image, np.clip(_VALUES[:, None] * scale + offset, 0, 255))
 
 
-def _equalize_channel(channel: np.ndarray) -> np.ndarray:
-  """PIL's ImageOps.equalize of one channel (the TF code's port of it)."""
-  histogram = np.bincount(channel.ravel(), minlength=256)
+def _equalize_table(channel: np.ndarray) -> np.ndarray:
+  """PIL's ImageOps.equalize of one channel (the TF code's port of it), as a table."""
+  histogram = cv2.calcHist([channel], [0], None, [256], [0, 256]).ravel().astype(np.int64)
   nonzero = histogram[histogram > 0]
   step = (nonzero.sum() - nonzero[-1]) // 255
   if step == 0:
-    return channel
+    return np.arange(256)
   lut = (np.cumsum(histogram) + step // 2) // step
-  lut = np.clip(np.concatenate([[0], lut[:-1]]), 0, 255).astype(np.uint8)
-  return lut[channel]
+  return np.clip(np.concatenate([[0], lut[:-1]]), 0, 255)
 
 
 def _equalize(image: np.ndarray) -> np.ndarray:
-  return np.stack([_equalize_channel(image[..., c]) for c in range(3)], axis=-1)
+  channels = cv2.split(image)
+  return _lut(image, np.stack([_equalize_table(c) for c in channels], axis=-1))
 
 
 def _warp(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
@@ -123,19 +138,19 @@ def apply_op(image: np.ndarray, op: str, magnitude: float, sign: float, row_draw
     return _rotate(image, sign * level * 30)
   if op == 'Posterize':
     shift = 8 - int(level * 4)
-    return (image >> shift) << shift
+    return _lut(image, (np.arange(256) >> shift) << shift)
   if op == 'Solarize':
     threshold = int(level * 256)
-    return np.where(image < threshold, image, 255 - image).astype(np.uint8)
+    return _lut(image, np.where(_VALUES < threshold, _VALUES, 255 - _VALUES))
   if op == 'SolarizeAdd':
-    added = np.clip(image.astype(np.int32) + int(level * 110), 0, 255).astype(np.uint8)
-    return np.where(image < 128, added, image)
+    return _lut(image, np.where(_VALUES < 128, np.clip(_VALUES + int(level * 110), 0, 255),
+                                _VALUES))
   if op == 'Color':
-    return _blend(np.repeat(_grey(image)[..., None], 3, axis=-1), image, enhance)
+    return _blend(cv2.cvtColor(_grey(image), cv2.COLOR_GRAY2RGB), image, enhance)
   if op == 'Contrast':
-    return _blend(np.full_like(image, round(float(_grey(image).mean()))), image, enhance)
+    return _lut(image, _blend_lut(round(float(_grey(image).mean())), enhance))
   if op == 'Brightness':
-    return _blend(np.zeros_like(image), image, enhance)
+    return _lut(image, _blend_lut(0.0, enhance))
   if op == 'Sharpness':
     return _sharpness(image, enhance)
   if op == 'ShearX':
