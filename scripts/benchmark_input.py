@@ -53,6 +53,7 @@ from lbtrain import data
 from lbtrain.data import imagenet
 from lbtrain.data import input_pipeline
 from lbtrain.data import jpeg
+from lbtrain.data import randaugment
 from lbtrain.data import resized_copy
 
 # ImageNet's common sizes (height, width); its images average ~110 KB, about 400 x 350 pixels.
@@ -354,6 +355,13 @@ def main():
             f'{per_core[randaugmented] / per_core["lbtrain"]:.2f}x; RandAugment adds '
             f'{1e6 / per_core[randaugmented] - 1e6 / per_core["lbtrain"]:,.0f} us per image to '
             f'the {1e6 / per_core["lbtrain"]:,.0f} us of reading, decoding and cropping it')
+    if args.randaugment:
+      crop_us, augment_us = _randaugment_microseconds(dataset_dir, args.image_size,
+                                                      args.randaugment)
+      print(f'one thread, best of 5 interleaved rounds: the train crop (read, decode, crop, '
+            f'resize, flip) {crop_us:,.0f} us per image, RandAugment({args.randaugment}, 10) '
+            f'{augment_us:,.0f} us on its output: {augment_us / crop_us:.2f} of decoding\'s '
+            f'cost, so {crop_us / (crop_us + augment_us):.2f}x the images per core')
     if args.only_lbtrain:
       return
 
@@ -416,6 +424,27 @@ def main():
     print(f'{seconds * 1e6:.0f} us per image: if all of it held the GIL, one process\'s threads '
           f'could not pass ~{1 / seconds:,.0f} images/s however many cores it has (beyond that, '
           'run more processes per host)')
+
+
+def _randaugment_microseconds(dataset_dir: str, size: int, layers: int) -> tuple[float, float]:
+  """(train crop, RandAugment) us per image on one thread, best of 5 rounds taking turns."""
+  records = imagenet._source(dataset_dir, 'train')  # pylint: disable=protected-access
+  encoded = [records[i][0] for i in range(min(len(records), 64))]
+  rng = np.random.default_rng(0)
+  crop_draws = rng.random((len(encoded), jpeg.NUM_DRAWS))
+  augment_draws = rng.random((len(encoded), randaugment.num_draws(layers)))
+  crops = [jpeg.train_crop(e, d, size, fallback_ratio=0.875) for e, d in zip(encoded, crop_draws)]
+  best_crop = best_augment = math.inf
+  for _ in range(5):
+    start = time.perf_counter()
+    for e, d in zip(encoded, crop_draws):
+      jpeg.train_crop(e, d, size, fallback_ratio=0.875)
+    best_crop = min(best_crop, time.perf_counter() - start)
+    start = time.perf_counter()
+    for image, d in zip(crops, augment_draws):
+      randaugment.randaugment(image, d, layers, 10)
+    best_augment = min(best_augment, time.perf_counter() - start)
+  return 1e6 * best_crop / len(encoded), 1e6 * best_augment / len(encoded)
 
 
 def _tf_data_records_skipped_per_second(dataset_dir: str, split: str, num_records: int) -> float:
