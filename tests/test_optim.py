@@ -43,15 +43,23 @@ def _config(name, **fields):
   return config
 
 
-def _run(config, params, grads):
+def _to32(tree):
+  return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), tree)
+
+
+def _run(config, params, grads, peak_lr=None):
   """Updates (as flat float64 dicts) from our chain, fed float32 params and grads."""
-  to32 = lambda tree: jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), tree)
-  params = to32(params)
-  tx = optim.create_optimizer(config, _lr, params)
+  return _updates(optim.create_optimizer(config, _lr, _to32(params), peak_lr=peak_lr), params,
+                  grads)
+
+
+def _updates(tx, params, grads):
+  """Updates (as flat float64 dicts) from any optax chain, fed float32 params and grads."""
+  params = _to32(params)
   state = tx.init(params)
   out = []
   for g in grads:
-    updates, state = tx.update(to32(g), state, params)
+    updates, state = tx.update(_to32(g), state, params)
     params = optax.apply_updates(params, updates)
     out.append(_flat(updates))
   return out
@@ -169,12 +177,7 @@ def test_sgd_is_goyal_form(name, nesterov):
 def test_adam_family_matches_optax(name, wd):
   mask = {'layer': {'kernel': True, 'bias': False}, 'bn': {'scale': False}}
   reference = optax.adamw(_lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=wd, mask=mask)
-  params32 = jax.tree.map(jnp.float32, _params())
-  state, expected = reference.init(params32), []
-  for g in _grads():
-    updates, state = reference.update(jax.tree.map(jnp.float32, g), state, params32)
-    params32 = optax.apply_updates(params32, updates)
-    expected.append(_flat(updates))
+  expected = _updates(reference, _params(), _grads())
   _assert_updates_equal(_run(_config(name, weight_decay=wd), _params(), _grads()), expected)
 
 
@@ -191,21 +194,9 @@ def _big_vision_chain(peak_lr, wd, mask):
 def test_adamw_schedule_form_is_big_vision_weight_decay():
   peak_lr, wd = 2.0, 0.05
   mask = {'layer': {'kernel': True, 'bias': False}, 'bn': {'scale': False}}
-  reference = _big_vision_chain(peak_lr, wd, mask)
-  params32 = jax.tree.map(jnp.float32, _params())
-  state, expected = reference.init(params32), []
-  for g in _grads():
-    updates, state = reference.update(jax.tree.map(jnp.float32, g), state, params32)
-    params32 = optax.apply_updates(params32, updates)
-    expected.append(_flat(updates))
+  expected = _updates(_big_vision_chain(peak_lr, wd, mask), _params(), _grads())
   config = _config('adamw', weight_decay=wd, weight_decay_form='schedule', mu_dtype='bfloat16')
-  params = jax.tree.map(jnp.float32, _params())
-  tx = optim.create_optimizer(config, _lr, params, peak_lr=peak_lr)
-  state, actual = tx.init(params), []
-  for g in _grads():
-    updates, state = tx.update(jax.tree.map(jnp.float32, g), state, params)
-    params = optax.apply_updates(params, updates)
-    actual.append(_flat(updates))
+  actual = _run(config, _params(), _grads(), peak_lr=peak_lr)
   _assert_updates_equal(actual, expected)
   # ... which is not optax.adamw's form: there wd multiplies the lr, here only lr / peak_lr.
   lr_form = _run(_config('adamw', weight_decay=wd, mu_dtype='bfloat16'), _params(), _grads())
