@@ -113,6 +113,7 @@ def choose_micro_batch(config: ml_collections.ConfigDict, mesh: Mesh,
     smallest = min(measured)
     hint = ('set --config.model.bn_group_size so that accumulation may split the per-device '
             'batch' if group is None else
+            'use more devices or model.dtype=bfloat16' if group == 1 else
             'use more devices, a smaller model.bn_group_size, or model.dtype=bfloat16')
     raise UserError(f'train.micro_batch_size=auto: even a micro-batch of {smallest} per device '
                     f'needs {measured[smallest] / memory.GiB:.2f} GiB, over the '

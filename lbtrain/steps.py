@@ -212,6 +212,9 @@ def train_step(state: TrainState, batch: Any, *, settings: StepSettings, mesh: M
   step leaves params, BN statistics and optimizer state as they were (the step counter, and
   so the data, still moves on); otherwise the loop stops on it before saving anything.
 
+  With Mixup or CutMix on (`settings.mix`) the global batch is mixed first, from (seed, step)
+  (`lbtrain.mixing`), and the loss takes the mixed soft targets.
+
   `axis_name` set (the pmap strategy): `batch` holds this device's rows only, the model's BN
   sums its statistics over that axis, and the per-device mean loss, accuracy and gradient are
   averaged over it (`pmean`: every device holds as many examples, so that is the global mean).
