@@ -17,7 +17,8 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
 
   config.model = ml_collections.ConfigDict()
-  config.model.name = 'cnn'  # cnn | resnet20 | resnet18 | resnet34 | resnet50 | resnet101 | resnet152
+  # cnn | resnet20 | resnet18 | resnet34 | resnet50 | resnet101 | resnet152 | vit
+  config.model.name = 'cnn'
   config.model.dtype = 'float32'  # compute dtype; 'bfloat16' keeps params, loss, BN stats in float32
   config.model.zero_init_last_bn = False  # gamma=0 on the last BN of each residual block (Goyal 2017)
   config.model.bn_momentum = 0.9  # running average: new = momentum * old + (1 - momentum) * batch
@@ -25,6 +26,17 @@ def get_config() -> ml_collections.ConfigDict:
   # BN statistics over fixed groups of this many consecutive examples of the global batch
   # ("ghost" / per-worker BN); None = the whole global batch.
   config.model.bn_group_size = config_dict.placeholder(int)
+  # model.name='vit': the plain ViT of Beyer et al. 2022 (lbtrain/models/vit.py; no BatchNorm, so
+  # the bn_* fields above do not apply and bn_group_size must stay None).
+  config.model.vit = ml_collections.ConfigDict()
+  config.model.vit.variant = 'S'  # Ti | S | B | L: widths 192/384/768/1024, depths 12/12/12/24
+  config.model.vit.width = config_dict.placeholder(int)  # overrides the variant's (MLP 4x); None = its
+  config.model.vit.depth = config_dict.placeholder(int)  # encoder blocks; None = the variant's
+  config.model.vit.num_heads = config_dict.placeholder(int)  # attention heads; None = the variant's
+  config.model.vit.patch_size = 16  # pixels per side of a patch (16 or 32 at 224 px; 4 or 7 at 28)
+  config.model.vit.posemb = 'sincos2d'  # sincos2d (fixed 2-D sin-cos) | learn
+  config.model.vit.pool = 'gap'  # gap (mean of the tokens) | tok (a class token)
+  config.model.vit.pre_logits = True  # a tanh Dense layer of the model's width before the head
 
   config.data = ml_collections.ConfigDict()
   # fashion_mnist | imagenet2012 | synthetic (ImageNet-shaped batches made on the devices)
@@ -59,6 +71,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.progressive_resizing.ramp_end_steps = config_dict.placeholder(int)
   # sizes inside the ramp are rounded to a multiple of this (FFCV: 32)
   config.data.progressive_resizing.multiple = 32
+  # ImageNet training crops: RandAugment(N, M) after the crop and flip (lbtrain/data/randaugment.py,
+  # big_vision's ops and magnitudes), drawn from (seed, step, row) like the crops. N = 0: off.
+  config.data.randaugment_layers = 0  # N, ops applied in turn (big_vision vit_s16_i1k: 2)
+  config.data.randaugment_magnitude = 10.0  # M, of 10 (big_vision vit_s16_i1k: 10)
   # ImageNet: threads decoding JPEGs (None = every core the process may use); the batches are
   # the same for any number.
   config.data.threads = config_dict.placeholder(int)
@@ -78,6 +94,12 @@ def get_config() -> ml_collections.ConfigDict:
   # A tuned sweep caps its trials with it. None = train to the end.
   config.train.stop_at_step = config_dict.placeholder(int)
   config.train.label_smoothing = 0.0  # label smoothing of the cross-entropy targets
+  # Mixup / CutMix on the devices inside the step (lbtrain/mixing.py), one draw per global batch
+  # from (seed, step), soft targets: the Beta(alpha, alpha) concentrations, 0 = off. With both
+  # on, a mixed step uses CutMix or Mixup with probability 1/2 each.
+  config.train.mixup_alpha = 0.0  # big_vision vit_s16_i1k: 0.2 (its mixup `p`)
+  config.train.cutmix_alpha = 0.0  # Yun et al. 2019 and DeiT: 1.0
+  config.train.mix_prob = 1.0  # share of steps mixed at all (big_vision: every step)
   config.train.log_every_steps = 50  # steps between metric records and progress-line updates
   config.train.log_every_epochs = config_dict.placeholder(float)  # the same interval in epochs
   # A NaN/Inf loss or gradient: 'stop' (name the step, keep the last good checkpoint) or 'skip'
@@ -115,6 +137,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.b2 = 0.999  # lamb | adamw | adam: second-moment decay
   # Denominator epsilon; None = the optimizer's published default (lars 0, lamb 1e-6, adam(w) 1e-8).
   config.optimizer.eps = config_dict.placeholder(float)
+  # adam | adamw | lamb: the first moment's dtype; None = the params' float32 (big_vision's ViT
+  # recipes: 'bfloat16', half the memory of that state).
+  config.optimizer.mu_dtype = config_dict.placeholder(str)
+  # adamw: what the decoupled weight decay multiplies besides wd and w. 'lr': the lr (optax.adamw,
+  # PyTorch); 'schedule': only the schedule's multiplier lr / peak lr, as big_vision applies its
+  # `wd` (lbtrain/optim.py).
+  config.optimizer.weight_decay_form = 'lr'
   # Clip the gradient to this global L2 norm before anything else; None = no clipping.
   config.optimizer.grad_clip_norm = config_dict.placeholder(float)
 

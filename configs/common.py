@@ -195,3 +195,38 @@ def nesterov_on_lars_schedule(config, *, base_lr, weight_decay, warmup_epochs):
   config.optimizer.base_batch_size = 256
   config.optimizer.scaling = 'linear'
   _poly_schedule(config, warmup_epochs, end_lr=1e-4)
+
+
+def vit_s16_i1k(config):
+  """big_vision's configs/vit_s16_i1k.py (Beyer, Zhai, Kolesnikov 2022), value for value, at the
+  config's own batch: ViT-S/16 (GAP, fixed 2-D sin-cos posemb, tanh pre-logits), bfloat16
+  compute; 90 epochs on train[:99%], evaluated on minival train[99%:] (resize 256, central crop
+  224) every 2,500 steps; inception crop, flip, RandAugment(2, 10), Mixup (Beta(0.2, 0.2), every
+  step); gradient clipping at global norm 1.0, checkpoint every 1,000 steps, log every 50."""
+  config.data.dataset = 'imagenet2012'
+  config.data.train_split = 'train[:99%]'
+  config.data.eval_split = 'train[99%:]'
+  config.data.image_size = 224
+  config.data.eval_crop_ratio = 0.875  # resize_small(256) | central_crop(224)
+  config.data.randaugment_layers = 2
+  config.data.randaugment_magnitude = 10.0
+  config.model.name = 'vit'
+  config.model.dtype = 'bfloat16'
+  config.model.vit.update(variant='S', patch_size=16, posemb='sincos2d', pool='gap',
+                          pre_logits=True)
+  config.train.num_epochs = 90.0
+  config.train.log_every_steps = 50
+  config.train.mixup_alpha = 0.2  # big_vision mixup p=0.2: the Beta/Dirichlet concentration
+  config.train.cutmix_alpha = 0.0
+  config.train.mix_prob = 1.0
+  config.train.label_smoothing = 0.0
+  config.optimizer.grad_clip_norm = 1.0
+  config.optimizer.mu_dtype = 'bfloat16'
+  config.optimizer.weight_decay_mask = KERNELS_ONLY  # big_vision's default wd_mults '.*/kernel$'
+  config.schedule.warmup = 'linear'
+  config.schedule.warmup_init_lr = 0.0
+  config.schedule.decay = 'cosine'
+  config.schedule.end_lr = 0.0
+  config.eval.every_epochs = None
+  config.eval.every_steps = 2500
+  config.checkpoint.every_steps = 1000

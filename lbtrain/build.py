@@ -17,6 +17,8 @@ import ml_collections
 from jax.sharding import Mesh
 
 from lbtrain import memory
+from lbtrain import mixing
+from lbtrain import models
 from lbtrain import parallel
 from lbtrain import plan as plan_lib
 from lbtrain import steps
@@ -47,7 +49,10 @@ def step_settings(run: plan_lib.Plan, mesh: Mesh) -> steps.StepSettings:
       skip_nonfinite=train.on_nonfinite == 'skip',
       pixel_stats=(run.dataset.mean, run.dataset.std),
       noise_scale_every=train.noise_scale_every, noise_scale_decay=train.noise_scale_decay,
-      unroll_micro_batches=parallel.loops_run_slowly(mesh))
+      unroll_micro_batches=parallel.loops_run_slowly(mesh),
+      mix=mixing.MixSettings(mixup_alpha=train.mixup_alpha, cutmix_alpha=train.cutmix_alpha,
+                             prob=train.mix_prob, seed=train.seed),
+      num_classes=run.dataset.num_classes)
 
 
 def build(run: plan_lib.Plan, mesh: Mesh) -> Steps:
@@ -94,7 +99,9 @@ def choose_micro_batch(config: ml_collections.ConfigDict, mesh: Mesh,
     return memory.step_bytes(build(candidate, mesh).compile_train_step(candidate, mesh))
 
   per_device = draft.per_device_batch_size
-  sizes = memory.candidates(per_device, config.model.bn_group_size)
+  # A model without BatchNorm may split its batch anywhere: groups of one.
+  group = config.model.bn_group_size if models.uses_batch_norm(config.model) else 1
+  sizes = memory.candidates(per_device, group)
   chosen, measured = memory.largest_fitting(sizes, bytes_of, budget)
   logging.info('micro_batch_size=auto: budget %.2f GiB per device = %.2f x %s (%.2f GiB)',
                budget / memory.GiB, config.train.memory_fraction, limit.source,
@@ -105,7 +112,8 @@ def choose_micro_batch(config: ml_collections.ConfigDict, mesh: Mesh,
   if chosen is None:
     smallest = min(measured)
     hint = ('set --config.model.bn_group_size so that accumulation may split the per-device '
-            'batch' if config.model.bn_group_size is None else
+            'batch' if group is None else
+            'use more devices or model.dtype=bfloat16' if group == 1 else
             'use more devices, a smaller model.bn_group_size, or model.dtype=bfloat16')
     raise UserError(f'train.micro_batch_size=auto: even a micro-batch of {smallest} per device '
                     f'needs {measured[smallest] / memory.GiB:.2f} GiB, over the '

@@ -4,6 +4,7 @@ check against the paper before anything runs."""
 import jax
 import numpy as np
 
+from lbtrain import models
 from lbtrain import optim
 from lbtrain import parallel
 from lbtrain import resolution as resolution_lib
@@ -27,6 +28,28 @@ def _describe_eval(run: Plan) -> str:
           f'{run.eval_global_batch_size}{stop}{also}')
 
 
+def _model_name(model_config) -> str:
+  if model_config.name != 'vit':
+    return model_config.name
+  vit = model_config.vit
+  sizes = ', '.join(f'{field} {vit[field]}' for field in ('width', 'depth', 'num_heads')
+                    if vit[field] is not None)
+  return (f'vit {vit.variant}/{vit.patch_size}' + (f' ({sizes})' if sizes else '')
+          + f': pool {vit.pool}, posemb {vit.posemb}, '
+          + ('tanh pre-logits' if vit.pre_logits else 'no pre-logits') + ', zero-init head')
+
+
+def _describe_mixing(train) -> str:
+  kinds = [f'{name} alpha {alpha:g}' for name, alpha in (
+      ('mixup', train.mixup_alpha), ('cutmix', train.cutmix_alpha)) if alpha > 0]
+  if not kinds or train.mix_prob <= 0:
+    return 'none'
+  switch = ' (one of them per step, 1/2 each)' if len(kinds) == 2 else ''
+  share = 'every step' if train.mix_prob == 1 else f'{train.mix_prob:g} of the steps'
+  return f'{" and ".join(kinds)}{switch} on {share}, one draw per global batch, soft targets'
+
+
+
 def _describe_micro_batch(run: Plan) -> str:
   layout = f'{run.micro_batch_size:,} per device x {run.accum_steps} accumulation step(s)'
   if not run.auto_micro_batch:
@@ -42,10 +65,12 @@ def describe(run: Plan) -> str:
   config = run.config
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(run.abstract_params))
   rows = [
-      ('dataset', f'{run.dataset.name}: {run.dataset.num_train_examples:,} train / '
-                  f'{run.dataset.num_eval_examples:,} eval examples, '
+      ('dataset', f'{run.dataset.name}: {run.dataset.num_train_examples:,} train '
+                  f'({config.data.train_split}) / {run.dataset.num_eval_examples:,} eval '
+                  f'({config.data.eval_split}) examples, '
                   f'{run.dataset.num_classes} classes, image {run.dataset.image_shape}'),
-      ('model', f'{config.model.name} ({num_params:,} parameters), dtype {config.model.dtype}'),
+      ('model', f'{_model_name(config.model)} ({num_params:,} parameters), '
+                f'dtype {config.model.dtype}'),
       ('devices', f'{run.num_devices} devices on {run.num_processes} process(es), '
                   f'mesh ({parallel.DATA_AXIS}: {run.num_devices})'),
       ('strategy', {'jit': 'jit: one program over the global batch',
@@ -53,9 +78,14 @@ def describe(run: Plan) -> str:
                             f'{parallel.DATA_AXIS!r}'}[config.parallel.strategy]),
       ('per-device batch', f'{run.per_device_batch_size:,}'),
       ('micro batch', _describe_micro_batch(run)),
-      ('BN statistics', 'over the global batch' if config.model.bn_group_size is None else
+      ('BN statistics', 'none (no BatchNorm)' if not models.uses_batch_norm(config.model) else
+       'over the global batch' if config.model.bn_group_size is None else
        f'over groups of {config.model.bn_group_size} consecutive examples'),
       ('label smoothing', f'{config.train.label_smoothing}'),
+      ('mixing', _describe_mixing(config.train)),
+      ('RandAugment', 'off' if not config.data.randaugment_layers else
+       f'N {config.data.randaugment_layers}, M {config.data.randaugment_magnitude:g} '
+       "(big_vision's ops and magnitudes), after the crop and flip"),
       ('noise scale', 'off' if config.train.noise_scale_every is None else
        f'every {config.train.noise_scale_every} steps, EMA decay '
        f'{config.train.noise_scale_decay}, small batches of '
@@ -78,7 +108,11 @@ def describe(run: Plan) -> str:
                  f'off {len(summary["off"])} tensors ({summary["off_params"]:,} parameters)'))
     rows.append(('  off', _abbreviate(summary['off'])))
   if run.dataset.resizable:
-    rows[1:1] = resolution_lib.describe(run.resolution, run.schedule_info.steps_per_epoch)
+    ratio = config.data.eval_crop_ratio
+    size = run.resolution.eval_size
+    crop = (f'resize the shorter side to {size / ratio:.4g}, central crop {size}'
+            if run.dataset.name != 'synthetic' else '')
+    rows[1:1] = resolution_lib.describe(run.resolution, run.schedule_info.steps_per_epoch, crop)
   width = 17
   lines = schedules.describe_schedule(run.schedule_info)
   lines += [f'{name:<{width}} {value}' for name, value in rows]

@@ -34,6 +34,7 @@ class _Parts:
   eps: float | None
   weight_decay_mask: Mask | None
   trust_ratio_mask: Mask | None
+  peak_lr: float | None  # the schedule's peak, for weight decay that follows its multiplier
 
 
 def _decayed_weights(p: _Parts) -> list[optax.GradientTransformation]:
@@ -96,10 +97,42 @@ def _lars(p: _Parts) -> list[optax.GradientTransformation]:
           optax.trace(cfg.momentum, cfg.nesterov)]
 
 
+# optimizer.mu_dtype: the dtype Adam keeps its first moment in (None: the params' float32).
+# big_vision's vit_s16_i1k.py sets `optax = dict(mu_dtype='bfloat16')` on optax.scale_by_adam,
+# which halves that state's memory; the second moment stays float32.
+_MU_DTYPES = {None: None, 'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+# optimizer.weight_decay_form for adamw: what the decoupled decay w <- w - c(t) wd w multiplies.
+#   'lr': c(t) = lr(t), the schedule's lr (Loshchilov & Hutter's AdamW as optax.adamw and
+#         PyTorch implement it).
+#   'schedule': c(t) = lr(t) / peak_lr, the schedule's multiplier in [0, 1] without the lr:
+#         big_vision (big_vision/optax.py `make`) chains scale_by_adam -> scale(config.lr) ->
+#         add_decayed_weights(config.wd, '.*/kernel$') -> scale_by_schedule(sched) -> scale(-1)
+#         with the schedule built with base=1, so a step is
+#         w <- w - sched(t) (lr * adam_direction + wd * w): its `wd` multiplies the weights and
+#         the schedule's multiplier, never the lr (wd 1e-4 there decays 1e-4 of w per step at
+#         the peak, where optax.adamw's form would decay lr * 1e-4 = 1e-7).
+_WEIGHT_DECAY_FORMS = ('lr', 'schedule')
+
+
+def _adam_moments(p: _Parts) -> optax.GradientTransformation:
+  return optax.scale_by_adam(p.config.b1, p.config.b2, p.eps,
+                             mu_dtype=_MU_DTYPES[p.config.mu_dtype])
+
+
 def _adam(p: _Parts) -> list[optax.GradientTransformation]:
-  """Adam, plus decoupled weight decay (times the lr, optax.adamw's form) where it is on."""
-  return [optax.scale_by_adam(p.config.b1, p.config.b2, p.eps), *_decayed_weights(p),
-          optax.scale_by_learning_rate(p.schedule)]
+  """Adam, plus decoupled weight decay where it is on, in optimizer.weight_decay_form's form.
+
+  Both forms add wd' w to the Adam direction before the lr(t) scaling, wd' = wd for 'lr' and
+  wd / peak_lr for 'schedule', so that lr(t) wd' = (lr(t) / peak_lr) wd: big_vision's step.
+  """
+  decay = []
+  if p.weight_decay_mask is not None:
+    rate = p.config.weight_decay
+    if p.config.weight_decay_form == 'schedule':
+      rate /= p.peak_lr
+    decay = [optax.add_decayed_weights(rate, p.weight_decay_mask)]
+  return [_adam_moments(p), *decay, optax.scale_by_learning_rate(p.schedule)]
 
 
 def _lamb(p: _Parts) -> list[optax.GradientTransformation]:
@@ -107,7 +140,7 @@ def _lamb(p: _Parts) -> list[optax.GradientTransformation]:
 
   Unlike optax.lamb, the trust ratio has its own mask: masked leaves take the plain Adam step.
   """
-  return [optax.scale_by_adam(p.config.b1, p.config.b2, p.eps), *_decayed_weights(p),
+  return [_adam_moments(p), *_decayed_weights(p),
           optax.masked(optax.scale_by_trust_ratio(), p.trust_ratio_mask),
           optax.scale_by_learning_rate(p.schedule)]
 
@@ -127,9 +160,10 @@ _OPTIMIZERS = {
     'nesterov': _Optimizer(lambda p: _sgd(p, True), True, False, None, ('momentum',)),
     'lars': _Optimizer(_lars, True, True, 0.0,
                        ('momentum', 'nesterov', 'trust_coefficient', 'eps')),
-    'lamb': _Optimizer(_lamb, True, True, 1e-6, ('b1', 'b2', 'eps')),
-    'adamw': _Optimizer(_adam, True, False, 1e-8, ('b1', 'b2', 'eps')),
-    'adam': _Optimizer(_adam, False, False, 1e-8, ('b1', 'b2', 'eps')),
+    'lamb': _Optimizer(_lamb, True, True, 1e-6, ('b1', 'b2', 'eps', 'mu_dtype')),
+    'adamw': _Optimizer(_adam, True, False, 1e-8,
+                        ('b1', 'b2', 'eps', 'mu_dtype', 'weight_decay_form')),
+    'adam': _Optimizer(_adam, False, False, 1e-8, ('b1', 'b2', 'eps', 'mu_dtype')),
 }
 
 _CHECKS = (
@@ -150,7 +184,15 @@ def _optimizer(cfg: ml_collections.ConfigDict) -> _Optimizer:
   for field, ok, requirement in _CHECKS:
     if not ok(cfg[field]):
       raise UserError(f'optimizer.{field} must be {requirement}, got {cfg[field]}')
+  if cfg.mu_dtype not in _MU_DTYPES:
+    raise UserError(f'optimizer.mu_dtype={cfg.mu_dtype!r}: use None, float32 or bfloat16')
+  if cfg.weight_decay_form not in _WEIGHT_DECAY_FORMS:
+    raise UserError(f'optimizer.weight_decay_form={cfg.weight_decay_form!r}: use one of '
+                    f'{", ".join(_WEIGHT_DECAY_FORMS)}')
   spec = _OPTIMIZERS[cfg.name]
+  if cfg.weight_decay_form != 'lr' and 'weight_decay_form' not in spec.reads:
+    raise UserError(f"optimizer.weight_decay_form={cfg.weight_decay_form!r} is adamw's; "
+                    f"{cfg.name!r} decays as its paper does: set it to 'lr'")
   if cfg.weight_decay and not spec.weight_decay:
     raise UserError(f'optimizer {cfg.name!r} takes no weight decay; set optimizer.weight_decay=0 '
                     "or use optimizer.name='adamw'")
@@ -203,13 +245,14 @@ def _masks(cfg: ml_collections.ConfigDict, spec: _Optimizer,
 
 
 def create_optimizer(optimizer_config: ml_collections.ConfigDict, schedule: optax.Schedule,
-                     params) -> optax.GradientTransformation:
+                     params, peak_lr: float | None = None) -> optax.GradientTransformation:
   """Builds the chain: [clip by global norm] -> the named optimizer -> lr from `schedule`.
 
   Args:
     optimizer_config: `config.optimizer`.
     schedule: step count -> lr, from `schedules.create_schedule`.
     params: the parameter pytree, or its `jax.eval_shape`; only names and structure are read.
+    peak_lr: the schedule's peak lr; needed by weight_decay_form='schedule' only.
 
   Returns:
     One optax GradientTransformation; its updates are added to the params.
@@ -220,7 +263,9 @@ def create_optimizer(optimizer_config: ml_collections.ConfigDict, schedule: opta
   spec = _optimizer(optimizer_config)
   wd_mask, trust_mask = _masks(optimizer_config, spec, params)
   eps = spec.default_eps if optimizer_config.eps is None else optimizer_config.eps
-  chain = spec.build(_Parts(optimizer_config, schedule, eps, wd_mask, trust_mask))
+  if wd_mask is not None and optimizer_config.weight_decay_form == 'schedule' and not peak_lr:
+    raise ValueError("weight_decay_form='schedule' needs the schedule's peak_lr")
+  chain = spec.build(_Parts(optimizer_config, schedule, eps, wd_mask, trust_mask, peak_lr))
   if optimizer_config.grad_clip_norm is not None:
     chain.insert(0, optax.clip_by_global_norm(optimizer_config.grad_clip_norm))
   return optax.chain(*chain)
@@ -235,9 +280,12 @@ def describe_optimizer(optimizer_config: ml_collections.ConfigDict) -> str:
   for field in spec.reads:
     if field == 'eps' and optimizer_config.eps is None:
       parts.append(f'eps {spec.default_eps:g} (default)')
+    elif field == 'mu_dtype' and optimizer_config.mu_dtype is None:
+      parts.append('mu_dtype float32 (default)')
     else:
-      parts.append(f'{field} {optimizer_config[field]:g}' if field != 'nesterov'
-                   else f'nesterov {optimizer_config.nesterov}')
+      value = optimizer_config[field]
+      parts.append(f'{field} {value:g}' if isinstance(value, (int, float))
+                   and not isinstance(value, bool) else f'{field} {value}')
   if spec.weight_decay:
     parts.append(f'weight_decay {optimizer_config.weight_decay:g}')
   clip = optimizer_config.grad_clip_norm

@@ -111,6 +111,9 @@ def recipe(config: ml_collections.ConfigDict, num_train_examples: int) -> Recipe
              'steps (or None for no noise scale).')
     _require(0 <= train.noise_scale_decay < 1,
              f'train.noise_scale_decay={train.noise_scale_decay} must be in [0, 1).')
+  _require(train.mixup_alpha >= 0 and train.cutmix_alpha >= 0 and 0 <= train.mix_prob <= 1,
+           f'train.mixup_alpha={train.mixup_alpha} and train.cutmix_alpha={train.cutmix_alpha} '
+           f'must be >= 0 (0 = off) and train.mix_prob={train.mix_prob} in [0, 1].')
   _require(train.stop_at_step is None or train.stop_at_step > 0,
            f'train.stop_at_step={train.stop_at_step} must be a positive step (or None to train '
            'to the end).')
@@ -161,13 +164,13 @@ def batch_layout(config: ml_collections.ConfigDict, num_devices: int,
            f'(= {global_batch} / {num_devices} devices); pick a divisor of {per_device}.')
   accum_steps = per_device // micro
   group = config.model.bn_group_size
-  if accum_steps > 1 and group is None:
+  if accum_steps > 1 and group is None and models.uses_batch_norm(config.model):
     raise UserError(
         f'gradient accumulation ({accum_steps} micro-batches of {micro} per device) computes BN '
         f'statistics per micro-batch; set --config.model.bn_group_size to a divisor of {micro} '
         'to make those groups explicit (the same value then gives the same training on any '
         'number of devices).')
-  _require(accum_steps == 1 or micro % group == 0,
+  _require(accum_steps == 1 or group is None or micro % group == 0,
            f'model.bn_group_size={group} must divide the per-device micro batch {micro}; pick '
            'a divisor of it or None for global statistics.')
   return per_device, micro, accum_steps
@@ -234,6 +237,13 @@ def plan(config: ml_collections.ConfigDict, *, micro_batch_size: int | None = No
   model = models.create_model(config.model, num_classes=dataset.num_classes,
                               axis_name=parallel.DATA_AXIS if per_device_program else None)
   abstract_params = _abstract_params(model, dataset.image_shape)
+  layers = config.data.randaugment_layers
+  _require(isinstance(layers, int) and layers >= 0 and config.data.randaugment_magnitude >= 0,
+           f'data.randaugment_layers={layers!r} must be a whole number >= 0 (0 = off) and '
+           f'data.randaugment_magnitude={config.data.randaugment_magnitude} >= 0.')
+  _require(layers == 0 or dataset.name == 'imagenet2012',
+           f'data.randaugment_layers={layers}: only the imagenet2012 host pipeline applies '
+           f'RandAugment, not {dataset.name}; set it to 0.')
   sizes = _resolution(config, dataset, run_recipe.schedule_info.total_steps)
   for size in {*sizes.train_sizes, sizes.eval_size} - {dataset.image_shape[0]}:
     other = _abstract_params(model, (size, size, dataset.image_shape[2]))
@@ -243,7 +253,8 @@ def plan(config: ml_collections.ConfigDict, *, micro_batch_size: int | None = No
              f'model.name={config.model.name!r} has parameters whose shapes depend on the image '
              f'size ({dataset.image_shape[0]} vs {size} px), so it cannot train or evaluate at '
              'several sizes; use a model with global pooling (resnet*) or one image size.')
-  optimizer = optim.create_optimizer(config.optimizer, run_recipe.schedule, abstract_params)
+  optimizer = optim.create_optimizer(config.optimizer, run_recipe.schedule, abstract_params,
+                                     peak_lr=run_recipe.schedule_info.peak_lr)
   return Plan(config=config, dataset=dataset, schedule_info=run_recipe.schedule_info,
               schedule=run_recipe.schedule, model=model, optimizer=optimizer,
               abstract_params=abstract_params, num_devices=num_devices,

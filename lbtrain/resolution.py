@@ -105,14 +105,15 @@ def resolution(config: ml_collections.ConfigDict, num_train_examples: int,
                     eval_size, final)
 
 
-def describe(info: Resolution, steps_per_epoch: float) -> list[str]:
-  """Rows for `--describe`: the train size per range of steps and epochs, the eval size and the
-  predicted FLOPs."""
+def describe(info: Resolution, steps_per_epoch: float, crop: str = '') -> list[str]:
+  """Rows for `--describe`: the train size per range of steps and epochs, the eval size (and
+  `crop`, how the eval image is cut) and the predicted FLOPs."""
   if not info.ramped:
-    rows = [('image size', f'{info.final_size} px train, {info.eval_size} px eval')]
+    rows = [('image size', f'{info.final_size} px train, {info.eval_size} px eval'
+                           + (f' ({crop})' if crop else ''))]
   else:
     rows = [('image size', f'{len(info.train_sizes)} train sizes (one compiled step each); '
-                           f'{info.eval_size} px eval')]
+                           f'{info.eval_size} px eval' + (f' ({crop})' if crop else ''))]
     for start, end, size in info.segments():
       rows.append(('', f'{size} px: steps {start}-{end - 1} (epochs {start / steps_per_epoch:.2f}'
                        f'-{end / steps_per_epoch:.2f})'))

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from lbtrain import mixing
 from lbtrain import noise_scale
 from lbtrain import parallel
 
@@ -47,11 +48,18 @@ def init_state(rng: jax.Array, model: nn.Module, tx: optax.GradientTransformatio
                     noise_scale=noise_scale.NoiseScaleState.zeros())
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float) -> jax.Array:
-  """Per-example softmax cross-entropy in float32, with optional label smoothing."""
-  targets = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
-  if label_smoothing:
-    targets = optax.smooth_labels(targets, label_smoothing)
+def soft_targets(labels: jax.Array, num_classes: int, label_smoothing: float) -> jax.Array:
+  """float32 [B, num_classes]: one-hot labels, smoothed if label_smoothing."""
+  targets = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+  return optax.smooth_labels(targets, label_smoothing) if label_smoothing else targets
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float,
+                  targets: jax.Array | None = None) -> jax.Array:
+  """Per-example softmax cross-entropy in float32 against `targets` (soft labels, e.g. mixed)
+  or else the labels one-hot, with optional label smoothing."""
+  if targets is None:
+    targets = soft_targets(labels, logits.shape[-1], label_smoothing)
   return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
@@ -75,10 +83,11 @@ def _loss_and_grads(params, batch_stats, batch, *, model: nn.Module, label_smoot
   def loss_fn(params):
     logits, updated = model.apply({'params': params, 'batch_stats': batch_stats},
                                   images, train=True, mutable=['batch_stats'])
-    loss = cross_entropy(logits, batch['label'], label_smoothing).mean()
+    loss = cross_entropy(logits, batch['label'], label_smoothing, batch.get('targets')).mean()
     return loss, (logits, updated.get('batch_stats', {}))
 
   (loss, (logits, new_batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  # Against the example's own label: under Mixup the one with the larger weight.
   accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
   return loss, accuracy, grads, new_batch_stats
 
@@ -121,6 +130,9 @@ class StepSettings:
   noise_scale_decay: float = 0.99
   # Unroll the accumulation loop where the backend runs loops slowly (the same maths).
   unroll_micro_batches: bool = False
+  # Mixup / CutMix of the global batch before the gradients (off by default).
+  mix: mixing.MixSettings = mixing.MixSettings()
+  num_classes: int | None = None  # the soft targets' width; needed when mixing
 
 
 def _gradients(state: TrainState, batch: Any, settings: StepSettings, mesh: Mesh,
@@ -179,6 +191,15 @@ def _tracked_noise(state: TrainState, batch: Any, settings: StepSettings, mesh: 
       apply=finite & (state.step % settings.noise_scale_every == 0))
 
 
+def _mixed(batch: Any, step: jax.Array, settings: StepSettings, axis_name: str | None) -> Any:
+  """The batch with normalised, mixed float images and their soft 'targets' (mixing is linear,
+  so mixing normalised pixels is normalising mixed ones, without rounding to uint8)."""
+  images = model_input(batch['image'], settings.pixel_stats)
+  targets = soft_targets(batch['label'], settings.num_classes, settings.label_smoothing)
+  images, targets = mixing.mix(images, targets, step, settings.mix, axis_name)
+  return {**batch, 'image': images, 'targets': targets}
+
+
 def train_step(state: TrainState, batch: Any, *, settings: StepSettings, mesh: Mesh,
                axis_name: str | None = None) -> tuple[TrainState, Metrics]:
   """One optimizer step on one global batch, optionally as `accum_steps` micro-batches.
@@ -191,10 +212,15 @@ def train_step(state: TrainState, batch: Any, *, settings: StepSettings, mesh: M
   step leaves params, BN statistics and optimizer state as they were (the step counter, and
   so the data, still moves on); otherwise the loop stops on it before saving anything.
 
+  With Mixup or CutMix on (`settings.mix`) the global batch is mixed first, from (seed, step)
+  (`lbtrain.mixing`), and the loss takes the mixed soft targets.
+
   `axis_name` set (the pmap strategy): `batch` holds this device's rows only, the model's BN
   sums its statistics over that axis, and the per-device mean loss, accuracy and gradient are
   averaged over it (`pmean`: every device holds as many examples, so that is the global mean).
   """
+  if settings.mix.on:
+    batch = _mixed(batch, state.step, settings, axis_name)
   loss, accuracy, grads, batch_stats, small_sq_norm = _gradients(state, batch, settings, mesh,
                                                                  axis_name)
   updates, opt_state = settings.tx.update(grads, state.opt_state, state.params)

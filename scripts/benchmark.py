@@ -71,6 +71,10 @@ def _config(args, per_device_batch: int, dtype: str, accum_steps: int = 1,
     config.data.data_dir = args.data_dir
   config.model.name = args.model
   config.model.dtype = dtype
+  # A ViT's sizes over the config's (device_check's dry run: a tiny one).
+  config.model.vit.update(getattr(args, 'vit', None) or {})
+  if dataset == 'synthetic':
+    config.data.randaugment_layers = 0  # batches made on the device: no host pipeline
   config.train.global_batch_size = per_device_batch * jax.device_count()
   if accum_steps > 1 or args.bn_group_size:
     # Accumulation needs explicit BN groups; the same groups make k = 1 the same computation.

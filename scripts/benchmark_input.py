@@ -17,6 +17,10 @@ Over the same JPEGs in one run:
      decoded at a reduced scale (at half the output size, where boxes allow it);
   6. the per-image time outside the decoder and the resize, which bounds one process's threads.
 
+Table 1 also has lbtrain's pipeline with RandAugment(--randaugment, 10) on (big_vision's ViT
+recipe: 2), and its cost per core next to decoding. --only_lbtrain keeps table 1 to lbtrain's
+pipeline with and without RandAugment and skips sections 2-6 (no tf.data, no resized copy).
+
 Without --data_dir it first writes --num_images ImageNet-sized JPEGs (sides 333-500, random
 smooth colour fields with texture and noise, quality 95 with 4:2:0 chroma: ~109 KB each, like
 ImageNet's ~110 KB) as a tfds `imagenet2012` (TFRecords, then converted as a user would) in a
@@ -49,6 +53,7 @@ from lbtrain import data
 from lbtrain.data import imagenet
 from lbtrain.data import input_pipeline
 from lbtrain.data import jpeg
+from lbtrain.data import randaugment
 from lbtrain.data import resized_copy
 
 # ImageNet's common sizes (height, width); its images average ~110 KB, about 400 x 350 pixels.
@@ -289,7 +294,13 @@ def main():
                       help='rounds of the pipeline table; the best of each is printed')
   parser.add_argument('--resized_side', type=int, default=256,
                       help='also measure a resized copy with this shorter side (0: do not)')
+  parser.add_argument('--randaugment', type=int, default=2,
+                      help='RandAugment layers N (M = 10) of the augmented row (0: no row)')
+  parser.add_argument('--only_lbtrain', action='store_true',
+                      help="table 1 for lbtrain's pipeline with and without RandAugment only")
   args = parser.parse_args()
+  if args.only_lbtrain:
+    args.resized_side = 0
 
   tfds.disable_progress_bar()
   with tempfile.TemporaryDirectory() as scratch:
@@ -304,7 +315,12 @@ def main():
           f'{args.num_batches} batches timed, output {args.image_size}x{args.image_size}, '
           f'{cores} cores, tf {tf.__version__}')
 
-    configs = [('tf.data', data_config), ('lbtrain', data_config)]
+    configs = [('tf.data', data_config), ('lbtrain', data_config)][args.only_lbtrain:]
+    randaugmented = f'lbtrain + RandAugment({args.randaugment}, 10)'
+    if args.randaugment:
+      augment_config = data_config.copy_and_resolve_references()
+      augment_config.randaugment_layers = args.randaugment
+      configs.append((randaugmented, augment_config))
     if args.resized_side:
       copy_dir = os.path.join(scratch, 'resized')
       resized_copy.copy(dataset_dir, copy_dir, shorter_side=args.resized_side, quality=90,
@@ -332,7 +348,22 @@ def main():
     per_core = {name: rate for (name, threads), rate in best.items() if threads == 1}
     print()
     for name, rate in per_core.items():
-      print(f'per core at 1 thread: {name} / tf.data = {rate / per_core["tf.data"]:.2f}x')
+      if 'tf.data' in per_core:
+        print(f'per core at 1 thread: {name} / tf.data = {rate / per_core["tf.data"]:.2f}x')
+    if args.randaugment:
+      print(f'per core at 1 thread: {randaugmented} / lbtrain = '
+            f'{per_core[randaugmented] / per_core["lbtrain"]:.2f}x; RandAugment adds '
+            f'{1e6 / per_core[randaugmented] - 1e6 / per_core["lbtrain"]:,.0f} us per image to '
+            f'the {1e6 / per_core["lbtrain"]:,.0f} us of reading, decoding and cropping it')
+    if args.randaugment:
+      crop_us, augment_us = _randaugment_microseconds(dataset_dir, args.image_size,
+                                                      args.randaugment)
+      print(f'one thread, best of 5 interleaved rounds: the train crop (read, decode, crop, '
+            f'resize, flip) {crop_us:,.0f} us per image, RandAugment({args.randaugment}, 10) '
+            f'{augment_us:,.0f} us on its output: {augment_us / crop_us:.2f} of decoding\'s '
+            f'cost, so {crop_us / (crop_us + augment_us):.2f}x the images per core')
+    if args.only_lbtrain:
+      return
 
     records = imagenet._source(dataset_dir, 'train')  # pylint: disable=protected-access
     sample = [records[i][0] for i in range(min(len(records), 120))]
@@ -393,6 +424,27 @@ def main():
     print(f'{seconds * 1e6:.0f} us per image: if all of it held the GIL, one process\'s threads '
           f'could not pass ~{1 / seconds:,.0f} images/s however many cores it has (beyond that, '
           'run more processes per host)')
+
+
+def _randaugment_microseconds(dataset_dir: str, size: int, layers: int) -> tuple[float, float]:
+  """(train crop, RandAugment) us per image on one thread, best of 5 rounds taking turns."""
+  records = imagenet._source(dataset_dir, 'train')  # pylint: disable=protected-access
+  encoded = [records[i][0] for i in range(min(len(records), 64))]
+  rng = np.random.default_rng(0)
+  crop_draws = rng.random((len(encoded), jpeg.NUM_DRAWS))
+  augment_draws = rng.random((len(encoded), randaugment.num_draws(layers)))
+  crops = [jpeg.train_crop(e, d, size, fallback_ratio=0.875) for e, d in zip(encoded, crop_draws)]
+  best_crop = best_augment = math.inf
+  for _ in range(5):
+    start = time.perf_counter()
+    for e, d in zip(encoded, crop_draws):
+      jpeg.train_crop(e, d, size, fallback_ratio=0.875)
+    best_crop = min(best_crop, time.perf_counter() - start)
+    start = time.perf_counter()
+    for image, d in zip(crops, augment_draws):
+      randaugment.randaugment(image, d, layers, 10)
+    best_augment = min(best_augment, time.perf_counter() - start)
+  return 1e6 * best_crop / len(encoded), 1e6 * best_augment / len(encoded)
 
 
 def _tf_data_records_skipped_per_second(dataset_dir: str, split: str, num_records: int) -> float:

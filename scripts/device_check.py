@@ -5,6 +5,9 @@ resnet50_8k recipe's optimizer and BatchNorm groups, with scripts/benchmark.py's
 
   step_batch_128/256  ResNet-50 v1.5 at 224 px: images/sec, compile seconds, TFLOP/s per device
                       from the compiled step's cost analysis, and MFU against the datasheet peak
+  vit_s16_step_batch_256  the same for ViT-S/16 at 224 px in the vit_s16_i1k recipe (Beyer et
+                      al. 2022, big_vision: bfloat16, Adam with a bfloat16 first moment, Mixup
+                      in the step), 256 per device
   image_size_160/192/224  images/sec at those `data.image_size` values, batch 256 per device
                       (224 is step_batch_256)
   loop_over_bare      seconds per step of a bare jit loop / lbtrain's loop (train_and_evaluate)
@@ -95,6 +98,7 @@ class _Plan:
       self.steps, self.loop_steps, self.repeats, self.loop_repeats = 2, 4, 1, 1
       self.min_start_s = 1.0
       self.input = {'num_images': 16, 'batch_size': 8, 'num_batches': 2, 'image_size': 32}
+      self.vit = {'width': 32, 'depth': 1, 'num_heads': 2, 'patch_size': 8}  # tiny, on CPU
     else:
       self.model, self.image_size, self.image_sizes = 'resnet50', 224, (160, 192, 224)
       # resnet50_8k's BN groups of 32, given explicitly so that accumulation's k = 1 is the
@@ -103,7 +107,9 @@ class _Plan:
       self.steps, self.loop_steps, self.repeats, self.loop_repeats = 20, 20, 2, 3
       self.min_start_s = 45.0
       self.input = {'num_images': 512, 'batch_size': 128, 'num_batches': 20, 'image_size': 224}
+      self.vit = {}  # vit_s16_i1k's ViT-S/16
     self.config, self.dtype, self.accum_steps = 'resnet50_8k', 'bfloat16', 2
+    self.vit_config = 'vit_s16_i1k'
 
   @property
   def main_batch(self) -> int:
@@ -113,6 +119,7 @@ class _Plan:
     """Each process's measurements, in the order they run."""
     return {
         'device': ([f'step_batch_{b}' for b in self.batches]
+                   + [f'vit_s16_step_batch_{self.main_batch}']
                    + [f'image_size_{s}' for s in self.image_sizes]
                    + ['loop_over_bare', 'accumulation']),
         'input': ['input_pipeline'],
@@ -217,6 +224,13 @@ def _device_part(plan: _Plan, results: _Results, deadline: float, only: set[str]
         steps[per_device] = measured
       return {'image_size': image_size, **measured}
 
+    def vit_step() -> dict[str, Any]:
+      """No BatchNorm, so no groups and no accumulation: the recipe's own step."""
+      args = _benchmark_args(plan, benchmark, config=plan.vit_config, model='vit',
+                             bn_group_size=None, vit=plan.vit)
+      return {'config': plan.vit_config, 'image_size': plan.image_size,
+              **_rounded(benchmark.measure_step(args, plan.main_batch, plan.dtype))}
+
     def image_size(size: int) -> dict[str, Any]:
       if size == plan.image_size and plan.main_batch in steps:
         return {'image_size': size, **steps[plan.main_batch],
@@ -242,6 +256,7 @@ def _device_part(plan: _Plan, results: _Results, deadline: float, only: set[str]
               'k_micro_batches_ms_per_step': round(1e3 * k, 2), 'ratio': round(one / k, 4)}
 
     measures = {f'step_batch_{b}': (lambda b=b: step(b, plan.image_size)) for b in plan.batches}
+    measures[f'vit_s16_step_batch_{plan.main_batch}'] = vit_step
     measures.update({f'image_size_{s}': (lambda s=s: image_size(s)) for s in plan.image_sizes})
     measures.update(loop_over_bare=loop_over_bare, accumulation=accumulation)
     for name in plan.parts()['device']:

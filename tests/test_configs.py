@@ -39,7 +39,13 @@ def _load(name):
   return importlib.import_module(f'configs.{name}').get_config()
 
 
+IMAGENET_99 = 1_268_355  # train[:99%]: round(0.99 x 1,281,167), tfds's rounding
+MINIVAL = 12_812  # train[99%:]: the remaining 1,281,167 - 1,268,355
+
+
 def _num_train_examples(config):
+  if config.data.train_split == 'train[:99%]':
+    return IMAGENET_99
   return {'imagenet2012': IMAGENET, 'fashion_mnist': FMNIST}[config.data.dataset]
 
 
@@ -128,6 +134,27 @@ RECIPES = {
     'resnet50_32k_nesterov': dict(
         steps_per_epoch=39.09811401367188, total_steps=3519, peak_lr=12.8, warmup_steps=704,
         points=[(0, 0.0), (352, 6.4), (704, 12.8), (1267, 8.192036), (3519, 1e-4)]),
+    # big_vision ViT-S/16: 1268355 / 1024 = 1238.6279 steps/epoch; 90 epochs = 111476.51 ->
+    # 111477; lr 0.001 (1024 / 1024); warmup 10,000 steps from 0 (step 5000: 0.0005); cosine to 0
+    # over 101477 steps: at step 10000 + 50738 = 60738, 0.0005 (1 + cos(pi 50738 / 101477)) =
+    # 0.00050000774.
+    'vit_s16_i1k': dict(
+        steps_per_epoch=1238.6279296875, total_steps=111477, peak_lr=0.001, warmup_steps=10000,
+        points=[(0, 0.0), (5000, 0.0005), (10000, 0.001), (60738, 0.00050000774),
+                (111477, 0.0)]),
+    # LAMB 8k: 1268355 / 8192 = 154.8285 steps/epoch; 90 epochs = 13934.56 -> 13935; 0.001 x
+    # sqrt(8192 / 1024) = 0.0028284271; warmup 8 epochs = 1238.63 -> 1239 steps; cosine over
+    # 12696 steps: halfway (step 7587) 0.0028284271 / 2 = 0.0014142136.
+    'vit_s16_i1k_lamb_8k': dict(
+        steps_per_epoch=154.8284912109375, total_steps=13935, peak_lr=0.0028284271247461905,
+        warmup_steps=1239,
+        points=[(0, 0.0), (1239, 0.0028284271), (7587, 0.0014142136), (13935, 0.0)]),
+    # The small ViT on Fashion-MNIST: 234.375 steps/epoch, 10 epochs = 2343.75 -> 2344; 0.002 x
+    # sqrt(256 / 256); warmup 1 epoch = 234.375 -> 234 (step 117: 0.001); cosine over 2110
+    # steps: halfway (step 1289) 0.001.
+    'fmnist_vit': dict(
+        steps_per_epoch=234.375, total_steps=2344, peak_lr=0.002, warmup_steps=234,
+        points=[(0, 0.0), (117, 0.001), (234, 0.002), (1289, 0.001), (2344, 0.0)]),
     # Fashion-MNIST, 60000 images, 8 epochs. Batch 256: 234.375 steps/epoch, 1875 steps; x0.1 at
     # 8 x 30/90 = 2.67 epochs = 625 steps, 5.33 = 1250, 7.11 = 1666.67 -> 1667.
     'fmnist_256': dict(
@@ -246,7 +273,62 @@ PAPER_FIELDS = {
     'resnet50_32k_nesterov': {
         'model.name': 'resnet50', 'train.global_batch_size': 32768, 'optimizer.name': 'nesterov',
         'optimizer.scaling': 'linear'},
+    # big_vision configs/vit_s16_i1k.py, field by field.
+    'vit_s16_i1k': {
+        'data.dataset': 'imagenet2012', 'data.train_split': 'train[:99%]',
+        'data.eval_split': 'train[99%:]', 'data.image_size': 224, 'data.eval_crop_ratio': 0.875,
+        'data.randaugment_layers': 2, 'data.randaugment_magnitude': 10.0,
+        'model.name': 'vit', 'model.dtype': 'bfloat16', 'train.global_batch_size': 1024,
+        'train.num_epochs': 90.0, 'train.mixup_alpha': 0.2, 'train.cutmix_alpha': 0.0,
+        'train.mix_prob': 1.0, 'train.label_smoothing': 0.0, 'train.log_every_steps': 50,
+        'optimizer.name': 'adamw', 'optimizer.b1': 0.9, 'optimizer.b2': 0.999,
+        'optimizer.eps': None, 'optimizer.mu_dtype': 'bfloat16', 'optimizer.base_lr': 0.001,
+        'optimizer.weight_decay': 1e-4, 'optimizer.weight_decay_form': 'schedule',
+        'optimizer.grad_clip_norm': 1.0, 'schedule.decay': 'cosine', 'schedule.end_lr': 0.0,
+        'eval.every_steps': 2500, 'checkpoint.every_steps': 1000},
+    'vit_s16_i1k_lamb_8k': {
+        'model.name': 'vit', 'train.global_batch_size': 8192, 'optimizer.name': 'lamb',
+        'optimizer.eps': 1e-6, 'optimizer.scaling': 'sqrt', 'optimizer.base_batch_size': 1024,
+        'data.randaugment_layers': 2, 'train.mixup_alpha': 0.2},
 }
+
+
+def test_vit_s16_i1k_model_is_big_vision_s():
+  vit = _load('vit_s16_i1k').model.vit
+  assert (vit.variant, vit.patch_size, vit.pool, vit.posemb, vit.pre_logits) == (
+      'S', 16, 'gap', 'sincos2d', True)
+  assert (vit.width, vit.depth, vit.num_heads) == (None, None, None)
+
+
+def test_describe_of_vit_s16_i1k_shows_every_value_of_the_recipe():
+  """The plan (no data here: the published sizes of the slices) shows big_vision's values."""
+  from lbtrain import describe  # pylint: disable=g-import-not-at-top
+  from lbtrain import plan  # pylint: disable=g-import-not-at-top
+  config = _load('vit_s16_i1k')
+  config.data.data_dir = os.path.join(REPO, 'no_data_here')
+  described = describe.describe(plan.plan(config, describe_only=True))
+  for fragment in [
+      'global batch      1024 (1268355 examples, 1238.6279 steps/epoch)',
+      'training          111477 steps (90 epochs)',
+      'peak lr           0.001 x 1024 / 1024 = 0.001 (linear)',
+      'warmup            linear from 0 over 10000 steps (8.07 epochs)',
+      'decay             cosine to 0',
+      'imagenet2012: 1,268,355 train (train[:99%]) / 12,812 eval (train[99%:]) examples, '
+      '1000 classes',
+      '224 px train, 224 px eval (resize the shorter side to 256, central crop 224)',
+      'vit S/16: pool gap, posemb sincos2d, tanh pre-logits, zero-init head (22,122,472 '
+      'parameters), dtype bfloat16',
+      'BN statistics     none (no BatchNorm)',
+      'mixing            mixup alpha 0.2 on every step, one draw per global batch',
+      'RandAugment       N 2, M 10',
+      'eval              every 2500 steps and at the end',
+      'checkpoint        every 1000 steps',
+      'optimizer         adamw: b1 0.9, b2 0.999, eps 1e-08 (default), mu_dtype bfloat16, '
+      'weight_decay_form schedule, weight_decay 0.0001, gradient clipped to norm 1',
+      # Kernels only (big_vision's '.*/kernel$'): 75 kernels of 22,060,032 parameters.
+      'weight decay      on 75 tensors (22,060,032 parameters), off 125 tensors',
+  ]:
+    assert fragment in described, fragment
 
 
 def test_ffcv_resolution_ramp_is_the_yaml_files():

@@ -60,7 +60,8 @@ def _positive(value) -> bool:
 
 def test_the_device_plan_measures_what_the_issue_asks():
   names = [n for part in device_check._Plan(False).parts().values() for n in part]
-  assert names == ['step_batch_128', 'step_batch_256', 'image_size_160', 'image_size_192',
+  assert names == ['step_batch_128', 'step_batch_256', 'vit_s16_step_batch_256',
+                   'image_size_160', 'image_size_192',
                    'image_size_224', 'loop_over_bare', 'accumulation', 'input_pipeline',
                    'xla_flags']
 
@@ -88,6 +89,11 @@ def test_dry_run_without_tensorflow_or_installed_ml_collections():
     assert step['images_per_sec'] == pytest.approx(batch / step['seconds_per_step'], rel=1e-2)
     assert step['peak_tflops_per_device'] is None and step['mfu'] is None  # no CPU peak
   main = measurements[f'step_batch_{plan.main_batch}']
+  vit = measurements[f'vit_s16_step_batch_{plan.main_batch}']
+  assert vit['status'] == 'measured', vit
+  assert vit['config'] == 'vit_s16_i1k' and vit['per_device_batch'] == plan.main_batch
+  for key in ('images_per_sec', 'compile_seconds', 'flops_per_device_step', 'tflops_per_device'):
+    assert _positive(vit[key]), (key, vit)
   for size in plan.image_sizes:
     at_size = measurements[f'image_size_{size}']
     assert at_size['status'] == 'measured' and at_size['image_size'] == size

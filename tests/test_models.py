@@ -395,3 +395,81 @@ def test_unknown_model_name_is_a_user_error():
 def test_bad_model_config_is_a_user_error(overrides):
   with pytest.raises(UserError):
     create_model(_model_config(**overrides), num_classes=10)
+
+
+@pytest.mark.parametrize('fields,want', [
+    # GAP, fixed sin-cos posemb, pre-logits (big_vision vit_s16_i1k): DeiT-S's 22,050,664
+    # less its class token and learned posemb (384 + 197 * 384), plus 384 * 384 + 384.
+    ({'variant': 'S', 'patch_size': 16}, 22_122_472),
+    # The original ViT-B/16 (class token, learned posemb, no pre-logits): timm's 86,567,656
+    # less the class token's position embedding (768), which big_vision does not have (it adds
+    # the posemb before it prepends the token).
+    ({'variant': 'B', 'patch_size': 16, 'pool': 'tok', 'posemb': 'learn', 'pre_logits': False},
+     86_566_888),
+])
+def test_vit_parameter_counts(fields, want):
+  config = _model_config(name='vit')
+  config.vit.update(fields)
+  params = _abstract_variables(create_model(config, num_classes=1000), (1, 224, 224, 3))['params']
+  assert _num_params(params) == want
+
+
+@pytest.mark.parametrize('pool,posemb', [('gap', 'sincos2d'), ('tok', 'learn')])
+def test_vit_shapes_dtypes_and_zero_head(pool, posemb):
+  config = _model_config(name='vit', dtype='bfloat16')
+  config.vit.update(variant='Ti', depth=2, patch_size=4, pool=pool, posemb=posemb)
+  model = create_model(config, num_classes=7)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 16, 16, 3)), jnp.float32)
+  variables = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(x)
+  logits, mutated = model.apply(variables, x, train=True, mutable=['batch_stats'])
+
+  assert set(variables) == {'params'} and not mutated  # no BatchNorm, no batch statistics
+  assert logits.shape == (2, 7) and logits.dtype == jnp.float32
+  np.testing.assert_array_equal(logits, 0.0)  # the zero-initialised head
+  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(variables))
+  names = {'/'.join(path) for path in traverse_util.flatten_dict(variables['params'])}
+  assert 'embedding/kernel' in names and 'encoderblock_1/MlpBlock' not in names
+  assert ('cls/bias' in names) == (pool == 'tok')
+  assert ('pos_embedding/bias' in names) == (posemb == 'learn')
+
+
+def test_vit_masks_decide_every_parameter_with_the_usual_rules():
+  """Kernels on; biases, LayerNorm scales, posemb and class token off (base.py's rules)."""
+  from lbtrain import optim  # pylint: disable=g-import-not-at-top
+  config = _model_config(name='vit')
+  config.vit.update(variant='Ti', depth=2, pool='tok', posemb='learn')
+  params = _abstract_variables(create_model(config, num_classes=10), (1, 32, 32, 3))['params']
+  optimizer = base.get_config().optimizer
+  optimizer.update(name='lamb', weight_decay=1e-4)
+  for summary in optim.describe_masks(optimizer, params).values():
+    assert all(name.endswith('/kernel') for name in summary['on'])
+    assert all(name.rsplit('/', 1)[1] in ('bias', 'scale') for name in summary['off'])
+    assert {'cls/bias', 'pos_embedding/bias', 'encoder_norm/scale',
+            'encoderblock_0/MultiHeadDotProductAttention_0/query/bias'} <= set(summary['off'])
+    assert {'embedding/kernel', 'head/kernel', 'pre_logits/kernel',
+            'encoderblock_1/MultiHeadDotProductAttention_0/out/kernel',
+            'encoderblock_1/Dense_1/kernel'} <= set(summary['on'])
+
+
+def test_vit_sincos_posemb_is_moco_v3_s():
+  from lbtrain.models import vit  # pylint: disable=g-import-not-at-top
+  pe = vit.posemb_sincos_2d(3, 4, 8)
+  assert pe.shape == (1, 12, 8)
+  # Token (y=1, x=2) at the first frequency (1): sin x, cos x, sin y, cos y blocks of width 2.
+  np.testing.assert_allclose(pe[0, 1 * 4 + 2, [0, 2, 4, 6]],
+                             [np.sin(2), np.cos(2), np.sin(1), np.cos(1)], rtol=1e-6)
+
+
+@pytest.mark.parametrize('overrides,fragment', [
+    ({'bn_group_size': 32}, 'has no BatchNorm; unset it'),
+    ({'vit': {'variant': 'XL'}}, "variant='XL': use one of Ti, S, B, L"),
+    ({'vit': {'num_heads': 5}}, 'multiple of num_heads 5'),
+    ({'vit': {'pool': 'map'}}, "pool='map': use one of gap, tok"),
+])
+def test_bad_vit_config_is_one_line(overrides, fragment):
+  config = _model_config(name='vit')
+  config.vit.update(overrides.pop('vit', {}))
+  config.update(overrides)
+  with pytest.raises(UserError, match=fragment) as error:
+    create_model(config, num_classes=10)
+  assert '\n' not in str(error.value)

@@ -43,15 +43,23 @@ def _config(name, **fields):
   return config
 
 
-def _run(config, params, grads):
+def _to32(tree):
+  return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), tree)
+
+
+def _run(config, params, grads, peak_lr=None):
   """Updates (as flat float64 dicts) from our chain, fed float32 params and grads."""
-  to32 = lambda tree: jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), tree)
-  params = to32(params)
-  tx = optim.create_optimizer(config, _lr, params)
+  return _updates(optim.create_optimizer(config, _lr, _to32(params), peak_lr=peak_lr), params,
+                  grads)
+
+
+def _updates(tx, params, grads):
+  """Updates (as flat float64 dicts) from any optax chain, fed float32 params and grads."""
+  params = _to32(params)
   state = tx.init(params)
   out = []
   for g in grads:
-    updates, state = tx.update(to32(g), state, params)
+    updates, state = tx.update(_to32(g), state, params)
     params = optax.apply_updates(params, updates)
     out.append(_flat(updates))
   return out
@@ -169,13 +177,39 @@ def test_sgd_is_goyal_form(name, nesterov):
 def test_adam_family_matches_optax(name, wd):
   mask = {'layer': {'kernel': True, 'bias': False}, 'bn': {'scale': False}}
   reference = optax.adamw(_lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=wd, mask=mask)
-  params32 = jax.tree.map(jnp.float32, _params())
-  state, expected = reference.init(params32), []
-  for g in _grads():
-    updates, state = reference.update(jax.tree.map(jnp.float32, g), state, params32)
-    params32 = optax.apply_updates(params32, updates)
-    expected.append(_flat(updates))
+  expected = _updates(reference, _params(), _grads())
   _assert_updates_equal(_run(_config(name, weight_decay=wd), _params(), _grads()), expected)
+
+
+def _big_vision_chain(peak_lr, wd, mask):
+  """big_vision/optax.py `make` for vit_s16_i1k.py, rebuilt from optax parts: scale_by_adam
+  (mu_dtype bfloat16), scale(config.lr), add_decayed_weights(config.wd) on its mask, the
+  schedule's multiplier (base 1), scale(-1)."""
+  return optax.chain(optax.scale_by_adam(mu_dtype=jnp.bfloat16), optax.scale(peak_lr),
+                     optax.add_decayed_weights(wd, mask),
+                     optax.scale_by_schedule(lambda count: _lr(count) / peak_lr),
+                     optax.scale(-1.0))
+
+
+def test_adamw_schedule_form_is_big_vision_weight_decay():
+  peak_lr, wd = 2.0, 0.05
+  mask = {'layer': {'kernel': True, 'bias': False}, 'bn': {'scale': False}}
+  expected = _updates(_big_vision_chain(peak_lr, wd, mask), _params(), _grads())
+  config = _config('adamw', weight_decay=wd, weight_decay_form='schedule', mu_dtype='bfloat16')
+  actual = _run(config, _params(), _grads(), peak_lr=peak_lr)
+  _assert_updates_equal(actual, expected)
+  # ... which is not optax.adamw's form: there wd multiplies the lr, here only lr / peak_lr.
+  lr_form = _run(_config('adamw', weight_decay=wd, mu_dtype='bfloat16'), _params(), _grads())
+  assert not np.allclose(lr_form[0]['layer/kernel'], actual[0]['layer/kernel'])
+
+
+def test_mu_dtype_keeps_the_first_moment_in_bfloat16():
+  params = jax.tree.map(jnp.float32, _params())
+  state = optim.create_optimizer(_config('adam', mu_dtype='bfloat16'), _lr, params).init(params)
+  (adam_state,) = [s for s in jax.tree.leaves(state, is_leaf=lambda s: hasattr(s, 'mu'))
+                   if hasattr(s, 'mu')]
+  assert {x.dtype for x in jax.tree.leaves(adam_state.mu)} == {jnp.dtype(jnp.bfloat16)}
+  assert {x.dtype for x in jax.tree.leaves(adam_state.nu)} == {jnp.dtype(jnp.float32)}
 
 
 def test_grad_clip_comes_first():
@@ -244,6 +278,9 @@ def test_unused_mask_cannot_fail():
     ({'momentum': 1.0}, r'momentum must be in \[0, 1\)'),
     ({'momentum': -0.1}, r'momentum must be in \[0, 1\)'),
     ({'name': 'adam', 'weight_decay': 1e-4}, "takes no weight decay.*'adamw'"),
+    ({'name': 'adam', 'mu_dtype': 'float16'}, 'mu_dtype=.float16.: use None, float32 or'),
+    ({'name': 'lamb', 'weight_decay_form': 'schedule'}, "is adamw's; 'lamb' decays as its"),
+    ({'name': 'adamw', 'weight_decay_form': 'peak'}, 'weight_decay_form=.peak.: use one of'),
     ({'grad_clip_norm': 0.0}, 'grad_clip_norm must be > 0'),
     ({'weight_decay': 1e-4, 'weight_decay_mask': 'bias'}, "rule 'bias' is not 'REGEX:on'"),
     ({'weight_decay': 1e-4, 'weight_decay_mask': '(bias:on'}, r"bad regex '\(bias'"),

@@ -111,9 +111,12 @@ def test_step_boundaries_in_either_unit():
     ('lars', 'lars: momentum 0.9, nesterov False, trust_coefficient 0.001, eps 0 (default), '
              'weight_decay 0.0001, no gradient clipping'),
     ('nesterov', 'nesterov: momentum 0.9, weight_decay 0.0001, no gradient clipping'),
-    ('lamb', 'lamb: b1 0.9, b2 0.999, eps 1e-06 (default), weight_decay 0.0001, '
+    ('lamb', 'lamb: b1 0.9, b2 0.999, eps 1e-06 (default), mu_dtype float32 (default), '
+             'weight_decay 0.0001, no gradient clipping'),
+    ('adam', 'adam: b1 0.9, b2 0.999, eps 1e-08 (default), mu_dtype float32 (default), '
              'no gradient clipping'),
-    ('adam', 'adam: b1 0.9, b2 0.999, eps 1e-08 (default), no gradient clipping'),
+    ('adamw', 'adamw: b1 0.9, b2 0.999, eps 1e-08 (default), mu_dtype float32 (default), '
+              'weight_decay_form lr, weight_decay 0.0001, no gradient clipping'),
 ])
 def test_describe_names_the_optimizer_and_its_hyperparameters(tiny_config, name, expected):
   tiny_config.optimizer.name = name

@@ -12,7 +12,8 @@ The order is Fashion-MNIST's contract (`input_pipeline`): a pure function of (se
 - Step s takes stream positions [s*B, (s+1)*B) and process p of P its rows
   [s*B + p*b, s*B + (p+1)*b), b = B / P, so the global batch of a step is the same whatever P,
   and batches span epoch boundaries (every example once per epoch, none dropped).
-- The crop box and flip of a row are drawn from (seed, step, its row in the global batch).
+- The crop box and flip of a row are drawn from (seed, step, its row in the global batch), and
+  so is its RandAugment (data.randaugment_layers > 0; `lbtrain.data.randaugment`).
 
 Resuming at step k therefore starts reading at position k*B at once: nothing is skipped, and a
 run may resume on another number of processes and read exactly what the uninterrupted one would
@@ -40,13 +41,14 @@ import numpy as np
 
 from lbtrain.data import input_pipeline
 from lbtrain.data import jpeg
+from lbtrain.data import randaugment
 from lbtrain.data import to_array_record
 from lbtrain.resolution import Resolution
 
 Batch = dict[str, np.ndarray]
 
 # What a seed is for, so that an order seed and an augmentation seed never coincide.
-_ORDER, _AUGMENT = 0, 1
+_ORDER, _AUGMENT, _RANDAUGMENT = 0, 1, 2
 # Rows a decoding thread takes at a time: few enough that a batch spreads over many threads,
 # enough that handing them out costs nothing (~20 us a chunk against ~2 ms an image).
 _CHUNK_ROWS = 16
@@ -64,6 +66,7 @@ def train_batches(dataset_dir: str, data_config: ml_collections.ConfigDict, *,
   source = _source(dataset_dir, data_config.train_split)
   num_examples = len(source)
   first_row = process_index * rows
+  layers = data_config.randaugment_layers
 
   def new_batch(step: int) -> tuple[Batch, Callable[[int, int], None]]:
     size = sizes.size_at(step) if sizes is not None else data_config.image_size
@@ -73,6 +76,10 @@ def train_batches(dataset_dir: str, data_config: ml_collections.ConfigDict, *,
     # crops and flips of a row are the same whatever the process count.
     draws = np.random.default_rng([seed, _AUGMENT, step]).random(
         (global_batch_size, jpeg.NUM_DRAWS))[first_row:first_row + rows]
+    # RandAugment's draws likewise, from a stream of their own so that turning it on leaves
+    # the crops as they were.
+    rand_draws = np.random.default_rng([seed, _RANDAUGMENT, step]).random(
+        (global_batch_size, randaugment.num_draws(layers)))[first_row:first_row + rows]
     batch = {'image': np.empty((rows, size, size, 3), np.uint8),
              'label': np.empty((rows,), np.int32)}
 
@@ -82,6 +89,9 @@ def train_batches(dataset_dir: str, data_config: ml_collections.ConfigDict, *,
         encoded, batch['label'][row] = source[int(order[offsets[row]])]
         jpeg.train_crop(encoded, draws[row], size, fallback_ratio=data_config.eval_crop_ratio,
                         out=batch['image'][row])
+        if layers:
+          batch['image'][row] = randaugment.randaugment(
+              batch['image'][row], rand_draws[row], layers, data_config.randaugment_magnitude)
 
     return batch, fill
 

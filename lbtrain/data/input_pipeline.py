@@ -161,16 +161,35 @@ _DATASETS = {
 }
 
 
+_PERCENT_SLICE = re.compile(r'^(\w+)\[(-?\d+)?%?:(-?\d+)?%?\]$')
+
+
+def published_split_size(splits: dict[str, int], split: str) -> Optional[int]:
+  """The size of a published split or of a percent slice of one ('train[:99%]', big_vision's
+  minival 'train[99%:]'), with tfds's default rounding of a percent boundary, to the closest
+  example; None when unknown."""
+  if split in splits:
+    return splits[split]
+  match = _PERCENT_SLICE.match(split)
+  if not match or match.group(1) not in splits or '%' not in split:
+    return None
+  total = splits[match.group(1)]
+  start, stop = (None if bound is None else int(round(int(bound) * total / 100.0))
+                 for bound in match.group(2, 3))
+  return len(range(total)[slice(start, stop)])
+
+
 def published_dataset_info(data_config: ml_collections.ConfigDict) -> Optional[DatasetInfo]:
   """The data set's published sizes, or None when they are unknown for these splits."""
   dataset = _dataset(data_config.dataset)
   splits = dataset.published_splits or {}
   if dataset.locate is None:
     return _synthetic_info(data_config, dataset)
-  if data_config.train_split not in splits or data_config.eval_split not in splits:
+  train, evaluated = (published_split_size(splits, data_config[field])
+                      for field in ('train_split', 'eval_split'))
+  if train is None or evaluated is None:
     return None
-  return _info(data_config, dataset, splits[data_config.train_split],
-               splits[data_config.eval_split], dataset.published_classes)
+  return _info(data_config, dataset, train, evaluated, dataset.published_classes)
 
 
 def get_dataset_info(data_config: ml_collections.ConfigDict) -> DatasetInfo:

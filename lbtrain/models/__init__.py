@@ -15,6 +15,7 @@ from lbtrain.errors import UserError
 from lbtrain.models import batch_norm
 from lbtrain.models import cnn
 from lbtrain.models import resnet
+from lbtrain.models import vit
 
 _MODELS = {
     'cnn': cnn.CNN,
@@ -24,7 +25,10 @@ _MODELS = {
     'resnet50': resnet.ResNet50,
     'resnet101': resnet.ResNet101,
     'resnet152': resnet.ResNet152,
+    'vit': vit.ViT,
 }
+# The models without BatchNorm: no batch statistics, so no BN group to choose.
+_WITHOUT_BATCH_NORM = ('vit',)
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
@@ -48,6 +52,8 @@ def create_model(model_config, num_classes: int,
                     f'known dtypes: {", ".join(_DTYPES)}.')
   group_size = model_config.bn_group_size  # validated against the batch by `plan`
   dtype = _DTYPES[model_config.dtype]
+  if not uses_batch_norm(model_config):
+    return _vit(model_config, num_classes, dtype)
   norm = functools.partial(
       batch_norm.BatchNorm, momentum=model_config.bn_momentum,
       epsilon=model_config.bn_epsilon, group_size=group_size, axis_name=axis_name,
@@ -55,3 +61,22 @@ def create_model(model_config, num_classes: int,
   return _MODELS[model_config.name](
       num_classes=num_classes, dtype=dtype, norm=norm,
       zero_init_last_bn=model_config.zero_init_last_bn)
+
+
+def uses_batch_norm(model_config) -> bool:
+  """Whether the model has BatchNorm layers, whose statistics depend on how a batch is split."""
+  return model_config.name not in _WITHOUT_BATCH_NORM
+
+
+def _vit(model_config, num_classes: int, dtype) -> nn.Module:
+  if model_config.bn_group_size is not None:
+    raise UserError(f'model.bn_group_size={model_config.bn_group_size}: model.name='
+                    f'{model_config.name!r} has no BatchNorm; unset it '
+                    '(--config.model.bn_group_size=None).')
+  cfg = model_config.vit
+  problem = vit.validate(cfg)
+  if problem:
+    raise UserError(problem + '.')
+  return vit.ViT(num_classes=num_classes, variant=cfg.variant, width=cfg.width, depth=cfg.depth,
+                 num_heads=cfg.num_heads, patch_size=cfg.patch_size,
+                 posemb=cfg.posemb, pool=cfg.pool, pre_logits=cfg.pre_logits, dtype=dtype)

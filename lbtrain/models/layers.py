@@ -26,12 +26,14 @@ def conv(features: int, kernel_size: int, strides: int = 1, *, dtype: Any,
       param_dtype=jnp.float32, kernel_init=conv_kernel_init, name=name)
 
 
-def head(x: jax.Array, num_classes: int) -> jax.Array:
+def head(x: jax.Array, num_classes: int,
+         kernel_init: Any = nn.linear.default_kernel_init) -> jax.Array:
   """The classifier, run in float32 whatever the compute dtype.
 
   The logits feed a softmax cross-entropy; bfloat16's 8-bit mantissa would quantise them, and
   this layer is a negligible share of the FLOPs. Init is flax's Dense default, as in flax's
-  ImageNet example.
+  ImageNet example, unless `kernel_init` says otherwise (the ViT's is zero).
   """
-  return nn.Dense(num_classes, dtype=jnp.float32, param_dtype=jnp.float32, name='head')(
+  return nn.Dense(num_classes, dtype=jnp.float32, param_dtype=jnp.float32,
+                  kernel_init=kernel_init, name='head')(
       x.astype(jnp.float32))

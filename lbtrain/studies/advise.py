@@ -33,6 +33,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from lbtrain import cli
+from lbtrain import models
 from lbtrain.errors import UserError
 from lbtrain.studies import child_run
 from lbtrain.studies import prediction
@@ -115,7 +116,7 @@ def _noise_scale_settings(config, devices: int) -> list[str]:
   logging.warning('one device: B_simple from two micro-batches of %d, with BN statistics per '
                   'micro-batch', micro)
   settings.append(f'--config.train.micro_batch_size={micro}')
-  if config.model.bn_group_size is None:
+  if config.model.bn_group_size is None and models.uses_batch_norm(config.model):
     settings.append(f'--config.model.bn_group_size={micro}')
   return settings
 
