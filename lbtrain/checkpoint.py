@@ -35,6 +35,10 @@ _OS_ERRORS = re.compile(r'No space left on device|Permission denied|No such file
                         r'Stale file handle')
 
 
+# Reads that fail for the folder's sake, not the checkpoint's: nothing is set aside for them.
+_ACCESS_ERRORS = re.compile(r'Permission denied|Stale file handle|'
+                            r'Transport endpoint is not connected')
+
 _ITEM = 'default'  # the folder of a step's state: orbax's name for a manager's one item
 
 
@@ -98,6 +102,10 @@ class Checkpointer:
         return state, step
       reason = (_reason(error) if error is not None else
                 f'process {failed[0]} could not read it')
+      if parallel.processes_where(bool(error is not None and _ACCESS_ERRORS.search(reason))):
+        # The folder, not the checkpoint: every checkpoint would look damaged.
+        raise RunFailed(f'checkpoint {path} cannot be read ({reason}); restore access to '
+                        f'{self.directory}, then run the same command to resume.')
       mismatch = self._mismatch(step, abstract_state) if jax.process_index() == 0 else None
       if not parallel.process_zero_says(mismatch is None):
         raise UserError(f'checkpoint {path} holds another model\'s arrays '
