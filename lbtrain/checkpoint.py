@@ -20,7 +20,7 @@ from etils import epath
 import jax
 import orbax.checkpoint as ocp
 
-from lbtrain import distributed
+from lbtrain import failure_notice
 from lbtrain import parallel
 
 from lbtrain.errors import RESUME_ADVICE
@@ -214,7 +214,7 @@ class Checkpointer:
     if failure is None:
       self._orbax_barrier(key=key, timeout_ms=timeout_ms)
     elif not isinstance(failure, _OtherProcessFailed):
-      distributed.publish_failure(self._process_failure(self._saving, failure))
+      failure_notice.publish(self._process_failure(self._saving, failure))
 
   def _process_failure(self, step: int | None, error: Exception) -> str:
     return f'process {jax.process_index()} of {jax.process_count()}: {self._failure(step, error)}'
@@ -231,7 +231,7 @@ class Checkpointer:
       if jax.process_count() == 1:
         raise SaveFailed(self._failure(step, error)) from None
       message = self._process_failure(step, error)
-      distributed.publish_failure(message)
+      failure_notice.publish(message)
       raise SaveFailed(message) from None
 
   def _failure(self, step: int | None, error: Exception) -> str:
@@ -263,12 +263,12 @@ class Checkpointer:
 
 
 class _OtherProcessFailed(Exception):
-  """Another process's save failed; the message is its own (`distributed.publish_failure`)."""
+  """Another process's save failed; the message is its own (`failure_notice.publish`)."""
 
 
 def _check_other_processes() -> None:
   if jax.process_count() > 1:
-    failure = distributed.published_failure()
+    failure = failure_notice.published()
     if failure is not None:
       raise _OtherProcessFailed(failure)
 
