@@ -20,7 +20,7 @@ from etils import epath
 import jax
 import orbax.checkpoint as ocp
 
-from lbtrain import distributed
+from lbtrain import failure_notice
 from lbtrain import parallel
 
 from lbtrain.errors import RESUME_ADVICE
@@ -34,6 +34,10 @@ _OS_ERRORS = re.compile(r'No space left on device|Permission denied|No such file
                         r'Read-only file system|Disk quota exceeded|Input/output error|'
                         r'Stale file handle')
 
+
+# Reads that fail for the folder's sake, not the checkpoint's: nothing is set aside for them.
+_ACCESS_ERRORS = re.compile(r'Permission denied|Stale file handle|'
+                            r'Transport endpoint is not connected')
 
 _ITEM = 'default'  # the folder of a step's state: orbax's name for a manager's one item
 
@@ -98,6 +102,10 @@ class Checkpointer:
         return state, step
       reason = (_reason(error) if error is not None else
                 f'process {failed[0]} could not read it')
+      if parallel.processes_where(bool(error is not None and _ACCESS_ERRORS.search(reason))):
+        # The folder, not the checkpoint: every checkpoint would look damaged.
+        raise RunFailed(f'checkpoint {path} cannot be read ({reason}); restore access to '
+                        f'{self.directory}, then run the same command to resume.')
       mismatch = self._mismatch(step, abstract_state) if jax.process_index() == 0 else None
       if not parallel.process_zero_says(mismatch is None):
         raise UserError(f'checkpoint {path} holds another model\'s arrays '
@@ -206,7 +214,7 @@ class Checkpointer:
     if failure is None:
       self._orbax_barrier(key=key, timeout_ms=timeout_ms)
     elif not isinstance(failure, _OtherProcessFailed):
-      distributed.publish_failure(self._process_failure(self._saving, failure))
+      failure_notice.publish(self._process_failure(self._saving, failure))
 
   def _process_failure(self, step: int | None, error: Exception) -> str:
     return f'process {jax.process_index()} of {jax.process_count()}: {self._failure(step, error)}'
@@ -223,7 +231,7 @@ class Checkpointer:
       if jax.process_count() == 1:
         raise SaveFailed(self._failure(step, error)) from None
       message = self._process_failure(step, error)
-      distributed.publish_failure(message)
+      failure_notice.publish(message)
       raise SaveFailed(message) from None
 
   def _failure(self, step: int | None, error: Exception) -> str:
@@ -255,12 +263,12 @@ class Checkpointer:
 
 
 class _OtherProcessFailed(Exception):
-  """Another process's save failed; the message is its own (`distributed.publish_failure`)."""
+  """Another process's save failed; the message is its own (`failure_notice.publish`)."""
 
 
 def _check_other_processes() -> None:
   if jax.process_count() > 1:
-    failure = distributed.published_failure()
+    failure = failure_notice.published()
     if failure is not None:
       raise _OtherProcessFailed(failure)
 

@@ -27,6 +27,8 @@ for CI's limit (docs/operations.md has the measured times):
   at once (see `_exit_at_once_on_uncaught_exception`), which the others see as a death (above);
 * a process that ends on its own (exit code 2 or 0) while others go on: jax's shutdown barrier
   gives up after `--distributed_shutdown_timeout` and ends them all.
+* a process whose checkpoint save fails: it publishes its line (`failure_notice`) and every
+  process ends at once with it (`checkpoint.Checkpointer`, `fail_at_once`).
 
 Bad flags are reported as a `UserError` (one line, exit code 2) before any jax backend or
 jax.distributed starts.
@@ -304,38 +306,6 @@ def initialize(flag_values=flags.FLAGS) -> Settings | None:
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.default_backend())
   return settings
-
-
-_FAILURE_KEY = 'lbtrain/failure'
-
-
-def publish_failure(message: str) -> None:
-  """Leaves `message` (why this process stops) where the other processes can read it: the
-  coordination service's key-value store, which process 0 runs. Best effort, and a no-op
-  outside a multi-process run."""
-  client = _client()
-  if client is not None:
-    try:
-      client.key_value_set(_FAILURE_KEY, message)
-    except Exception:  # pylint: disable=broad-except
-      pass  # the service is gone too: each process's own line still says what it knows
-
-
-def published_failure() -> str | None:
-  """What a process that failed published (`publish_failure`), or None; never waits."""
-  client = _client()
-  if client is None:
-    return None
-  try:
-    return client.key_value_try_get(_FAILURE_KEY)
-  except Exception:  # pylint: disable=broad-except
-    return None  # not there (NOT_FOUND), or the service is gone
-
-
-def _client():
-  # jax keeps its client of the coordination service private; orbax reads it the same way.
-  from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
-  return jax_distributed.global_state.client
 
 
 def fail_at_once(line: str) -> None:

@@ -15,13 +15,12 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from lbtrain import build
 from lbtrain import checkpoint
 from lbtrain import data
 from lbtrain import describe
-from lbtrain import distributed
+from lbtrain import failure_notice
 from lbtrain import metrics as metrics_lib
 from lbtrain import nonfinite as nonfinite_lib
 from lbtrain import parallel
@@ -102,7 +101,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> 
   try:
     return _restore_and_train(run, compiled, train_steps, mesh, workdir, is_primary, run_start)
   except jax.errors.JaxRuntimeError as error:
-    failure = distributed.published_failure()
+    failure = failure_notice.published()
     if failure is not None:  # another process failed, and the collective it left failed here
       raise RunFailed(failure) from None
     if 'RESOURCE_EXHAUSTED' not in str(error) and 'Out of memory' not in str(error):
