@@ -107,3 +107,20 @@ def replicated_leaves(params: Any, num_devices: int) -> list[str]:
   paths = jax.tree_util.tree_flatten_with_path(params)[0]
   return ['/'.join(str(getattr(key, 'key', key)) for key in path) for path, leaf in paths
           if split_dimension(leaf.shape, num_devices) is None]
+
+
+def saved_layout(sharding_metadata: dict[str, Any]) -> str | None:
+  """'<mode> on <n> devices' of a checkpoint, from orbax's per-array sharding metadata of its
+  TrainState fields (None: the metadata does not say, e.g. single-device arrays)."""
+  def split(part):
+    return any(any(axis is not None for axis in getattr(leaf, 'partition_spec', ()) or ())
+               for leaf in jax.tree.leaves(sharding_metadata.get(part, {})))
+
+  meshes = [leaf.shape for leaf in jax.tree.leaves(sharding_metadata)
+            if getattr(leaf, 'shape', None) is not None]
+  if not meshes:
+    return None
+  sharded_parts = tuple(part for part in ('params', 'opt_state') if split(part))
+  mode = next((mode for mode, parts in _SHARDED_PARTS.items()
+               if set(parts) == set(sharded_parts)), None)
+  return f'{mode!r} on {int(np.prod(meshes[0]))} devices' if mode else None
