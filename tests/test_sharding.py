@@ -5,7 +5,9 @@ import jax
 import numpy as np
 import pytest
 
+import configs.resnet50_32k_lars
 from lbtrain import build
+from lbtrain import describe
 from lbtrain import memory
 from lbtrain import parallel
 from lbtrain import plan
@@ -116,3 +118,29 @@ def test_the_memory_check_compiles_the_chosen_layout(tiny_config):
   assert (state_bytes['update'] - state_bytes['fsdp'] ==
           arguments['update'] - arguments['fsdp'] > 0)
   assert peak['update'] < peak['replicated']
+
+
+def test_describe_shows_the_bytes_per_device_of_each_layout():
+  """resnet50_32k_lars on 8 devices: LARS's one momentum per parameter, 1/8 of it per device
+  under 'update' (every ResNet-50 tensor has a dimension 8 divides), the parameters too under
+  'fsdp'."""
+  config = configs.resnet50_32k_lars.get_config()
+  config.parallel.sharding = 'update'
+  text = describe.describe(plan.plan(config, describe_only=True))
+  assert 'sharding          update: optimizer state and weight update sharded' in text
+  assert ('  replicated      params 97.5 MiB, optimizer state 97.5 MiB, gradient 97.5 MiB per '
+          'device\n') in text
+  assert ('  update          params 97.5 MiB, optimizer state 12.2 MiB, gradient 12.2 MiB per '
+          'device (this run)') in text
+  assert '  fsdp            params 12.2 MiB, optimizer state 12.2 MiB' in text
+  assert '  kept whole      0 parameter tensors' in text
+
+
+def test_the_rule_splits_the_largest_divisible_dimension():
+  assert sharding.split_dimension((3, 3, 64, 256), 8) == 3
+  assert sharding.split_dimension((1, 1, 256, 64), 8) == 2
+  assert sharding.split_dimension((3, 3, 64, 64), 8) == 3  # a tie: the last
+  assert sharding.split_dimension((2048, 1000), 8) == 0
+  assert sharding.split_dimension((1000,), 16) is None  # 1,000 = 8 x 125, not 16 x anything
+  assert sharding.split_dimension((), 8) is None
+  assert sharding.split_dimension((64,), 1) is None
