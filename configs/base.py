@@ -165,6 +165,13 @@ def get_config() -> ml_collections.ConfigDict:
   # pmap: the same step as a per-device program that sees its own rows and averages gradients
   # with an explicit pmean. Both give the same training; a run may switch on resume.
   config.parallel.strategy = 'jit'
+  # Where the train state lives (lbtrain.sharding), the same training in every mode:
+  # replicated: every device holds the whole model, gradient and optimizer state.
+  # update: optimizer state sharded over the devices, gradient reduce-scattered, each device
+  #   updates its slice, parameters all-gathered (ZeRO-1; Xu et al. 2020, arXiv:2004.13336).
+  # fsdp: parameters sharded too, gathered where the passes use them (ZeRO-3 / FSDP).
+  # update and fsdp need strategy=jit.
+  config.parallel.sharding = 'replicated'
 
   config.eval = ml_collections.ConfigDict()
   config.eval.every_epochs = 1.0  # and at the end; 0 = never (e.g. throughput runs)

@@ -21,6 +21,7 @@ from lbtrain import mixing
 from lbtrain import models
 from lbtrain import parallel
 from lbtrain import plan as plan_lib
+from lbtrain import sharding
 from lbtrain import steps
 from lbtrain.errors import UserError
 
@@ -52,25 +53,34 @@ def step_settings(run: plan_lib.Plan, mesh: Mesh) -> steps.StepSettings:
       unroll_micro_batches=parallel.loops_run_slowly(mesh),
       mix=mixing.MixSettings(mixup_alpha=train.mixup_alpha, cutmix_alpha=train.cutmix_alpha,
                              prob=train.mix_prob, seed=train.seed),
-      num_classes=run.dataset.num_classes)
+      num_classes=run.dataset.num_classes,
+      sharding=run.config.parallel.sharding)
 
 
 def build(run: plan_lib.Plan, mesh: Mesh) -> Steps:
-  """The jitted init/train/eval functions with explicit shardings and a donated state."""
-  replicated = parallel.replicated(mesh)
+  """The jitted init/train/eval functions with explicit shardings and a donated state.
+
+  The state's layout (`parallel.sharding`, see `lbtrain.sharding`) is init's output, both
+  steps' input, the train step's output and the restore target, so the compiled step whose
+  memory `check_memory` and `choose_micro_batch` read is the one the run trains with.
+  """
   init_fn = functools.partial(steps.init_state, model=run.model, tx=run.optimizer,
                               image_shape=run.dataset.image_shape)
   abstract = jax.eval_shape(init_fn, jax.random.key(0))
-  init = jax.jit(init_fn, out_shardings=jax.tree.map(lambda _: replicated, abstract))
+  state_sharding = sharding.state_shardings(abstract, mesh, run.config.parallel.sharding)
+  init = jax.jit(init_fn, out_shardings=state_sharding)
   strategy = run.config.parallel.strategy
   train_step = parallel.distribute(
       functools.partial(steps.train_step, settings=step_settings(run, mesh), mesh=mesh),
-      mesh, strategy, donate_state=True)
+      mesh, strategy, donate_state=True, state_sharding=state_sharding,
+      out_sharding=(state_sharding, parallel.replicated(mesh)))
   eval_step = parallel.distribute(
       functools.partial(steps.eval_step, model=run.model,
-                        pixel_stats=(run.dataset.mean, run.dataset.std)), mesh, strategy)
+                        pixel_stats=(run.dataset.mean, run.dataset.std)), mesh, strategy,
+      state_sharding=state_sharding)
   abstract_state = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract)
+      lambda x, layout: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=layout), abstract,
+      state_sharding)
   return Steps(init=init, train_step=train_step, eval_step=eval_step,
                abstract_state=abstract_state)
 

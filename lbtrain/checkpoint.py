@@ -22,6 +22,7 @@ import orbax.checkpoint as ocp
 
 from lbtrain import failure_notice
 from lbtrain import parallel
+from lbtrain import sharding
 
 from lbtrain.errors import RESUME_ADVICE
 from lbtrain.errors import RunFailed
@@ -138,6 +139,17 @@ class Checkpointer:
                    if saved.get(name) != wanted.get(name)]
     return '; '.join(differences[:2]) + (f' and {len(differences) - 2} more'
                                          if len(differences) > 2 else '') or None
+
+  def saved_layout(self, step: int) -> str | None:
+    """How the checkpoint at `step` was laid out ('update' on 8 devices), read from orbax's
+    metadata for the resume log; None when it does not say."""
+    try:
+      metadata = self._manager.item_metadata(step)
+      tree = getattr(metadata, 'tree', metadata)
+      return sharding.saved_layout(jax.tree.map(
+          lambda leaf: getattr(leaf, 'sharding', None), dict(tree)))
+    except Exception:  # pylint: disable=broad-except
+      return None  # metadata only informs the log: a checkpoint without it still restores
 
   def is_due(self, step: int) -> bool:
     return step % self._every_steps == 0

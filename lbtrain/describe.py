@@ -1,6 +1,8 @@
 """`--describe` and the start of a run's log: the recipe a plan lays out, as a table a human can
 check against the paper before anything runs."""
 
+import functools
+
 import jax
 import numpy as np
 
@@ -9,7 +11,17 @@ from lbtrain import optim
 from lbtrain import parallel
 from lbtrain import resolution as resolution_lib
 from lbtrain import schedules
+from lbtrain import sharding
+from lbtrain import steps
 from lbtrain.plan import Plan
+
+_SHARDING = {
+    'replicated': 'replicated: every device holds the whole model, gradient and optimizer state',
+    'update': 'update: optimizer state and weight update sharded over the devices, gradient '
+              'reduce-scattered, parameters all-gathered (ZeRO-1; Xu et al. 2020)',
+    'fsdp': 'fsdp: parameters, gradient and optimizer state sharded, parameters gathered '
+            'where the passes use them (ZeRO-3 / FSDP)',
+}
 
 
 def _describe_eval(run: Plan) -> str:
@@ -60,6 +72,22 @@ def _describe_micro_batch(run: Plan) -> str:
           f'starts (up to {run.per_device_batch_size:,} per device, no accumulation)')
 
 
+def _describe_sharding(run: Plan) -> list[tuple[str, str]]:
+  """The chosen layout, and the state bytes per device that each layout would give."""
+  abstract = jax.eval_shape(functools.partial(
+      steps.init_state, model=run.model, tx=run.optimizer, image_shape=run.dataset.image_shape),
+                            jax.random.key(0))
+  chosen = run.config.parallel.sharding
+  rows = [('sharding', _SHARDING[chosen])]
+  for mode, parts in sharding.per_device_bytes(abstract, run.num_devices).items():
+    sizes = ', '.join(f'{part} {size / 2**20:,.1f} MiB' for part, size in parts.items())
+    rows.append((f'  {mode}', f'{sizes} per device' + (' (this run)' if mode == chosen else '')))
+  whole = sharding.replicated_leaves(run.abstract_params, run.num_devices)
+  rows.append(('  kept whole', f'{len(whole)} parameter tensors (no dimension divisible by '
+                               f'{run.num_devices}): {_abbreviate(whole)}'))
+  return rows
+
+
 def describe(run: Plan) -> str:
   """The recipe as a table a human can check against the paper, before anything runs."""
   config = run.config
@@ -76,6 +104,7 @@ def describe(run: Plan) -> str:
       ('strategy', {'jit': 'jit: one program over the global batch',
                     'pmap': 'pmap: a per-device program, explicit pmean/psum over '
                             f'{parallel.DATA_AXIS!r}'}[config.parallel.strategy]),
+      *_describe_sharding(run),
       ('per-device batch', f'{run.per_device_batch_size:,}'),
       ('micro batch', _describe_micro_batch(run)),
       ('BN statistics', 'none (no BatchNorm)' if not models.uses_batch_norm(config.model) else

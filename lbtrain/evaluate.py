@@ -49,6 +49,8 @@ def run_config(workdir: Workdir, split: str, data_dir: str | None) -> ml_collect
     config = ml_collections.ConfigDict(_tuples(json.load(f)))
   config.data.eval_split = split
   config.eval.train_accuracy_split = None  # the one split asked for
+  if 'sharding' not in config.parallel:  # written before parallel.sharding existed
+    config.parallel.sharding = 'replicated'
   if data_dir:
     config.data.data_dir = data_dir
   return config

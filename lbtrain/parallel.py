@@ -77,9 +77,11 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 
 
 def distribute(step_fn: Callable[..., Any], mesh: Mesh, strategy: str,
-               donate_state: bool = False) -> Callable[[Any, Any], Any]:
-  """`step_fn(state, batch, axis_name=...)` jitted over `mesh`: replicated state, batch split
-  on its first axis, replicated outputs, under either strategy.
+               donate_state: bool = False, state_sharding: Any = None,
+               out_sharding: Any = None) -> Callable[[Any, Any], Any]:
+  """`step_fn(state, batch, axis_name=...)` jitted over `mesh`: the state laid out by
+  `state_sharding` (None: replicated; see `lbtrain.sharding`), batch split on its first axis,
+  outputs laid out by `out_sharding` (None: replicated), under either strategy.
 
   'pmap' runs `step_fn(..., axis_name=DATA_AXIS)` under `jax.shard_map` with pmap's semantics
   (`check_vma=False`: a gradient is this device's until the step `pmean`s it). That is what
@@ -96,8 +98,9 @@ def distribute(step_fn: Callable[..., Any], mesh: Mesh, strategy: str,
     body = functools.partial(step_fn, axis_name=None)
   else:
     raise ValueError(f'unknown strategy {strategy!r}; expected one of {STRATEGIES}')
-  return jax.jit(body, in_shardings=(replicated(mesh), batch_sharded(mesh)),
-                 out_shardings=replicated(mesh), donate_argnums=0 if donate_state else ())
+  return jax.jit(body, in_shardings=(state_sharding or replicated(mesh), batch_sharded(mesh)),
+                 out_shardings=out_sharding or replicated(mesh),
+                 donate_argnums=0 if donate_state else ())
 
 
 def host_local_to_global(batch: Any, mesh: Mesh) -> Any:

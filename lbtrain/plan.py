@@ -21,6 +21,7 @@ from lbtrain import optim
 from lbtrain import parallel
 from lbtrain import resolution as resolution_lib
 from lbtrain import schedules
+from lbtrain import sharding
 from lbtrain.errors import UserError
 
 NONFINITE_POLICIES = ('stop', 'skip')
@@ -101,6 +102,13 @@ def recipe(config: ml_collections.ConfigDict, num_train_examples: int) -> Recipe
   _require(config.parallel.strategy in parallel.STRATEGIES,
            f'parallel.strategy={config.parallel.strategy!r}: use one of '
            f'{", ".join(parallel.STRATEGIES)}.')
+  _require(config.parallel.sharding in sharding.MODES,
+           f'parallel.sharding={config.parallel.sharding!r}: use one of '
+           f'{", ".join(sharding.MODES)}.')
+  _require(config.parallel.sharding == 'replicated' or config.parallel.strategy == 'jit',
+           f'parallel.sharding={config.parallel.sharding!r} needs parallel.strategy=jit (the '
+           'pmap program holds a whole state per device); set --config.parallel.strategy=jit '
+           'or --config.parallel.sharding=replicated.')
   group = config.model.bn_group_size
   _require(group is None or (group > 0 and train.global_batch_size % group == 0),
            f'model.bn_group_size={group} must be a positive divisor of the global batch '

@@ -21,6 +21,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from lbtrain import mixing
 from lbtrain import noise_scale
 from lbtrain import parallel
+from lbtrain import sharding
 
 Metrics = dict[str, jax.Array]
 
@@ -133,6 +134,8 @@ class StepSettings:
   # Mixup / CutMix of the global batch before the gradients (off by default).
   mix: mixing.MixSettings = mixing.MixSettings()
   num_classes: int | None = None  # the soft targets' width; needed when mixing
+  # parallel.sharding: where the gradient and the parameters live (see lbtrain.sharding).
+  sharding: str = 'replicated'
 
 
 def _gradients(state: TrainState, batch: Any, settings: StepSettings, mesh: Mesh,
@@ -149,22 +152,23 @@ def _gradients(state: TrainState, batch: Any, settings: StepSettings, mesh: Mesh
                               label_smoothing=settings.label_smoothing,
                               pixel_stats=settings.pixel_stats)
   small_sq_norm = None
+  params = sharding.gathered(state.params, None if axis_name else mesh, settings.sharding)
   if settings.accum_steps == 1:
-    loss, accuracy, grads, batch_stats = compute(state.params, state.batch_stats, batch)
+    loss, accuracy, grads, batch_stats = compute(params, state.batch_stats, batch)
   else:
     def compute_micro(params, batch_stats, micro_batch):
       result = compute(params, batch_stats, micro_batch)
       return (*result, noise_scale.sq_norm(result[2])) if micro_batch_noise else result
 
     def accumulate(carry, micro_batch):
-      result = compute_micro(state.params, state.batch_stats, micro_batch)
+      result = compute_micro(params, state.batch_stats, micro_batch)
       return jax.tree.map(jnp.add, carry, result), None
 
     micro_batches = split_micro_batches(batch, settings.accum_steps,
                                         None if axis_name else mesh)
     zeros = jax.tree.map(
         jnp.zeros_like,
-        jax.eval_shape(compute_micro, state.params, state.batch_stats,
+        jax.eval_shape(compute_micro, params, state.batch_stats,
                        jax.tree.map(lambda x: x[0], micro_batches)))
     sums, _ = jax.lax.scan(accumulate, zeros, micro_batches,
                            unroll=settings.accum_steps if settings.unroll_micro_batches else 1)
@@ -223,6 +227,9 @@ def train_step(state: TrainState, batch: Any, *, settings: StepSettings, mesh: M
     batch = _mixed(batch, state.step, settings, axis_name)
   loss, accuracy, grads, batch_stats, small_sq_norm = _gradients(state, batch, settings, mesh,
                                                                  axis_name)
+  # 'update'/'fsdp': each device keeps the slice of the averaged gradient it updates; the
+  # step's output layout then all-gathers the new parameters ('update') or keeps them so.
+  grads = sharding.reduced_gradient(grads, None if axis_name else mesh, settings.sharding)
   updates, opt_state = settings.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   grad_norm = optax.global_norm(grads)

@@ -173,7 +173,9 @@ def _restore_and_train(run: plan_lib.Plan, compiled: build.Steps, train_steps: d
       workdir.write_config(config)
     if restored:
       state, start_step = restored
-      logging.info('resumed from the checkpoint at step %d', start_step)
+      logging.info('resumed from the checkpoint at step %d (saved as %s; now %r on %d '
+                   'devices)', start_step, checkpoints.saved_layout(start_step) or 'unknown',
+                   config.parallel.sharding, mesh.size)
     else:
       state, start_step = compiled.init(jax.random.key(config.train.seed)), 0
     loop = _Loop(run, compiled, train_steps, mesh, workdir, checkpoints, start_step, is_primary,

@@ -16,6 +16,10 @@ resnet50_8k recipe's optimizer and BatchNorm groups, with scripts/benchmark.py's
                       (null, with the reason, where TensorFlow is not installed)
   xla_flags           step_batch_256's images/sec with XLA flags a public guide recommends and
                       the check does not apply (_CANDIDATE_XLA_FLAGS), against without them
+  sharding            parallel.sharding's layouts with ResNet-50 + LARS (resnet50_32k_lars) at
+                      step_batch_256's size: MiB per device from XLA's memory analysis and seconds
+                      per step relative to 'replicated' (scripts/sharding_memory.py); "not
+                      measured" on one device, where every layout is the same program
 
 Every measurement is an object with "status": "measured" (and its figures), "error" (and the
 error's first line), "not measured" (and the reason) or "skipped" (the time budget ran out
@@ -121,7 +125,7 @@ class _Plan:
         'device': ([f'step_batch_{b}' for b in self.batches]
                    + [f'vit_s16_step_batch_{self.main_batch}']
                    + [f'image_size_{s}' for s in self.image_sizes]
-                   + ['loop_over_bare', 'accumulation']),
+                   + ['loop_over_bare', 'accumulation', 'sharding']),
         'input': ['input_pipeline'],
         'xla_flags': ['xla_flags'],
     }
@@ -255,10 +259,30 @@ def _device_part(plan: _Plan, results: _Results, deadline: float, only: set[str]
               'one_batch_ms_per_step': round(1e3 * one, 2),
               'k_micro_batches_ms_per_step': round(1e3 * k, 2), 'ratio': round(one / k, 4)}
 
+    def sharding() -> dict[str, Any]:
+      if jax.device_count() < 2:
+        return {'status': 'not measured',
+                'reason': f'{jax.device_count()} device: parallel.sharding splits the state '
+                          'over several devices; on one, every layout is the same program'}
+      import sharding_memory  # pylint: disable=g-import-not-at-top
+      args = sharding_memory.parse_args([
+          '--config=resnet50_32k_lars', f'--model={plan.model}',
+          f'--image_size={plan.image_size}', f'--per_device_batch={plan.main_batch}',
+          f'--time_batch={plan.main_batch}', f'--time_image_size={plan.image_size}',
+          f'--steps={plan.steps}', f'--repeats={plan.repeats}'])
+      mib = {mode: _rounded(sharding_memory.compiled_memory(args, mode, plan.main_batch))
+             for mode in ('replicated', 'update', 'fsdp')}
+      seconds = sharding_memory.step_seconds(args)
+      return {'per_device_batch': plan.main_batch, 'image_size': plan.image_size,
+              'mib_per_device': mib,
+              'ms_per_step': {mode: round(1e3 * s, 2) for mode, s in seconds.items()},
+              'relative_to_replicated': {mode: round(s / seconds['replicated'], 4)
+                                         for mode, s in seconds.items()}}
+
     measures = {f'step_batch_{b}': (lambda b=b: step(b, plan.image_size)) for b in plan.batches}
     measures[f'vit_s16_step_batch_{plan.main_batch}'] = vit_step
     measures.update({f'image_size_{s}': (lambda s=s: image_size(s)) for s in plan.image_sizes})
-    measures.update(loop_over_bare=loop_over_bare, accumulation=accumulation)
+    measures.update(loop_over_bare=loop_over_bare, accumulation=accumulation, sharding=sharding)
     for name in plan.parts()['device']:
       if name in only:
         results.run(name, measures[name], deadline, plan)

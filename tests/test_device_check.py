@@ -62,8 +62,8 @@ def test_the_device_plan_measures_what_the_issue_asks():
   names = [n for part in device_check._Plan(False).parts().values() for n in part]
   assert names == ['step_batch_128', 'step_batch_256', 'vit_s16_step_batch_256',
                    'image_size_160', 'image_size_192',
-                   'image_size_224', 'loop_over_bare', 'accumulation', 'input_pipeline',
-                   'xla_flags']
+                   'image_size_224', 'loop_over_bare', 'accumulation', 'sharding',
+                   'input_pipeline', 'xla_flags']
 
 
 @pytest.mark.slow
@@ -118,6 +118,7 @@ def test_dry_run_without_tensorflow_or_installed_ml_collections():
 
   pipeline = measurements['input_pipeline']
   assert pipeline['status'] == 'not measured' and pipeline['images_per_sec'] is None
+  assert measurements['sharding']['status'] == 'not measured'  # one device
   assert 'TensorFlow is not importable' in pipeline['reason']
 
   flags = measurements['xla_flags']

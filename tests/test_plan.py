@@ -32,6 +32,9 @@ from lbtrain.errors import UserError
     ({'eval.first_steps': 13}, r'eval.first \(step 13\) must be within training'),
     ({'eval.first_steps': 2, 'eval.first_epochs': 0.1}, 'eval.first_epochs=0.1 and'),
     ({'train.stop_at_step': 0}, 'train.stop_at_step=0 must be a positive step'),
+    ({'parallel.sharding': 'zero3'}, 'parallel.sharding=.zero3.: use one of replicated, update'),
+    ({'parallel.strategy': 'pmap', 'parallel.sharding': 'update'},
+     "parallel.sharding='update' needs parallel.strategy=jit"),
     ({'eval.train_accuracy_split': 'training[:100]'},
      r"no split 'training\[:100\]'.*--config.eval.train_accuracy_split="),
 ])

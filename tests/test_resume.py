@@ -146,6 +146,33 @@ def test_a_resume_on_4_devices_past_an_interrupted_save_with_a_new_log_interval(
     np.testing.assert_allclose(expected, resumed, rtol=1e-4, atol=1e-5)
 
 
+def test_a_checkpoint_moves_between_layouts_and_device_counts(uninterrupted, fmnist_data_dir,
+                                                              tmp_path):
+  """parallel.sharding: the uninterrupted run's replicated checkpoint resumes under 'update' on
+  8 devices; that one's under 'replicated' on 4; that one's under 'update' on 8 again. Each
+  resume says how its checkpoint was laid out and how it is now, and the last ends near the
+  uninterrupted run (4 devices sum in another order)."""
+  workdir = _copy(uninterrupted, tmp_path)
+  for step in (TOTAL_STEPS - 4, TOTAL_STEPS):
+    shutil.rmtree(os.path.join(workdir, 'checkpoints', str(step)))
+  saved_as, previous, start = "'replicated' on 8 devices", 'replicated', TOTAL_STEPS - 8
+  for devices, mode, stop in ((8, 'update', TOTAL_STEPS - 4), (4, 'replicated', TOTAL_STEPS - 2),
+                              (8, 'update', TOTAL_STEPS)):
+    result = lbtrain_process.run(_args(workdir, fmnist_data_dir,
+                                       f'--config.parallel.sharding={mode}',
+                                       f'--config.train.stop_at_step={stop}'), devices=devices)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (f'resumed from the checkpoint at step {start} (saved as {saved_as}; now {mode!r} '
+            f'on {devices} devices)') in result.stderr, result.stderr[-3000:]
+    assert (f'resuming with a changed field: parallel.sharding: {previous!r} -> {mode!r}'
+            in result.stderr)
+    saved_as, previous, start = f'{mode!r} on {devices} devices', mode, stop
+  assert _checkpoint_steps(workdir)[-1] == TOTAL_STEPS
+  for expected, resumed in zip(_params(uninterrupted, TOTAL_STEPS),
+                               _params(workdir, TOTAL_STEPS), strict=True):
+    np.testing.assert_allclose(expected, resumed, rtol=1e-4, atol=1e-5)
+
+
 def _assert_refused(result, *fragments):
   assert result.returncode == 2, result.stderr[-3000:]
   errors = [l for l in result.stderr.splitlines() if l.startswith('lbtrain: error:')]

@@ -110,8 +110,8 @@ def _noise_scale_settings(config, devices: int) -> list[str]:
   settings = ['--config.train.noise_scale_every=1']
   if config.parallel.strategy == 'pmap' or config.train.micro_batch_size is not None:
     return settings
-  if devices > 1:
-    return settings + ['--config.parallel.strategy=pmap']
+  if devices > 1:  # pmap holds the whole state per device: the replicated layout
+    return settings + ['--config.parallel.strategy=pmap', '--config.parallel.sharding=replicated']
   micro = config.train.global_batch_size // 2
   logging.warning('one device: B_simple from two micro-batches of %d, with BN statistics per '
                   'micro-batch', micro)
