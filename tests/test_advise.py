@@ -32,6 +32,11 @@ def test_the_model_predicts_steps_examples_time_and_efficiency_per_batch():
   assert (large.steps, large.seconds) == (45.0, 90.0)
   assert large.efficiency == pytest.approx(20_480 / (45 * 4096))
   assert (large.peak_lr, large.warmup_steps) == (1.6, 15)
+  # The measured run warmed up 59 of its 60 steps: at 256, 234 config steps would outlast the
+  # 120 predicted, so it gets the same share of them (118); elsewhere the config's warmup fits.
+  assert advice.warmup_share == pytest.approx(59 / 60)
+  assert (small.warmup_steps, small.fitted_warmup_steps) == (234, 118)
+  assert measured.fitted_warmup_steps == 59 and large.fitted_warmup_steps == 15
   assert advice.fastest == 256 and advice.efficient == 256
 
 
@@ -43,13 +48,24 @@ def test_the_recommendations_follow_the_throughput_curve_and_the_floor():
   assert advice.efficient == 1024  # efficiency 1/3 >= 0.3; 4096's is 0.11
   text = prediction.report(advice, target=0.9)
   recommend = [line for line in text.splitlines() if line.startswith('recommend')]
-  assert recommend[0].startswith('recommend (fastest): global batch 4096: predicted 11.2 s')
+  assert recommend[0] == ('recommend (fastest): global batch 4096: predicted 11.2 s of training '
+                          "to 0.9 (45 steps, peak lr 1.6, 15 warmup steps (the config's)).")
   assert recommend[1].startswith('recommend (efficient): global batch 1024: the largest that '
                                  'keeps >= 30 % of perfect scaling (33 %')
   assert 'This is a prediction from a model' in text
-  assert '| 256 | 0.1 | 234 * | 120 | 30,720 | 0.51 | 67 % | 8 | 15.0 s |' in text
-  # 234 warmup steps > 120 predicted at 256; at 1024 and 4096 the warmup ends first.
-  assert 'warmup outlasts the predicted steps at batch 256:' in text
+  assert '| 256 | 0.1 | 234 → 118 * | 120 | 30,720 | 0.51 | 67 % | 8 | 15.0 s |' in text
+  # 234 warmup steps > 98 % of 120 predicted at 256; at 1024 and 4096 the warmup fits.
+  assert 'more than 98 % of the predicted steps at batch 256 ' in text
+  # The issue's case: the recommended small batch comes with the warmup the prediction assumes.
+  slow_large = prediction.advise(MEASURED, {**THROUGHPUT, 1024: 1.0}, RECIPES, 60_000, 0.6)
+  recommend = [line for line in prediction.report(slow_large, 0.9).splitlines()
+               if line.startswith('recommend')]
+  for line in recommend:
+    assert line.startswith('recommend (') and 'global batch 256:' in line
+    assert line.endswith("120 steps, peak lr 0.1, 118 warmup steps, 98 % of the predicted steps "
+                         "as in the measured run, not the config's 234: "
+                         '--config.schedule.warmup_epochs=None '
+                         '--config.schedule.warmup_steps=118).'), line
   unmeasured = prediction.advise(MEASURED, {256: None, 1024: None}, RECIPES, 60_000, 0.8)
   text = prediction.report(unmeasured, target=0.9)
   assert unmeasured.fastest is None and 'not measured' in text
