@@ -73,6 +73,16 @@ def get_config() -> ml_collections.ConfigDict:
   # whose compiled step fits memory_fraction of a device's memory (logged with the figures).
   config.train.micro_batch_size = config_dict.placeholder(object)
   config.train.memory_fraction = 0.9  # share of a device's memory micro_batch_size='auto' may use
+  # A batch that changes during training (Smith et al. 2017; see lbtrain/batch_schedule.py):
+  # the global batch from each boundary on, after global_batch_size up to the first one. The
+  # data stream is the same as at one batch, cut into other pieces.
+  config.train.batch_schedule = ml_collections.ConfigDict()
+  config.train.batch_schedule.batch_sizes = ()  # () = global_batch_size throughout
+  config.train.batch_schedule.boundaries_epochs = ()  # where each of batch_sizes starts
+  config.train.batch_schedule.boundaries_steps = config_dict.placeholder(tuple)  # or in steps
+  # 'scale': each segment's lr by optimizer.scaling at its batch; 'hold': the first batch's
+  # schedule unscaled (Smith et al., where the batch increase replaces the lr decay).
+  config.train.batch_schedule.lr = 'scale'
   # End this attempt after this step (evaluated and saved there) without changing the schedule,
   # which still runs to num_epochs: a later run with a larger value, or None, goes on exactly.
   # A tuned sweep caps its trials with it. None = train to the end.

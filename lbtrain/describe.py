@@ -4,6 +4,7 @@ check against the paper before anything runs."""
 import jax
 import numpy as np
 
+from lbtrain import batch_schedule
 from lbtrain import optim
 from lbtrain import parallel
 from lbtrain import resolution as resolution_lib
@@ -79,6 +80,13 @@ def describe(run: Plan) -> str:
     rows.append(('  off', _abbreviate(summary['off'])))
   if run.dataset.resizable:
     rows[1:1] = resolution_lib.describe(run.resolution, run.schedule_info.steps_per_epoch)
+  if run.batches.scheduled:
+    rows[0:0] = [
+        *batch_schedule.describe(run.batches, lambda step: float(run.schedule(step)),
+                                 config.train.batch_schedule.lr),
+        ('training', f'{run.total_steps} steps over the batch schedule; the lr schedule above is '
+                     f'laid out at batch {config.train.global_batch_size} and read at the '
+                     'examples consumed')]
   width = 17
   lines = schedules.describe_schedule(run.schedule_info)
   lines += [f'{name:<{width}} {value}' for name, value in rows]
