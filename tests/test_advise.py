@@ -73,6 +73,28 @@ def test_the_recommendations_follow_the_throughput_curve_and_the_floor():
   assert unmeasured.efficient is None and 'B <= 128 would' in text
 
 
+def test_the_suggested_schedule_grows_the_batch_with_the_measured_noise_scale():
+  # Measured at batch 1024 of 60,000 examples: step 20 is epoch 0.34. With an 80 % floor a
+  # batch B fits while B <= B_simple / 4.
+  curve = ((5, -20.0), (10, 300.0), (20, 700.0), (30, 500.0), (40, 1100.0), (60, 2400.0))
+  measured = prediction.Measurement(1024, 60, 2400.0, noise_scale_curve=curve[1:])
+  advice = prediction.advise(measured, THROUGHPUT, RECIPES, 60_000, efficiency_floor=0.8)
+  # 300 and 700 fit none (the smallest, 256); 1100 fits 256; 2400 fits 256 (not yet 1024);
+  # the batch never shrinks again.
+  assert advice.schedule == ((0.0, 256),)
+  assert 'schedule: one batch, 256' in prediction.report(advice, 0.9)
+  wide = prediction.advise(measured, {64: 1.0, 128: 1.0, 256: 1.0, 512: 1.0}, {
+      64: (0.025, 0), 128: (0.05, 0), 256: (0.1, 0), 512: (0.2, 0), 1024: (0.4, 0)}, 60_000, 0.8)
+  # 300 / 4 fits 64, 700 / 4 128 (step 20), 500 / 4 would shrink it, 1,100 / 4 fits 256 (step
+  # 40), 2,400 / 4 512 (step 60).
+  assert wide.schedule == ((0.0, 64), (0.34, 128), (0.68, 256), (1.02, 512))
+  line = [l for l in prediction.report(wide, 0.9).splitlines() if l.startswith('schedule')][0]
+  assert line.endswith("--config.train.global_batch_size=64 --config.train.batch_schedule."
+                       "batch_sizes='(128,256,512,)' --config.train.batch_schedule."
+                       "boundaries_epochs='(0.34,0.68,1.02,)'"), line
+  assert prediction.advise(MEASURED, THROUGHPUT, RECIPES, 60_000, 0.8).schedule == ()
+
+
 def test_default_candidates_span_the_measured_critical_batch():
   assert prediction.default_batches(469, 1024, num_devices=2) == [32, 64, 128, 256, 512, 1024, 2048,
                                                               4096]
@@ -87,7 +109,8 @@ def test_the_measurement_is_the_first_evaluation_at_the_target_and_the_noise_sca
   records = [{'step': 10, 'train/noise_scale': 100.0}, {'step': 10, 'eval/accuracy': 0.5},
              {'step': 20, 'train/noise_scale': 300.0}, {'step': 20, 'eval/accuracy': 0.91},
              {'step': 30, 'train/noise_scale': 900.0}, {'step': 30, 'eval/accuracy': 0.95}]
-  assert prediction.measurement_from_records(records, 512, 0.9) == prediction.Measurement(512, 20, 300.0)
+  assert prediction.measurement_from_records(records, 512, 0.9) == prediction.Measurement(
+      512, 20, 300.0, noise_scale_curve=((10, 100.0), (20, 300.0)))
   assert prediction.measurement_from_records(records, 512, 0.99) is None
   with pytest.raises(UserError, match='before any positive noise-scale estimate'):
     prediction.measurement_from_records(records[1:2] + [{'step': 10, 'eval/accuracy': 0.95}], 512, 0.9)

@@ -41,6 +41,8 @@ class Measurement:
   global_batch_size: int
   steps_to_target: int
   noise_scale: float  # B_simple when the target was reached
+  # (step, B_simple) of every positive record up to the target: how the noise scale grew.
+  noise_scale_curve: tuple[tuple[int, float], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +71,8 @@ class Advice:
   candidates: tuple[Candidate, ...]
   fastest: int | None  # the batch predicted fastest to the target; None: no throughput
   efficient: int | None  # the largest keeping the efficiency floor; None: none does
+  # (first epoch, batch) of each segment of the batch schedule it suggests (`growing_batches`).
+  schedule: tuple[tuple[float, int], ...] = ()
 
   def as_dict(self) -> dict:
     return dict(dataclasses.asdict(self), assumptions=ASSUMPTIONS)
@@ -106,9 +110,50 @@ def advise(measurement: Measurement, throughput: dict[int, float | None],
   timed = [c for c in candidates if c.seconds is not None]
   efficient = [c.global_batch_size for c in candidates if c.efficiency >= efficiency_floor]
   return Advice(measurement=measurement, b_crit=b_crit, s_min=s_min, e_min=e_min,
-                warmup_share=warmup_share, efficiency_floor=efficiency_floor, candidates=tuple(candidates),
+                warmup_share=warmup_share, efficiency_floor=efficiency_floor,
+                candidates=tuple(candidates),
                 fastest=min(timed, key=lambda c: c.seconds).global_batch_size if timed else None,
-                efficient=max(efficient, default=None))
+                efficient=max(efficient, default=None),
+                schedule=growing_batches(measurement, sorted(throughput), num_train_examples,
+                                         efficiency_floor))
+
+
+def growing_batches(measurement: Measurement, batches: Sequence[int], num_train_examples: int,
+                    efficiency_floor: float) -> tuple[tuple[float, int], ...]:
+  """A batch that grows with the noise scale (McCandlish et al. 2018): at each point of the
+  measured run, the largest candidate that would keep `efficiency_floor` of perfect scaling if
+  B_crit were the B_simple measured there (B <= B_simple (1 / floor - 1)), never smaller than
+  the smallest candidate nor than the batch before; (first epoch, batch) per segment, epochs
+  of the measured run rounded to 0.01. Empty without a noise-scale curve."""
+  schedule: list[tuple[float, int]] = []
+  for step, value in measurement.noise_scale_curve:
+    fitting = [b for b in batches if b <= value * (1 / efficiency_floor - 1)]
+    batch = max(fitting or batches[:1])
+    epoch = round(step * measurement.global_batch_size / num_train_examples, 2)
+    if not schedule:
+      schedule.append((0.0, batch))
+    elif batch > schedule[-1][1] and epoch > schedule[-1][0]:
+      schedule.append((epoch, batch))
+  return tuple(schedule)
+
+
+def _schedule_text(advice: Advice) -> str:
+  """The suggested batch schedule as words and the overrides that set it."""
+  if not advice.schedule:
+    return 'schedule: none: the measurement run recorded no noise scale to grow a batch with.'
+  floor = f'{100 * advice.efficiency_floor:.0f} %'
+  segments = ', '.join(f'{batch} from epoch {epoch:g}' for epoch, batch in advice.schedule)
+  if len(advice.schedule) == 1:
+    return (f'schedule: one batch, {advice.schedule[0][1]}: along the measured run the noise '
+            f'scale never called for a larger candidate (keeping {floor} of perfect scaling).')
+  first, rest = advice.schedule[0][1], advice.schedule[1:]
+  return (f'schedule (suggested, not measured): a batch that grows with the noise scale, the '
+          f'largest candidate keeping {floor} of perfect scaling at the B_simple measured along '
+          f'the run: {segments}, the lr by the config\'s scaling rule at each batch: '
+          f'--config.train.global_batch_size={first} '
+          f"--config.train.batch_schedule.batch_sizes='({','.join(str(b) for _, b in rest)},)' "
+          f"--config.train.batch_schedule.boundaries_epochs="
+          f"'({','.join(f'{e:g}' for e, _ in rest)},)'")
 
 
 def _warmup_text(c: Candidate, share: float) -> str:
@@ -169,7 +214,7 @@ def report(advice: Advice, target: float) -> str:
                  f'keeps >= {floor} of perfect scaling ({100 * c.efficiency:.0f} %: '
                  f'{c.examples:,.0f} examples vs E_min {advice.e_min:,.0f}; {c.steps:,.0f} '
                  f'steps, peak lr {c.peak_lr:.4g}, {_warmup_text(c, advice.warmup_share)}).')
-  lines += ['', ASSUMPTIONS]
+  lines += [_schedule_text(advice), '', ASSUMPTIONS]
   return '\n'.join(lines) + '\n'
 
 
@@ -179,14 +224,15 @@ def measurement_from_records(records: Sequence[dict], global_batch_size: int,
   steps = results.steps_to(results.eval_points(records), target)
   if steps is None:
     return None
-  noise = [value for step, value in results.eval_points(records, 'train/noise_scale')
+  curve = [(step, value) for step, value in results.eval_points(records, 'train/noise_scale')
            if step <= steps]
-  if not noise or not noise[-1] > 0:
+  if not curve or not curve[-1][1] > 0:
     raise UserError(f'the run at batch {global_batch_size} reached {target:g} at step {steps} '
                     'before any positive noise-scale estimate; its EMA needs more steps: lower '
                     '--config.train.noise_scale_decay or raise the target.')
   return Measurement(global_batch_size=global_batch_size, steps_to_target=steps,
-                     noise_scale=noise[-1])
+                     noise_scale=curve[-1][1],
+                     noise_scale_curve=tuple(point for point in curve if point[1] > 0))
 
 
 def throughput_from_records(records: Sequence[dict]) -> float | None:
