@@ -7,6 +7,7 @@ import pytest
 from configs import base
 from lbtrain import batch_schedule
 from lbtrain import data
+from lbtrain import describe
 from lbtrain import plan
 from lbtrain.errors import UserError
 
@@ -113,7 +114,7 @@ def test_a_scheduled_run_reads_the_fixed_batch_stream_in_order_on_any_process_co
   schedule = batch_schedule.from_config(config, N)
   fixed = np.concatenate(list(b['image'] for b in data.train_batches(
       config.data, info, global_batch_size=64, seed=0, start_step=0, num_steps=48)))
-  for process_count in (1, 2, 4):
+  for process_count in (1, 4):
     batches = _global_images(config.data, info, schedule, 0, schedule.total_steps,
                              process_count)
     assert [len(b) for b in batches] == [schedule.batch_at(s) for s in range(26)]
@@ -121,3 +122,17 @@ def test_a_scheduled_run_reads_the_fixed_batch_stream_in_order_on_any_process_co
   # Resumed mid-segment (step 20 of 16-23, at batch 128) on another process count.
   resumed = _global_images(config.data, info, schedule, 20, 6, 2)
   np.testing.assert_array_equal(np.concatenate(resumed), fixed[16 * 64 + 4 * 128:3072])
+
+
+def test_describe_shows_each_segments_steps_epochs_and_lr(fmnist_data_dir):
+  config = _config(batch_sizes=(512, 2048), boundaries_epochs=(1.0, 2.0))
+  config.model.name = 'cnn'
+  config.data.data_dir = fmnist_data_dir
+  config.optimizer.base_lr = 0.1  # linear from 256: 0.025 at 64, 0.2 at 512, 0.8 at 2048
+  text = describe.describe(plan.plan(config, describe_only=True))
+  # 60,000 examples: 937.5 steps per epoch at 64 -> 938, 117.2 at 512 -> 117, 29.3 -> 29.
+  assert '3 segments, lr scale (optimizer.scaling at each batch)' in text
+  assert 'batch 64: steps 0-937 (epochs 0.00-1.00), lr 0.025 at its start' in text
+  assert 'batch 512: steps 938-1054 (epochs 1.00-2.00), lr 0.2 at its start' in text
+  assert 'batch 2048: steps 1055-1083 (epochs 2.00-2.99), lr 0.8 at its start' in text
+  assert '1084 steps over the batch schedule' in text
