@@ -276,7 +276,8 @@ def plan(config: ml_collections.ConfigDict, *, micro_batch_size: int | None = No
              'several sizes; use a model with global pooling (resnet*) or one image size.')
   optimizer = optim.create_optimizer(config.optimizer, run_recipe.schedule, abstract_params)
   return Plan(config=config, dataset=dataset, schedule_info=run_recipe.schedule_info,
-              schedule=run_recipe.schedule, batches=run_recipe.batches, model=model, optimizer=optimizer,
+              schedule=run_recipe.schedule, batches=run_recipe.batches, model=model,
+              optimizer=optimizer,
               abstract_params=abstract_params, num_devices=num_devices,
               num_processes=num_processes, per_device_batch_size=per_device,
               micro_batch_size=micro, accum_steps=accum_steps,

@@ -31,8 +31,9 @@ ASSUMPTIONS = (
     '2018); (2) B_crit equals the gradient noise scale B_simple measured when the target was '
     'reached (they find the two within a small factor, and B_simple grows as the loss falls); (3) '
     'the config\'s lr scaling rule serves every batch as well as the measured one (the lr is not '
-    'retuned), with a warmup no longer than the measured run\'s share of its steps; (4) the short throughput runs\' speed holds for a whole run. A tuned '
-    '`python -m lbtrain.sweep --tune=...` measures S(B) itself.')
+    'retuned), with a warmup no longer than the measured run\'s share of its steps; (4) the '
+    'short throughput runs\' speed holds for a whole run. A tuned `python -m lbtrain.sweep '
+    '--tune=...` measures S(B) itself.')
 
 
 @dataclasses.dataclass(frozen=True)
