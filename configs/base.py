@@ -89,6 +89,17 @@ def get_config() -> ml_collections.ConfigDict:
   # whose compiled step fits memory_fraction of a device's memory (logged with the figures).
   config.train.micro_batch_size = config_dict.placeholder(object)
   config.train.memory_fraction = 0.9  # share of a device's memory micro_batch_size='auto' may use
+  config.train.batch_schedule = ml_collections.ConfigDict()
+  # A batch that changes during training (Smith et al. 2017; lbtrain/batch_schedule.py): the
+  # global batch from each boundary on, after global_batch_size up to the first. The examples
+  # are the one-batch run's, in its order, cut into other batches. () = one batch throughout.
+  config.train.batch_schedule.batch_sizes = ()
+  # Where each of batch_sizes starts, in epochs (each segment's epochs at its own batch).
+  config.train.batch_schedule.boundaries_epochs = ()
+  config.train.batch_schedule.boundaries_steps = config_dict.placeholder(tuple)  # or in steps
+  # 'scale': each segment's lr by optimizer.scaling at its batch; 'hold': the first batch's
+  # schedule unscaled (Smith et al., where the batch increase replaces the lr decay).
+  config.train.batch_schedule.lr = 'scale'
   # End this attempt after this step (evaluated and saved there) without changing the schedule,
   # which still runs to num_epochs: a later run with a larger value, or None, goes on exactly.
   # A tuned sweep caps its trials with it. None = train to the end.

@@ -34,12 +34,14 @@ class Steps:
   eval_step: Callable[[steps.TrainState, Any], steps.Metrics]
   abstract_state: Any  # jax.ShapeDtypeStruct leaves carrying the target shardings
 
-  def compile_train_step(self, run: plan_lib.Plan, mesh: Mesh, image_size: int | None = None):
-    """The train step compiled ahead of time for the run's batch at `image_size` (None: its
-    largest train size, the one that needs the most memory)."""
+  def compile_train_step(self, run: plan_lib.Plan, mesh: Mesh, image_size: int | None = None,
+                         global_batch_size: int | None = None):
+    """The train step compiled ahead of time at `image_size` and `global_batch_size` (None:
+    the run's largest train size and batch, the ones that need the most memory)."""
     image_size = image_size or max(run.resolution.train_sizes)
+    batch_size = global_batch_size or max(run.batches.distinct)
     return self.train_step.lower(self.abstract_state,
-                                 abstract_batch(run, mesh, image_size)).compile()
+                                 abstract_batch(run, mesh, image_size, batch_size)).compile()
 
 
 def step_settings(run: plan_lib.Plan, mesh: Mesh) -> steps.StepSettings:
@@ -85,9 +87,10 @@ def build(run: plan_lib.Plan, mesh: Mesh) -> Steps:
                abstract_state=abstract_state)
 
 
-def abstract_batch(run: plan_lib.Plan, mesh: Mesh, image_size: int) -> dict:
+def abstract_batch(run: plan_lib.Plan, mesh: Mesh, image_size: int,
+                   batch_size: int | None = None) -> dict:
   sharding = parallel.batch_sharded(mesh)
-  batch_size = run.config.train.global_batch_size
+  batch_size = batch_size or run.config.train.global_batch_size
   channels = run.dataset.image_shape[2]
   return {
       'image': jax.ShapeDtypeStruct((batch_size, image_size, image_size, channels),

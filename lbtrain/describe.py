@@ -7,6 +7,7 @@ import jax
 import numpy as np
 
 from lbtrain import models
+from lbtrain import batch_schedule
 from lbtrain import optim
 from lbtrain import parallel
 from lbtrain import resolution as resolution_lib
@@ -142,6 +143,13 @@ def describe(run: Plan) -> str:
     crop = (f'resize the shorter side to {size / ratio:.4g}, central crop {size}'
             if run.dataset.name != 'synthetic' else '')
     rows[1:1] = resolution_lib.describe(run.resolution, run.schedule_info.steps_per_epoch, crop)
+  if run.batches.scheduled:
+    rows[0:0] = [
+        *batch_schedule.describe(run.batches, lambda step: float(run.schedule(step)),
+                                 config.train.batch_schedule.lr),
+        ('training', f'{run.total_steps} steps over the batch schedule; the lr schedule above is '
+                     f'laid out at batch {config.train.global_batch_size} and read at the '
+                     'examples consumed')]
   width = 17
   lines = schedules.describe_schedule(run.schedule_info)
   lines += [f'{name:<{width}} {value}' for name, value in rows]

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from lbtrain import batch_schedule
 from lbtrain import data
 from lbtrain import durations
 from lbtrain import models
@@ -31,7 +32,8 @@ NONFINITE_POLICIES = ('stop', 'skip')
 class Recipe:
   """What the config alone fixes once the training split's size is known: no hardware."""
   schedule: Any
-  schedule_info: schedules.ScheduleInfo
+  schedule_info: schedules.ScheduleInfo  # laid out at train.global_batch_size
+  batches: batch_schedule.BatchSchedule  # the global batch of each step
   eval_every_steps: int | None  # None: no evaluation
   eval_first_step: int | None  # the first evaluation; None: no evaluation
   checkpoint_every_steps: int
@@ -43,8 +45,9 @@ class Plan:
   """A recipe laid out on this hardware: the model, the optimizer and the batch layout."""
   config: ml_collections.ConfigDict
   dataset: data.DatasetInfo
-  schedule_info: schedules.ScheduleInfo
-  schedule: Any
+  schedule_info: schedules.ScheduleInfo  # laid out at train.global_batch_size
+  schedule: Any  # step -> lr, over the batch schedule
+  batches: batch_schedule.BatchSchedule  # the global batch of each step
   model: Any
   optimizer: Any
   abstract_params: Any
@@ -75,7 +78,7 @@ class Plan:
 
   @property
   def total_steps(self) -> int:
-    return self.schedule_info.total_steps
+    return self.batches.total_steps
 
   @property
   def last_step(self) -> int:
@@ -126,13 +129,16 @@ def recipe(config: ml_collections.ConfigDict, num_train_examples: int) -> Recipe
            f'train.stop_at_step={train.stop_at_step} must be a positive step (or None to train '
            'to the end).')
   schedule, info = schedules.create_schedule(config, num_train_examples)
+  batches = batch_schedule.from_config(config, num_train_examples)
+  schedule = batches.lr(schedule, batch_schedule.lr_factors(
+      batches, config.train.batch_schedule.lr, lambda b: schedules.peak_lr_at(config, b)))
   per_epoch = info.steps_per_epoch
   eval_every = durations.recurring(config.eval, 'eval.every', per_epoch,
                                    zero_means='no evaluation')
   eval_first = durations.interval(config.eval, 'eval.first', per_epoch, optional=True)
-  _require(eval_first is None or 0 < eval_first <= info.total_steps,
+  _require(eval_first is None or 0 < eval_first <= batches.total_steps,
            f'eval.first (step {eval_first}) must be within training (steps 1 to '
-           f'{info.total_steps}).')
+           f'{batches.total_steps}).')
   target = config.eval.target_accuracy
   _require(target is None or 0 < target <= 1,
            f'eval.target_accuracy={target} must be an accuracy in (0, 1], e.g. 0.759.')
@@ -140,7 +146,7 @@ def recipe(config: ml_collections.ConfigDict, num_train_examples: int) -> Recipe
            f'eval.target_accuracy={target} needs evaluations to reach it: set eval.every_epochs '
            '(or eval.every_steps) above 0.')
   return Recipe(
-      schedule=schedule, schedule_info=info,
+      schedule=schedule, schedule_info=info, batches=batches,
       eval_every_steps=eval_every,
       eval_first_step=None if eval_every is None else eval_first or eval_every,
       checkpoint_every_steps=durations.recurring(config.checkpoint, 'checkpoint.every',
@@ -182,6 +188,27 @@ def batch_layout(config: ml_collections.ConfigDict, num_devices: int,
            f'model.bn_group_size={group} must divide the per-device micro batch {micro}; pick '
            'a divisor of it or None for global statistics.')
   return per_device, micro, accum_steps
+
+
+def _check_batch_schedule(config, batches: batch_schedule.BatchSchedule,
+                          num_devices: int) -> None:
+  """Every batch of the schedule laid out on these devices, without accumulation (one
+  compiled step per batch, each its own shapes)."""
+  if not batches.scheduled:
+    return
+  _require(config.train.micro_batch_size is None,
+           f'train.batch_schedule with train.micro_batch_size={config.train.micro_batch_size!r} '
+           'is not supported: each batch would need its own micro-batch layout; use None.')
+  for batch in batches.distinct[1:]:
+    other = config.copy_and_resolve_references()
+    other.train.global_batch_size = batch
+    try:
+      batch_layout(other, num_devices)
+      group = other.model.bn_group_size
+      _require(group is None or batch % group == 0,
+               f'model.bn_group_size={group} must divide every batch of the schedule.')
+    except UserError as error:
+      raise UserError(f'train.batch_schedule, batch {batch}: {error}') from None
 
 
 def _check_noise_scale_source(config, accum_steps: int, num_devices: int) -> None:
@@ -240,6 +267,7 @@ def plan(config: ml_collections.ConfigDict, *, micro_batch_size: int | None = No
            f'{num_devices} devices.')
   dataset = dataset or dataset_info(config, describe_only)
   run_recipe = recipe(config, dataset.num_train_examples)
+  _check_batch_schedule(config, run_recipe.batches, num_devices)
   _check_noise_scale_source(config, accum_steps, num_devices)
   per_device_program = config.parallel.strategy == 'pmap'
   model = models.create_model(config.model, num_classes=dataset.num_classes,
@@ -252,7 +280,10 @@ def plan(config: ml_collections.ConfigDict, *, micro_batch_size: int | None = No
   _require(layers == 0 or dataset.name == 'imagenet2012',
            f'data.randaugment_layers={layers}: only the imagenet2012 host pipeline applies '
            f'RandAugment, not {dataset.name}; set it to 0.')
-  sizes = _resolution(config, dataset, run_recipe.schedule_info.total_steps)
+  sizes = _resolution(config, dataset, run_recipe.batches.total_steps)
+  _require(not (sizes.ramped and run_recipe.batches.scheduled),
+           'data.progressive_resizing and train.batch_schedule together are not supported: '
+           'one compiled step per image size or per batch; use one of them.')
   for size in {*sizes.train_sizes, sizes.eval_size} - {dataset.image_shape[0]}:
     other = _abstract_params(model, (size, size, dataset.image_shape[2]))
     _require(jax.tree.structure(other) == jax.tree.structure(abstract_params) and all(
@@ -264,7 +295,8 @@ def plan(config: ml_collections.ConfigDict, *, micro_batch_size: int | None = No
   optimizer = optim.create_optimizer(config.optimizer, run_recipe.schedule, abstract_params,
                                      peak_lr=run_recipe.schedule_info.peak_lr)
   return Plan(config=config, dataset=dataset, schedule_info=run_recipe.schedule_info,
-              schedule=run_recipe.schedule, model=model, optimizer=optimizer,
+              schedule=run_recipe.schedule, batches=run_recipe.batches, model=model,
+              optimizer=optimizer,
               abstract_params=abstract_params, num_devices=num_devices,
               num_processes=num_processes, per_device_batch_size=per_device,
               micro_batch_size=micro, accum_steps=accum_steps,

@@ -127,6 +127,13 @@ def _step_boundaries(sched: ml_collections.ConfigDict, per_epoch: float, warmup_
   return boundaries
 
 
+def peak_lr_at(config: ml_collections.ConfigDict, global_batch_size: int) -> float:
+  """optimizer.scaling's peak lr at `global_batch_size`."""
+  opt = config.optimizer
+  scaling = _choose(_SCALINGS, opt.scaling, 'optimizer.scaling')
+  return opt.base_lr * scaling.factor(global_batch_size / opt.base_batch_size)
+
+
 def create_schedule(config: ml_collections.ConfigDict,
                     num_train_examples: int) -> tuple[optax.Schedule, ScheduleInfo]:
   """Builds the lr schedule (step count -> lr) and the record of how it was derived.

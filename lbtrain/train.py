@@ -114,21 +114,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> 
 
 
 def _compile_train_steps(run: plan_lib.Plan, compiled: build.Steps, mesh,
-                         workdir: Workdir) -> dict[int, Any]:
-  """The train step compiled for each train image size (into the persistent cache), before
-  training, so a size change never stalls the loop; refuses one that cannot fit in memory. A
-  refused run leaves no folder it made behind."""
+                         workdir: Workdir) -> dict[tuple[int, int], Any]:
+  """The train step compiled for each train image size and each global batch of the batch
+  schedule (into the persistent cache), before training, so a change of either never stalls
+  the loop; refuses one that cannot fit in memory. A refused run leaves no folder it made
+  behind."""
   new_cache = not os.path.exists(workdir.compilation_cache_dir)
   new_workdir = not os.path.exists(workdir.path)
   build.enable_compilation_cache(run.config, workdir.compilation_cache_dir)
   train_steps = {}
   try:
     for size in run.resolution.train_sizes:
-      start = time.perf_counter()
-      train_steps[size] = compiled.compile_train_step(run, mesh, size)
-      logging.info('train step compiled for %d px images in %.1f s', size,
-                   time.perf_counter() - start)
-      build.check_memory(run, train_steps[size])
+      for batch in run.batches.distinct:
+        start = time.perf_counter()
+        train_steps[size, batch] = compiled.compile_train_step(run, mesh, size, batch)
+        logging.info('train step compiled for %d px images at global batch %d in %.1f s', size,
+                     batch, time.perf_counter() - start)
+        build.check_memory(run, train_steps[size, batch])
   except UserError:
     if jax.process_index() == 0 and new_cache:
       shutil.rmtree(workdir.compilation_cache_dir, ignore_errors=True)
@@ -155,7 +157,8 @@ def _lock(workdir: Workdir) -> RunLock:
   return lock
 
 
-def _restore_and_train(run: plan_lib.Plan, compiled: build.Steps, train_steps: dict[int, Any],
+def _restore_and_train(run: plan_lib.Plan, compiled: build.Steps,
+                       train_steps: dict[tuple[int, int], Any],
                        mesh, workdir: Workdir, is_primary: bool,
                        run_start: float) -> dict[str, float]:
   config = run.config
@@ -193,7 +196,8 @@ def _restore_and_train(run: plan_lib.Plan, compiled: build.Steps, train_steps: d
 class _Loop:
   """One pass of training from `start_step` to the end, a stop signal or a non-finite stop."""
 
-  def __init__(self, run: plan_lib.Plan, compiled: build.Steps, train_steps: dict[int, Any],
+  def __init__(self, run: plan_lib.Plan, compiled: build.Steps,
+               train_steps: dict[tuple[int, int], Any],
                mesh, workdir: Workdir, checkpoints: checkpoint.Checkpointer, start_step: int,
                is_primary: bool, last_good_checkpoint: int | None, run_start: float):
     self.run, self.compiled, self.train_steps, self.mesh = run, compiled, train_steps, mesh
@@ -252,9 +256,12 @@ class _Loop:
     batches = data.train_inputs(config.data, run.dataset, self.mesh,
                                 global_batch_size=config.train.global_batch_size,
                                 seed=config.train.seed, start_step=self.start_step,
-                                num_steps=run.last_step - self.start_step, sizes=sizes)
-    size_changes = frozenset(sizes.segment_starts[1:])
-    train_step = self.train_steps[sizes.size_at(self.start_step)]
+                                num_steps=run.last_step - self.start_step, sizes=sizes,
+                                batches=run.batches)
+    # Each record's steps have one image size and one batch.
+    changes = frozenset(sizes.segment_starts[1:]) | frozenset(run.batches.starts[1:])
+    step_at = lambda step: self.train_steps[sizes.size_at(step), run.batches.batch_at(step)]
+    train_step = step_at(self.start_step)
     done = self.start_step
     try:
       with preemption.StopSignal() as stop_signal:
@@ -268,11 +275,11 @@ class _Loop:
           done = step + 1
           stopping = stop_signal.should_stop(done)
           last = done == run.last_step
-          resizing = done in size_changes  # each record's steps have one image size
-          if done % run.log_every_steps == 0 or last or stopping or resizing:
+          changing = done in changes
+          if done % run.log_every_steps == 0 or last or stopping or changing:
             self._log(done, records)
-          if resizing:
-            train_step = self.train_steps[sizes.size_at(done)]
+          if changing:
+            train_step = step_at(done)
           reached = False
           if run.evaluates_at(done):
             records.flush()  # the train records up to `done` come before its eval record

@@ -105,9 +105,12 @@ class TrainRecords:
              for i in range(interval.done - interval.first + 1)]
     problem = self._nonfinite.observe(steps, interval.first)
     run = self._run
-    summary = metrics_lib.summarise(steps, interval.seconds, interval.input_wait,
-                                    run.config.train.global_batch_size, run.num_devices)
-    summary['train/epoch'] = interval.done / run.schedule_info.steps_per_epoch
+    batch = run.batches.batch_at(interval.done - 1)  # one per record (the loop logs at changes)
+    summary = metrics_lib.summarise(steps, interval.seconds, interval.input_wait, batch,
+                                    run.num_devices)
+    summary['train/global_batch_size'] = batch
+    summary['train/epoch'] = (run.batches.epoch_at(interval.done) if run.batches.scheduled
+                              else interval.done / run.schedule_info.steps_per_epoch)
     if run.dataset.resizable:  # throughput per image size: group the records by it
       summary['train/image_size'] = run.resolution.size_at(interval.done - 1)
     summary.update(interval.times)

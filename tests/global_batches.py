@@ -1,13 +1,15 @@
 """Saves the global ImageNet batches a run's devices hold, for tests that compare process counts.
 
     python tests/global_batches.py --data_dir=D --out=F.npz [--start_step=K] [--vit]
+        [--batch_sizes=32,64 --boundaries_steps=2,4]
     python scripts/launch_local.py 2 --module=global_batches -- --data_dir=D --out=F.npz
 
 Every process builds its rows through `data.train_inputs` / `eval_inputs` as the trainer does;
-the global arrays are gathered onto process 0, which writes them. With --randaugment the train
-crops get RandAugment(N, 10). With --vit the batches also train a tiny ViT with Mixup and
-CutMix through the trainer's own plan and compiled step (`build`), and each step's metrics are
-saved (`metric_<name>`).
+the global arrays are gathered onto process 0, which writes them: the train rows of every step
+one after another (`train_batch`: each step's global batch), the eval batches stacked. With
+--randaugment the train crops get RandAugment(N, 10). With --vit the batches also train a tiny
+ViT with Mixup and CutMix through the trainer's own plan and compiled step (`build`), and each
+step's metrics are saved (`metric_<name>`).
 """
 
 import os
@@ -44,6 +46,8 @@ def _vit_steps(config, mesh):
   run = plan.plan(config)
   steps = build.build(run, mesh)
   return steps.init(jax.random.key(0)), steps.train_step
+_SIZES = flags.DEFINE_list('batch_sizes', [], 'a batch schedule: the batch from each boundary on')
+_BOUNDARIES = flags.DEFINE_list('boundaries_steps', [], 'the steps where those batches start')
 
 
 def main(unused_argv):
@@ -56,6 +60,7 @@ def main(unused_argv):
   from configs import base  # pylint: disable=g-import-not-at-top
   from lbtrain import data  # pylint: disable=g-import-not-at-top
   from lbtrain import parallel  # pylint: disable=g-import-not-at-top
+  from lbtrain.batch_schedule import BatchSchedule  # pylint: disable=g-import-not-at-top
 
   full_config = base.get_config()
   config = full_config.data
@@ -64,13 +69,18 @@ def main(unused_argv):
   mesh = parallel.create_mesh()
   info = data.get_dataset_info(config)
   gather = lambda array: np.asarray(multihost_utils.process_allgather(array, tiled=True))
-  saved = {'train_image': [], 'train_label': [], 'eval_image': [], 'eval_label': [],
-           'eval_mask': []}
+  batches = BatchSchedule(
+      (0, *map(int, _BOUNDARIES.value)), (_BATCH.value, *map(int, _SIZES.value)),
+      _START.value + _STEPS.value, info.num_train_examples)
+  saved = {'train_image': [], 'train_label': [], 'train_batch': [], 'eval_image': [],
+           'eval_label': [], 'eval_mask': []}
   state, train_step = _vit_steps(full_config, mesh) if _VIT.value else (None, None)
   for batch in data.train_inputs(config, info, mesh, global_batch_size=_BATCH.value, seed=0,
-                                 start_step=_START.value, num_steps=_STEPS.value):
+                                 start_step=_START.value, num_steps=_STEPS.value,
+                                 batches=batches):
     saved['train_image'].append(gather(batch['image']))
     saved['train_label'].append(gather(batch['label']))
+    saved['train_batch'].append(len(saved['train_label'][-1]))
     if train_step is not None:
       state, metrics = train_step(state, batch)
       for name, value in metrics.items():  # replicated scalars: any local copy is the value
@@ -79,7 +89,12 @@ def main(unused_argv):
     for key in ('image', 'label', 'mask'):
       saved[f'eval_{key}'].append(gather(batch[key]))
   if jax.process_index() == 0:
-    np.savez(_OUT.value, **{key: np.stack(values) for key, values in saved.items()})
+    arrays = {key: np.stack(values) for key, values in saved.items()
+              if key.startswith(('eval', 'metric_'))}
+    arrays.update(train_image=np.concatenate(saved['train_image']),
+                  train_label=np.concatenate(saved['train_label']),
+                  train_batch=np.array(saved['train_batch']))
+    np.savez(_OUT.value, **arrays)
   print(f'process {jax.process_index()} of {jax.process_count()}: '
         f'{jax.local_device_count()} local devices, done', flush=True)
 

@@ -32,6 +32,11 @@ def test_the_model_predicts_steps_examples_time_and_efficiency_per_batch():
   assert (large.steps, large.seconds) == (45.0, 90.0)
   assert large.efficiency == pytest.approx(20_480 / (45 * 4096))
   assert (large.peak_lr, large.warmup_steps) == (1.6, 15)
+  # The measured run warmed up 59 of its 60 steps: at 256, 234 config steps would outlast the
+  # 120 predicted, so it gets the same share of them (118); elsewhere the config's warmup fits.
+  assert advice.warmup_share == pytest.approx(59 / 60)
+  assert (small.warmup_steps, small.fitted_warmup_steps) == (234, 118)
+  assert measured.fitted_warmup_steps == 59 and large.fitted_warmup_steps == 15
   assert advice.fastest == 256 and advice.efficient == 256
 
 
@@ -43,18 +48,51 @@ def test_the_recommendations_follow_the_throughput_curve_and_the_floor():
   assert advice.efficient == 1024  # efficiency 1/3 >= 0.3; 4096's is 0.11
   text = prediction.report(advice, target=0.9)
   recommend = [line for line in text.splitlines() if line.startswith('recommend')]
-  assert recommend[0].startswith('recommend (fastest): global batch 4096: predicted 11.2 s')
+  assert recommend[0] == ('recommend (fastest): global batch 4096: predicted 11.2 s of training '
+                          "to 0.9 (45 steps, peak lr 1.6, 15 warmup steps (the config's)).")
   assert recommend[1].startswith('recommend (efficient): global batch 1024: the largest that '
                                  'keeps >= 30 % of perfect scaling (33 %')
   assert 'This is a prediction from a model' in text
-  assert '| 256 | 0.1 | 234 * | 120 | 30,720 | 0.51 | 67 % | 8 | 15.0 s |' in text
-  # 234 warmup steps > 120 predicted at 256; at 1024 and 4096 the warmup ends first.
-  assert 'warmup outlasts the predicted steps at batch 256:' in text
+  assert '| 256 | 0.1 | 234 → 118 * | 120 | 30,720 | 0.51 | 67 % | 8 | 15.0 s |' in text
+  # 234 warmup steps > 98 % of 120 predicted at 256; at 1024 and 4096 the warmup fits.
+  assert 'more than 98 % of the predicted steps at batch 256 ' in text
+  # The issue's case: the recommended small batch comes with the warmup the prediction assumes.
+  slow_large = prediction.advise(MEASURED, {**THROUGHPUT, 1024: 1.0}, RECIPES, 60_000, 0.6)
+  recommend = [line for line in prediction.report(slow_large, 0.9).splitlines()
+               if line.startswith('recommend')]
+  for line in recommend:
+    assert line.startswith('recommend (') and 'global batch 256:' in line
+    assert line.endswith("120 steps, peak lr 0.1, 118 warmup steps, 98 % of the predicted steps "
+                         "as in the measured run, not the config's 234: "
+                         '--config.schedule.warmup_epochs=None '
+                         '--config.schedule.warmup_steps=118).'), line
   unmeasured = prediction.advise(MEASURED, {256: None, 1024: None}, RECIPES, 60_000, 0.8)
   text = prediction.report(unmeasured, target=0.9)
   assert unmeasured.fastest is None and 'not measured' in text
   # No candidate keeps 80 %: B <= B_crit (1 / 0.8 - 1) = 128 would.
   assert unmeasured.efficient is None and 'B <= 128 would' in text
+
+
+def test_the_suggested_schedule_grows_the_batch_with_the_measured_noise_scale():
+  # Measured at batch 1024 of 60,000 examples: step 20 is epoch 0.34. With an 80 % floor a
+  # batch B fits while B <= B_simple / 4.
+  curve = ((5, -20.0), (10, 300.0), (20, 700.0), (30, 500.0), (40, 1100.0), (60, 2400.0))
+  measured = prediction.Measurement(1024, 60, 2400.0, noise_scale_curve=curve[1:])
+  advice = prediction.advise(measured, THROUGHPUT, RECIPES, 60_000, efficiency_floor=0.8)
+  # 300 and 700 fit none (the smallest, 256); 1100 fits 256; 2400 fits 256 (not yet 1024);
+  # the batch never shrinks again.
+  assert advice.schedule == ((0.0, 256),)
+  assert 'schedule: one batch, 256' in prediction.report(advice, 0.9)
+  wide = prediction.advise(measured, {64: 1.0, 128: 1.0, 256: 1.0, 512: 1.0}, {
+      64: (0.025, 0), 128: (0.05, 0), 256: (0.1, 0), 512: (0.2, 0), 1024: (0.4, 0)}, 60_000, 0.8)
+  # 300 / 4 fits 64, 700 / 4 128 (step 20), 500 / 4 would shrink it, 1,100 / 4 fits 256 (step
+  # 40), 2,400 / 4 512 (step 60).
+  assert wide.schedule == ((0.0, 64), (0.34, 128), (0.68, 256), (1.02, 512))
+  line = [l for l in prediction.report(wide, 0.9).splitlines() if l.startswith('schedule')][0]
+  assert line.endswith("--config.train.global_batch_size=64 --config.train.batch_schedule."
+                       "batch_sizes='(128,256,512,)' --config.train.batch_schedule."
+                       "boundaries_epochs='(0.34,0.68,1.02,)'"), line
+  assert prediction.advise(MEASURED, THROUGHPUT, RECIPES, 60_000, 0.8).schedule == ()
 
 
 def test_default_candidates_span_the_measured_critical_batch():
@@ -71,7 +109,8 @@ def test_the_measurement_is_the_first_evaluation_at_the_target_and_the_noise_sca
   records = [{'step': 10, 'train/noise_scale': 100.0}, {'step': 10, 'eval/accuracy': 0.5},
              {'step': 20, 'train/noise_scale': 300.0}, {'step': 20, 'eval/accuracy': 0.91},
              {'step': 30, 'train/noise_scale': 900.0}, {'step': 30, 'eval/accuracy': 0.95}]
-  assert prediction.measurement_from_records(records, 512, 0.9) == prediction.Measurement(512, 20, 300.0)
+  assert prediction.measurement_from_records(records, 512, 0.9) == prediction.Measurement(
+      512, 20, 300.0, noise_scale_curve=((10, 100.0), (20, 300.0)))
   assert prediction.measurement_from_records(records, 512, 0.99) is None
   with pytest.raises(UserError, match='before any positive noise-scale estimate'):
     prediction.measurement_from_records(records[1:2] + [{'step': 10, 'eval/accuracy': 0.95}], 512, 0.9)

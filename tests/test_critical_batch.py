@@ -98,6 +98,18 @@ def test_two_batches_without_a_knee_do_not_bound_b_crit(points, where):
   assert fitted.b_crit is None and where in fitted.reason
 
 
+@pytest.mark.parametrize('points, where', [
+    # Steps fall almost 4x for a 4x batch: B_crit = 4.8e7, beyond 1e4 x the largest batch.
+    ([(256, 1000), (1024, 250.004)], 'above the largest'),
+    # Steps barely fall: B_crit = 0.014, below the smallest batch / 1e4.
+    ([(256, 1000.04), (1024, 1000)], 'below the smallest')])
+def test_two_batches_never_put_b_crit_outside_the_range_more_batches_search(points, where):
+  fitted = critical_batch.fit(points)
+  assert fitted.b_crit is None and where in fitted.reason
+  inside = critical_batch.fit([(256, 1000), (1024, 255)])  # B_crit = 38,144: 37 x the largest
+  assert inside.b_crit == pytest.approx(38144) and inside.reason is None
+
+
 def test_points_that_never_leave_perfect_scaling_do_not_bound_b_crit():
   fitted = critical_batch.fit([(b, 1e6 / b) for b in [64, 256, 1024, 4096]])
   assert fitted.b_crit is None and 'above the largest batch' in fitted.reason

@@ -231,7 +231,7 @@ def test_one_process_of_8_and_two_of_4_hold_the_same_global_batches(config, tmp_
                         '--randaugment=2', '--vit')
   two = _global_batches(config, tmp_path, 'two_by_4', 2, 4, '--num_steps=6',
                         '--randaugment=2', '--vit')
-  assert one['train_image'].shape == (6, 16, IMAGE_SIZE, IMAGE_SIZE, 3)
+  assert one['train_image'].shape == (6 * 16, IMAGE_SIZE, IMAGE_SIZE, 3)
   for key in one:
     if key.startswith('metric_'):  # float sums over 8 vs 2 x 4 devices: round-off only
       np.testing.assert_allclose(two[key], one[key], rtol=1e-4, err_msg=key)
@@ -245,12 +245,29 @@ def test_one_process_of_8_and_two_of_4_hold_the_same_global_batches(config, tmp_
     draws = np.random.default_rng([0, imagenet._RANDAUGMENT, step]).random((16, 8))  # pylint: disable=protected-access
     for row in range(16):
       np.testing.assert_array_equal(
-          one['train_image'][step, row],
+          one['train_image'][step * 16 + row],
           randaugment.randaugment(plain[step]['image'][row], draws[row], 2, 10))
   # Steps 3-5 on 2 processes after steps 0-2 on 1 (a resume on another count).
   resumed = _global_batches(config, tmp_path, 'resumed', 2, 4, '--start_step=3', '--num_steps=3',
                             '--randaugment=2')
-  np.testing.assert_array_equal(resumed['train_image'], one['train_image'][3:])
+  np.testing.assert_array_equal(resumed['train_image'], one['train_image'][3 * 16:])
+
+  # A batch schedule (16, then 32 from step 1, then 8 from step 3) cuts the same 96 examples
+  # (labels are indices here) into other batches, the same on either topology; resumed on 2
+  # processes mid-segment (step 2, the second of the 32s), it reads the rest. The crops and
+  # flips are drawn per step, so they are not the fixed batch's.
+  schedule = ('--batch_sizes=32,8', '--boundaries_steps=1,3')
+  scheduled = _global_batches(config, tmp_path, 'scheduled_one_by_8', 1, 8, '--num_steps=5',
+                              *schedule)
+  assert list(scheduled['train_batch']) == [16, 32, 32, 8, 8]
+  np.testing.assert_array_equal(scheduled['train_label'], one['train_label'])
+  two = _global_batches(config, tmp_path, 'scheduled_two_by_4', 2, 4, '--num_steps=5',
+                        *schedule)
+  for key in scheduled:
+    np.testing.assert_array_equal(two[key], scheduled[key], err_msg=key)
+  resumed = _global_batches(config, tmp_path, 'scheduled_resumed', 2, 4, '--start_step=2',
+                            '--num_steps=3', *schedule)
+  np.testing.assert_array_equal(resumed['train_image'], scheduled['train_image'][48:])
 
 
 def test_threads_change_nothing(config):

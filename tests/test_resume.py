@@ -116,6 +116,33 @@ def test_killed_signalled_and_stopped_runs_end_bitwise_equal(uninterrupted, fmni
   assert lbtrain_process.logged_steps(workdir) == list(range(1, TOTAL_STEPS + 1))
 
 
+def test_a_batch_schedule_killed_mid_segment_resumes_bitwise(fmnist_data_dir, tmp_path):
+  """Batch 256 for 6 steps, then 512 for the rest of the epoch (9 steps): killed after step
+  10, the run resumes from its last checkpoint (8, or 12 if it got that far), inside the second
+  segment, and ends bitwise equal to the same schedule uninterrupted; its records carry each
+  step's batch."""
+  schedule = ['--config.train.batch_schedule.batch_sizes=(512,)',
+              '--config.train.batch_schedule.boundaries_steps=(6,)']
+  reference, workdir = str(tmp_path / 'reference'), str(tmp_path / 'run')
+  result = lbtrain_process.run(_args(reference, fmnist_data_dir, *schedule))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'train step compiled for 28 px images at global batch 512' in result.stderr
+  args = _args(workdir, fmnist_data_dir, *schedule)
+  reached, _, code = _start_and_signal(args, workdir, tmp_path / 'log.txt', 10, signal.SIGKILL)
+  assert code == -signal.SIGKILL
+  latest = _checkpoint_steps(workdir)[-1]
+  assert 6 < latest < 15, (reached, latest)
+  result = lbtrain_process.run(args)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'resumed from the checkpoint at step {latest}' in result.stderr
+  for expected, resumed in zip(_params(reference, 15), _params(workdir, 15), strict=True):
+    np.testing.assert_array_equal(expected, resumed)
+  records = [r for r in Workdir(workdir).metric_records() if 'train/loss' in r]
+  assert [(r['step'], r['train/global_batch_size']) for r in records] == [
+      (step, 256 if step <= 6 else 512) for step in range(1, 16)]
+  assert records[-1]['train/epoch'] == 1.0  # 6 x 256 + 9 x 512 = the 6,144 examples
+
+
 def _copy(workdir, tmp_path):
   copy = str(tmp_path / 'copy')
   shutil.copytree(workdir, copy)

@@ -151,6 +151,41 @@ def test_markdown_states_the_fit_and_the_regimes():
   assert 'Critical batch' not in tables.markdown_table({'a': _model_runs()}, None)
 
 
+def test_steps_reached_at_the_first_evaluation_are_upper_bounds_kept_out_of_the_fit(tmp_path):
+  # The quickstart of issue 27: two batches, each at the target at its first and only
+  # evaluation; the exact two-point fit through them would say B_crit = 89,600.
+  runs = [_run(256, [(234, 0.81)], total_steps=234), _run(1024, [(59, 0.80)], total_steps=59)]
+  assert runs[0].target_at_first_eval(0.8) and not runs[0].target_at_first_eval(0.9)
+  summary = results.Summary(runs, 0.8)
+  assert summary.reached == [] and summary.upper_bounds == [(256, 234), (1024, 59)]
+  assert summary.fit.b_crit is None and '0 batches reached the target' in summary.fit.reason
+  # A tenth of the earliest first evaluation: 59 steps of 1024 = 1.007 epochs.
+  assert summary.fit.left_out == (
+      'left out of the fit: batch 256 at step 234, batch 1024 at step 59 reached the target at '
+      "the run's first evaluation, so those steps are upper bounds only; evaluate sooner to "
+      'measure them, e.g. --config.eval.every_epochs=0.1')
+  table = tables.markdown_table({'a': runs}, target=0.8)
+  assert '| 256 | 0.1 | 234 | 81.00 % | 81.00 % | ≤ 234 | ≤ 59,904 | 10 s |' in table
+  assert 'Critical batch: no fit, 0 batches reached the target' in table
+  assert 'Critical batch: left out of the fit: batch 256 at step 234' in table
+  assert 'B_crit =' not in table
+  results.save_results(str(tmp_path), runs, 0.8, ['python'])
+  with open(tmp_path / 'summary.json', encoding='utf-8') as f:
+    saved = json.load(f)
+  assert [b['steps_to_target_upper_bound'] for b in saved['batches']] == [True, True]
+  assert saved['fit']['b_crit'] is None and 'upper bounds' in saved['fit']['left_out']
+  tables.write_csv(str(tmp_path / 'bound.csv'), {'a': runs}, target=0.8)
+  with open(tmp_path / 'bound.csv', encoding='utf-8') as f:
+    assert [r['steps_to_target_upper_bound'] for r in csv.DictReader(f)] == ['True', 'True']
+
+  # Measured batches are fitted, the bound one is left out and named.
+  mixed = _model_runs() + [_run(65536, [(420, 0.9)], total_steps=420)]
+  fit = results.Summary(mixed, 0.9).fit
+  assert fit.points == 4 and fit.b_crit == pytest.approx(2000, rel=0.01)
+  assert 'batch 65536 at step 420' in fit.left_out
+  assert results.Summary(_model_runs(), 0.9).fit.left_out is None
+
+
 LR = 'optimizer.base_lr'
 
 
@@ -159,10 +194,10 @@ def _tuned_runs():
   def trial(batch, lr, evals, diverged=None):
     return _run(batch, evals, total_steps=200 * 256 // batch, diverged=diverged,
                 peak_lr=lr * batch / 256, metaparameters={LR: lr})
-  return [trial(256, 0.1, [(100, 0.8), (150, 0.9)]), trial(256, 0.3, [(100, 0.9)]),
+  return [trial(256, 0.1, [(100, 0.8), (150, 0.9)]), trial(256, 0.3, [(50, 0.5), (100, 0.9)]),
           trial(256, 1.0, [(50, 0.1)], diverged='non-finite train/loss at step 60'),
           trial(1024, 0.1, [(25, 0.7), (50, 0.8)]), trial(1024, 0.3, [(25, 0.8), (40, 0.9)]),
-          trial(1024, 1.0, [(30, 0.9)])]
+          trial(1024, 1.0, [(15, 0.6), (30, 0.9)])]
 
 
 def test_a_tuned_sweeps_summary_gives_each_batch_its_best_trial(tmp_path):
@@ -246,7 +281,8 @@ def test_a_fixed_budget_summary_shows_the_generalization_gap(tmp_path):
 def test_the_report_pools_folders_that_extend_a_sweeps_search_range(tmp_path):
   """A second sweep with lower lrs: at 1024 its trial beats the first sweep's best."""
   first, extension = _tuned_runs(), [
-      _run(1024, [(20, 0.9)], total_steps=50, metaparameters={LR: 0.03}, peak_lr=0.12)]
+      _run(1024, [(10, 0.5), (20, 0.9)], total_steps=50, metaparameters={LR: 0.03},
+           peak_lr=0.12)]
   for name in ('first', 'lower'):
     os.makedirs(tmp_path / name)
   results.save_results(str(tmp_path / 'first'), first, 0.9, ['python'])

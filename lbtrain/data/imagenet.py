@@ -56,21 +56,27 @@ _CHUNK_ROWS = 16
 
 def train_batches(dataset_dir: str, data_config: ml_collections.ConfigDict, *,
                   global_batch_size: int, seed: int, start_step: int, num_steps: int,
-                  process_index: int = 0, process_count: int = 1,
-                  sizes: Resolution | None = None) -> Iterator[Batch]:
+                  first_position: int | None = None, process_index: int = 0,
+                  process_count: int = 1, sizes: Resolution | None = None) -> Iterator[Batch]:
   """This process's rows of the global batches of steps [start_step, start_step + num_steps).
 
   `sizes`: the image size of each step (None: data.image_size at every step).
+  `first_position`: the stream position of start_step's first example (None: start_step *
+  global_batch_size; a batch schedule gives its own). The crops and flips stay drawn from
+  (seed, step).
   """
   rows = input_pipeline.rows_per_process(global_batch_size, process_index, process_count)
   source = _source(dataset_dir, data_config.train_split)
   num_examples = len(source)
   first_row = process_index * rows
   layers = data_config.randaugment_layers
+  if first_position is None:
+    first_position = start_step * global_batch_size
 
   def new_batch(step: int) -> tuple[Batch, Callable[[int, int], None]]:
     size = sizes.size_at(step) if sizes is not None else data_config.image_size
-    positions = step * global_batch_size + first_row + np.arange(rows)
+    positions = first_position + (step - start_step) * global_batch_size + first_row + np.arange(
+        rows)
     epochs, offsets = np.divmod(positions, num_examples)
     # Drawn for the whole global batch from (seed, step), each process taking its rows: the
     # crops and flips of a row are the same whatever the process count.

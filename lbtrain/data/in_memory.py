@@ -54,7 +54,7 @@ def example_indices(positions: tf.Tensor, num_examples: int, seed: int) -> tf.Te
 
 def train_batches(images: np.ndarray, labels: np.ndarray, *, mean: Sequence[float],
                   std: Sequence[float], global_batch_size: int, seed: int, start_step: int,
-                  num_steps: int, process_index: int = 0,
+                  num_steps: int, first_position: int | None = None, process_index: int = 0,
                   process_count: int = 1) -> Iterator[Batch]:
   """This process's rows of the global training batches of steps [start_step, +num_steps).
 
@@ -67,6 +67,8 @@ def train_batches(images: np.ndarray, labels: np.ndarray, *, mean: Sequence[floa
     seed: the data-order seed.
     start_step: first step to yield.
     num_steps: how many steps to yield.
+    first_position: the stream position of start_step's first example; None: start_step *
+      global_batch_size, as at one batch throughout (a batch schedule gives its own).
     process_index: which process this is.
     process_count: how many processes share each global batch.
 
@@ -79,8 +81,12 @@ def train_batches(images: np.ndarray, labels: np.ndarray, *, mean: Sequence[floa
   images = tf.constant(images)
   labels = tf.constant(labels, tf.int32)
 
+  if first_position is None:
+    first_position = start_step * global_batch_size
+
   def batch(step):
-    positions = step * global_batch_size + process_index * rows + tf.range(rows, dtype=tf.int64)
+    positions = (first_position + (step - start_step) * global_batch_size + process_index * rows
+                 + tf.range(rows, dtype=tf.int64))
     indices = example_indices(positions, num_examples, seed)
     return {'image': normalize(tf.gather(images, indices)), 'label': tf.gather(labels, indices)}
 

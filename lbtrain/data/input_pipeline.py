@@ -4,6 +4,9 @@ Training data is one endless stream of examples: the concatenation of per-epoch 
 the train split, each a pure function of (seed, epoch). Global step s consumes stream positions
 [s*B, (s+1)*B) for global batch B, so batches span epoch boundaries, and process p of P takes
 rows [p*B/P, (p+1)*B/P) of every global batch. Hence resuming at step k needs nothing but k.
+Under a batch schedule (`lbtrain.batch_schedule`) step s consumes [offset(s), offset(s) +
+B(s)), offset(s) the examples of the steps before it: the same stream cut into other pieces,
+and still a function of s alone.
 
 Every host data set is read by index: decoded into memory when small (Fashion-MNIST,
 `in_memory`), JPEGs from random-access ArrayRecord files when not (ImageNet, `imagenet`). So the
@@ -27,6 +30,7 @@ from etils import epath
 import ml_collections
 import numpy as np
 
+from lbtrain.batch_schedule import BatchSchedule
 from lbtrain.data import fashion_mnist
 from lbtrain.errors import UserError
 from lbtrain.resolution import Resolution
@@ -213,29 +217,57 @@ def get_dataset_info(data_config: ml_collections.ConfigDict) -> DatasetInfo:
                info.features['label'].num_classes)
 
 
+def _pieces(global_batch_size: int, batches: Optional[BatchSchedule], start_step: int,
+            num_steps: int) -> list[tuple[int, int, int, int]]:
+  """(first step, steps, global batch, stream position of the first step) of each run of steps
+  at one batch within [start_step, start_step + num_steps)."""
+  if batches is None:
+    return [(start_step, num_steps, global_batch_size, start_step * global_batch_size)]
+  stop, pieces = start_step + num_steps, []
+  for first, end, batch in batches.segments():
+    low, high = max(first, start_step), min(end, stop)
+    if high > low:
+      pieces.append((low, high - low, batch, batches.examples_before(low)))
+  return pieces
+
+
+def _chained(make: Callable[..., Iterator], pieces: list[tuple[int, int, int, int]]) -> Iterator:
+  """One iterator over the pieces' batches; a piece's pipeline starts when it is reached."""
+  if len(pieces) == 1:
+    return make(*pieces[0])
+
+  def chain():
+    for piece in pieces:
+      yield from make(*piece)
+  return chain()
+
+
 def train_batches(data_config: ml_collections.ConfigDict, info: DatasetInfo, *,
                   global_batch_size: int, seed: int, start_step: int, num_steps: int,
                   process_index: int = 0, process_count: int = 1,
-                  sizes: Optional[Resolution] = None) -> Iterator[dict[str, np.ndarray]]:
+                  sizes: Optional[Resolution] = None,
+                  batches: Optional[BatchSchedule] = None) -> Iterator[dict[str, np.ndarray]]:
   """This process's slices of the global batches of steps [start_step, start_step + num_steps).
 
   Each batch is {'image': [b, H, W, C] of info.image_dtype, 'label': int32 [b]} with
-  b = global_batch_size // process_count; see the module docstring for the order. `sizes`: the
-  image size of each step (resizable data sets; None: info.image_shape's).
+  b = (the step's global batch) // process_count; see the module docstring for the order.
+  `sizes`: the image size of each step (resizable data sets; None: info.image_shape's).
+  `batches`: the global batch of each step (None: global_batch_size at every step).
   """
   dataset = _with_host_pipeline(info)
   if dataset.pipeline == 'imagenet':
     from lbtrain.data import imagenet  # pylint: disable=g-import-not-at-top
-    return imagenet.train_batches(
-        dataset.locate(data_config), data_config, global_batch_size=global_batch_size,
-        seed=seed, start_step=start_step, num_steps=num_steps, process_index=process_index,
-        process_count=process_count, sizes=sizes)
+    return _chained(lambda first, steps, batch, position: imagenet.train_batches(
+        dataset.locate(data_config), data_config, global_batch_size=batch, seed=seed,
+        start_step=first, num_steps=steps, first_position=position,
+        process_index=process_index, process_count=process_count, sizes=sizes),
+                    _pieces(global_batch_size, batches, start_step, num_steps))
   from lbtrain.data import in_memory  # pylint: disable=g-import-not-at-top
   images, labels = in_memory.load_split(dataset.locate(data_config), data_config.train_split)
-  return in_memory.train_batches(
-      images, labels, mean=dataset.mean, std=dataset.std, global_batch_size=global_batch_size,
-      seed=seed, start_step=start_step, num_steps=num_steps, process_index=process_index,
-      process_count=process_count)
+  return _chained(lambda first, steps, batch, position: in_memory.train_batches(
+      images, labels, mean=dataset.mean, std=dataset.std, global_batch_size=batch, seed=seed,
+      start_step=first, num_steps=steps, first_position=position, process_index=process_index,
+      process_count=process_count), _pieces(global_batch_size, batches, start_step, num_steps))
 
 
 def eval_batches(data_config: ml_collections.ConfigDict, info: DatasetInfo, *,
@@ -263,20 +295,22 @@ def eval_batches(data_config: ml_collections.ConfigDict, info: DatasetInfo, *,
 
 def train_inputs(data_config: ml_collections.ConfigDict, info: DatasetInfo, mesh, *,
                  global_batch_size: int, seed: int, start_step: int, num_steps: int,
-                 sizes: Optional[Resolution] = None) -> Iterator[dict]:
+                 sizes: Optional[Resolution] = None,
+                 batches: Optional[BatchSchedule] = None) -> Iterator[dict]:
   """Global batches of steps [start_step, start_step + num_steps), on the devices ahead of the
-  step that needs them; `sizes` as in train_batches."""
+  step that needs them; `sizes` and `batches` as in train_batches."""
   import jax  # pylint: disable=g-import-not-at-top
   from lbtrain import parallel  # pylint: disable=g-import-not-at-top
   if _dataset(info.name).pipeline == 'device':
     from lbtrain.data import synthetic  # pylint: disable=g-import-not-at-top
-    return synthetic.train_batches(info, mesh, global_batch_size=global_batch_size, seed=seed,
-                                   start_step=start_step, num_steps=num_steps, sizes=sizes)
+    return _chained(lambda first, steps, batch, unused_position: synthetic.train_batches(
+        info, mesh, global_batch_size=batch, seed=seed, start_step=first, num_steps=steps,
+        sizes=sizes), _pieces(global_batch_size, batches, start_step, num_steps))
   return parallel.prefetch_to_mesh(
       train_batches(data_config, info, global_batch_size=global_batch_size, seed=seed,
                     start_step=start_step, num_steps=num_steps,
                     process_index=jax.process_index(), process_count=jax.process_count(),
-                    sizes=sizes),
+                    sizes=sizes, batches=batches),
       mesh, data_config.prefetch_batches)
 
 

@@ -62,6 +62,9 @@ class CriticalBatchFit:
   e_min_factor: float | None = None
   reason: str | None = None
   note: str | None = None  # what a reader must know about a fit that exists (two points: exact)
+  # Batches left out of the fit, as their steps to the target are upper bounds only, and how
+  # to measure them (see `lbtrain.studies.results`); None when every point was fitted.
+  left_out: str | None = None
 
   def steps(self, global_batch_size: float) -> float:
     """The model's steps to the target at this batch."""
@@ -149,6 +152,12 @@ def _through_two_points(batches: np.ndarray, steps: np.ndarray) -> CriticalBatch
   if not s2 * b2 > s1 * b1:
     return CriticalBatchFit(points=2, reason=_above_largest(b2))
   b_crit = (s1 - s2) / (s2 / b1 - s1 / b2)
+  # The same verdict as the search of three or more points, whose range ends here: beyond it
+  # two points do not bound B_crit either (a tiny gain, or a knee far outside the batches).
+  if b_crit > b2 * _SEARCH_BEYOND:
+    return CriticalBatchFit(points=2, reason=_above_largest(b2))
+  if b_crit < b1 / _SEARCH_BEYOND:
+    return CriticalBatchFit(points=2, reason=_below_smallest(b1))
   s_min = s1 / (1 + b_crit / b1)
   return CriticalBatchFit(points=2, s_min=float(s_min), b_crit=float(b_crit),
                           e_min=float(s_min * b_crit), note=(

@@ -118,7 +118,8 @@ def plot_eval_curves(path: str, series: Mapping[str, Sequence[RunResult]]) -> No
 
 def plot_steps_to_target(path: str, summaries: Mapping[str, Summary], target: float) -> None:
   """Log-log steps to result against batch, with the fitted curve and the perfect-scaling line;
-  the batches that never reached the target are listed under the plot."""
+  the batches that never reached the target are listed under the plot, those that reached it at
+  their first evaluation drawn as hollow triangles (upper bounds)."""
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(6.4, 4.4))
   reached, missed = [], []
@@ -131,6 +132,11 @@ def plot_steps_to_target(path: str, summaries: Mapping[str, Summary], target: fl
       missed.append(f'{label}: {", ".join(never)}' if len(summaries) > 1 else ', '.join(never))
     line, = ax.plot([b for b, _ in points], [s for _, s in points], label=label,
                     **_marker(index))
+    bounds = summary.upper_bounds  # reached at the first evaluation: at most these steps
+    if bounds:
+      ax.scatter([b for b, _ in bounds], [s for _, s in bounds], marker='v',
+                 facecolors='none', edgecolors=line.get_color(),
+                 label=f'{label}: first evaluation (upper bound, not fitted)')
     fitted = summary.fit
     if fitted.reason is None:
       curve = np.geomspace(batches[0].global_batch_size, batches[-1].global_batch_size, 100)

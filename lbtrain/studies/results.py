@@ -1,7 +1,10 @@
 """What a sweep measured, per run and per batch, from the runs' own records; summary.json.
 
 Steps to a target are read at evaluations: a run reaches the target at its first evaluation at
-or above it, so the count is exact only to the run's evaluation interval.
+or above it, so the count is exact only to the run's evaluation interval. A run already at the
+target at its very first evaluation measured an upper bound only (nothing says how much sooner
+it got there): its batch is marked so, kept out of the fit, and `Summary.fit` says how to
+evaluate sooner.
 
 Each batch's steps to result (Shallue et al. 2018) is the earliest success over its runs, and
 summary.json holds it per batch (`batches`, null when no run reached the target) next to the
@@ -67,6 +70,12 @@ class RunResult:
   def steps_to(self, target: float) -> int | None:
     return steps_to(self.evals, target)
 
+  def target_at_first_eval(self, target: float | None) -> bool:
+    """Whether the run reached `target` at its first evaluation: its steps to it are then an
+    upper bound, with no evaluation below the target before it."""
+    steps = self.steps_to(target)
+    return steps is not None and steps == self.evals[0][0]
+
   def examples_to(self, target: float) -> int | None:
     steps = self.steps_to(target)
     return None if steps is None else steps * self.batch
@@ -116,7 +125,8 @@ class Summary:
       trials.setdefault(run.batch, []).append(steps_to_result.Trial(
           metaparameters=run.metaparameters,
           steps_to_target=None if self.target is None else run.steps_to(self.target),
-          diverged=run.diverged, capped_at=run.capped_at))
+          diverged=run.diverged, capped_at=run.capped_at,
+          upper_bound=run.target_at_first_eval(self.target)))
     results = []
     for batch, batch_trials in sorted(trials.items()):
       space: dict[str, set[float]] = {}
@@ -128,9 +138,29 @@ class Summary:
 
   @functools.cached_property
   def reached(self) -> list[tuple[int, int]]:
-    """(batch, steps to result) of each batch that reached the target."""
+    """(batch, steps to result) of each batch that reached the target, measured: not those
+    whose steps are an upper bound only (`upper_bounds`)."""
     return [(b.global_batch_size, b.steps_to_target) for b in self.batches
-            if b.steps_to_target is not None]
+            if b.steps_to_target is not None and not b.steps_to_target_upper_bound]
+
+  @functools.cached_property
+  def upper_bounds(self) -> list[tuple[int, int]]:
+    """(batch, steps) of each batch whose best run reached the target at its first
+    evaluation: the steps to result are at most these."""
+    return [(b.global_batch_size, b.steps_to_target) for b in self.batches
+            if b.steps_to_target_upper_bound]
+
+  def _left_out(self) -> str | None:
+    """The upper bounds the fit leaves out, and the evaluation interval that would measure
+    them: a tenth of the earliest of their first evaluations, in epochs."""
+    if not self.upper_bounds:
+      return None
+    first_epochs = min(steps / self.winners[batch].steps_per_epoch
+                       for batch, steps in self.upper_bounds)
+    points = ', '.join(f'batch {batch} at step {steps}' for batch, steps in self.upper_bounds)
+    return (f'left out of the fit: {points} reached the target at the run\'s first evaluation, '
+            'so those steps are upper bounds only; evaluate sooner to measure them, e.g. '
+            f'--config.eval.every_epochs={first_epochs / 10:.2g}')
 
   @functools.cached_property
   def winners(self) -> dict[int, RunResult | None]:
@@ -172,7 +202,7 @@ class Summary:
     if self.target is None:
       return critical_batch.CriticalBatchFit(points=0, reason=(
           'no target accuracy, so no steps to it: give --target_accuracy'))
-    return critical_batch.fit(self.reached)
+    return dataclasses.replace(critical_batch.fit(self.reached), left_out=self._left_out())
 
 
 def fit_critical_batch(runs: Sequence[RunResult],

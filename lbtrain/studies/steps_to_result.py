@@ -7,6 +7,11 @@ and counts as reached; one stopped there without reaching it is "capped", which 
 about whether it would have reached the target later. Capping therefore never changes the steps
 to result, only what the losing trials cost. A diverged trial is recorded and loses.
 
+A trial that reached the target at its first evaluation measured an upper bound only: no earlier
+evaluation below the target says how much sooner it got there. A batch whose steps to result
+come from such a trial carries the mark (`steps_to_target_upper_bound`), and the critical-batch
+fit leaves it out.
+
 Where the winning metaparameters sit in their search range is part of the result: a best value
 on the range's edge means the range was too narrow, and a wider one might reach the target
 sooner.
@@ -31,6 +36,8 @@ class Trial:
   steps_to_target: int | None  # the first evaluation at or above the target; None: never
   diverged: str | None = None  # lbtrain's one-line reason when it stopped on a NaN/Inf
   capped_at: int | None = None  # the step it was stopped at, as it could not beat the best
+  # steps_to_target is the trial's first evaluation: an upper bound, not a measurement.
+  upper_bound: bool = False
 
   def __post_init__(self):
     if (self.capped_at is not None and self.steps_to_target is not None
@@ -60,6 +67,9 @@ class BatchResult:
   global_batch_size: int
   steps_to_target: int | None  # None: no trial reached the target
   examples_to_target: int | None
+  # A trial with the fewest steps reached the target at its first evaluation: the steps to
+  # result are at most steps_to_target, how much fewer is not measured.
+  steps_to_target_upper_bound: bool
   best_metaparameters: Mapping[str, float] | None  # of the first trial to reach it soonest
   outcomes: Mapping[str, int]  # trials per outcome: REACHED, CAPPED, NOT_REACHED, DIVERGED
   # Tuned field -> LOWEST or HIGHEST where every trial tied for the best took that end of the
@@ -92,10 +102,12 @@ def batch_result(global_batch_size: int, trials: Sequence[Trial],
   best = cap(trials)
   if best is None:
     return BatchResult(global_batch_size=global_batch_size, steps_to_target=None,
-                       examples_to_target=None, best_metaparameters=None, outcomes=outcomes,
+                       examples_to_target=None, steps_to_target_upper_bound=False,
+                       best_metaparameters=None, outcomes=outcomes,
                        on_range_edge={})
   winners = [t for t in trials if t.steps_to_target == best]
   return BatchResult(global_batch_size=global_batch_size, steps_to_target=best,
                      examples_to_target=best * global_batch_size,
+                     steps_to_target_upper_bound=any(t.upper_bound for t in winners),
                      best_metaparameters=dict(winners[0].metaparameters), outcomes=outcomes,
                      on_range_edge=_range_edges(winners, search_space))

@@ -137,12 +137,13 @@ def plan_runs(config, batches: list[int], sweep_dir: str,
       if trials:
         name += f' trial {index} ({tune.describe(trial)})'
       try:
-        info = plan.recipe(run_config, num_train_examples).schedule_info
+        recipe = plan.recipe(run_config, num_train_examples)
+        info = recipe.schedule_info
         if workdir.checkpoint_steps() or read_record(workdir)['diverged']:
           workdir.resume_changes(run_config)
       except UserError as error:
         raise UserError(f'{name}: {error}') from None
-      runs.append(Run(batch=batch, workdir=workdir, total_steps=info.total_steps,
+      runs.append(Run(batch=batch, workdir=workdir, total_steps=recipe.batches.total_steps,
                       steps_per_epoch=info.steps_per_epoch, peak_lr=info.peak_lr, trial=trial,
                       arguments=(*tune.overrides(dict(settings)), f'--workdir={workdir.path}'),
                       name=name))

@@ -22,7 +22,7 @@ def _columns(target: float | None, tuned: Sequence[str]) -> list[str]:
   columns = ['batch', *tuned, 'peak_lr', 'steps', 'status', 'final_eval_accuracy',
              'final_train_accuracy', 'best_eval_accuracy']
   if target is not None:
-    columns += ['steps_to_target', 'examples_to_target']
+    columns += ['steps_to_target', 'examples_to_target', 'steps_to_target_upper_bound']
   return columns + ['wall_seconds']
 
 
@@ -37,7 +37,7 @@ def _values(run: RunResult, target: float | None, tuned: Sequence[str]) -> list:
             run.total_steps, _status(run), run.final_accuracy, run.final_train_accuracy,
             run.best_accuracy]
   if target is not None:
-    values += [run.steps_to(target), run.examples_to(target)]
+    values += [run.steps_to(target), run.examples_to(target), run.target_at_first_eval(target)]
   return values + [run.wall_seconds]
 
 
@@ -97,8 +97,9 @@ def markdown(summaries: Mapping[str, Summary], target: float | None) -> str:
                   _percent(run.best_accuracy)]
       if target is not None:
         steps, examples = run.steps_to(target), run.examples_to(target)
-        row += ['not reached' if steps is None else str(steps),
-                'not reached' if examples is None else f'{examples:,}']
+        at_most = '≤ ' if run.target_at_first_eval(target) else ''
+        row += ['not reached' if steps is None else f'{at_most}{steps}',
+                'not reached' if examples is None else f'{at_most}{examples:,}']
       row.append(f'{run.wall_seconds:.0f} s')
       lines.append('| ' + ' | '.join(row) + ' |')
       if run.diverged:
@@ -106,7 +107,8 @@ def markdown(summaries: Mapping[str, Summary], target: float | None) -> str:
   text = '\n'.join(lines) + '\n'
   if target is not None:
     text += (f'\nSteps to {target:g}: the first evaluation at or above it (exact to the '
-             'evaluation interval); examples = steps x batch.\n')
+             'evaluation interval; ≤: the run\'s first evaluation, an upper bound only); '
+             'examples = steps x batch.\n')
     for label, summary in summaries.items():
       if any(run.metaparameters for run in summary.runs):
         text += '\n' + steps_to_result_table(summary, label if several else None)
@@ -136,12 +138,14 @@ def steps_to_result_table(summary: Summary, label: str | None) -> str:
   measured = summary.measured
   for batch in summary.batches:
     reached = batch.steps_to_target is not None
+    at_most = '≤ ' if batch.steps_to_target_upper_bound else ''
     edges = ', '.join(f'{field} ({edge})' for field, edge in batch.on_range_edge.items())
     rate = measured[batch.global_batch_size]['steps_per_second']
     seconds = measured[batch.global_batch_size]['seconds_to_target']
     lines.append(
-        f'| {batch.global_batch_size} | {batch.steps_to_target if reached else "not reached"} | '
-        f'{f"{batch.examples_to_target:,}" if reached else "not reached"} | '
+        f'| {batch.global_batch_size} | '
+        f'{f"{at_most}{batch.steps_to_target}" if reached else "not reached"} | '
+        f'{f"{at_most}{batch.examples_to_target:,}" if reached else "not reached"} | '
         f'{_metaparameters_text(batch.best_metaparameters)} | '
         f'{" / ".join(str(batch.outcomes[name]) for name in outcomes)} | {edges or "–"} | '
         f'{"–" if rate is None else f"{rate:.3g}"} | '
@@ -174,6 +178,8 @@ def critical_batch_text(summary: Summary, label: str | None) -> str:
             f'{_with_factor(fitted.e_min, fitted.e_min_factor)} examples (S = S_min (1 + B_crit '
             f'/ B) fitted to log steps over {fitted.points} batches; one-sigma factors from the '
             "fit's covariance).")
+  if fitted.left_out:
+    line += f'\n{name}: {fitted.left_out}.'
   regimes = critical_batch.regimes(summary.reached)
   noise = noise_scale_text(summary)
   return (f'{line}\nRegimes: {critical_batch.describe_regimes(regimes)}\n'
