@@ -10,6 +10,7 @@ step where it passes 1e-4, and the largest difference of the final parameters re
 largest magnitude of their leaf (the worst leaf).
 
   python scripts/sharding_exactness.py --steps=100 --global_batch=1024
+"""
 
 import argparse
 import importlib

@@ -3,7 +3,7 @@
 For one recipe (default: ResNet-50 + LARS, resnet50_32k_lars) on synthetic batches, per layout:
 the compiled train step's bytes per device as XLA's memory analysis counts them (arguments,
 temporaries, and the peak `lbtrain.memory.step_bytes` that the memory pre-check and
-micro_batch_size='auto' use); the largest per-device batch whose step fits one fixed limit
+micro_batch_size='auto' use) and the collectives in it; the largest per-device batch whose step fits one fixed limit
 (binary search over compiled steps, as 'auto' does); and seconds per step relative to
 'replicated', measured side by side. On emulated CPU devices the collectives are memory copies,
 so the time ratios say what the layouts cost in extra work there, not on a GPU or TPU.
@@ -14,6 +14,7 @@ so the time ratios say what the layouts cost in extra work there, not on a GPU o
 import argparse
 import importlib
 import os
+import re
 import sys
 import time
 
@@ -50,8 +51,15 @@ def _config(args, mode: str, per_device: int, image_size: int):
   return config
 
 
+def collectives(compiled) -> dict[str, int]:
+  """How many of each collective the compiled per-device program holds (its HLO text)."""
+  text = compiled.as_text()
+  return {name: len(re.findall(rf' {name}(-start)?\(', text))
+          for name in ('all-reduce', 'reduce-scatter', 'all-gather')}
+
+
 def compiled_memory(args, mode: str, per_device: int) -> dict[str, float]:
-  """The compiled step's bytes per device (MiB) and its compile seconds."""
+  """The compiled step's bytes per device (MiB), its compile seconds and its collectives."""
   run = plan.plan(_config(args, mode, per_device, args.image_size))
   mesh = parallel.create_mesh()
   steps = build.build(run, mesh)
@@ -63,7 +71,8 @@ def compiled_memory(args, mode: str, per_device: int) -> dict[str, float]:
   return {'params': state['params'] / MiB, 'optimizer state': state['optimizer state'] / MiB,
           'arguments': stats.argument_size_in_bytes / MiB,
           'temporaries': stats.temp_size_in_bytes / MiB,
-          'peak (step_bytes)': memory.step_bytes(compiled) / MiB, 'compile s': seconds}
+          'peak (step_bytes)': memory.step_bytes(compiled) / MiB, 'compile s': seconds,
+          **collectives(compiled)}
 
 
 def largest_batch(args, mode: str) -> tuple[int | None, dict[int, int]]:
@@ -113,7 +122,8 @@ def main() -> None:
     print(f'\nbytes per device (MiB), per-device batch {args.per_device_batch} at '
           f'{args.image_size}px, XLA memory analysis of the compiled step:')
     benchmark._print_table(['sharding', *names], [  # pylint: disable=protected-access
-        [mode, *(f'{value:,.1f}' for value in row.values())] for mode, row in rows.items()])
+        [mode, *(f'{value:,}' if isinstance(value, int) else f'{value:,.1f}'
+                 for value in row.values())] for mode, row in rows.items()])
   if 'largest' not in skip:
     print(f'\nlargest per-device batch whose step fits {args.limit_gib} GiB per device '
           f'({args.image_size}px; searched {args.batch_multiple}..{args.max_batch} in steps of '
