@@ -158,7 +158,9 @@ def test_steps_reached_at_the_first_evaluation_are_upper_bounds_kept_out_of_the_
   assert runs[0].target_at_first_eval(0.8) and not runs[0].target_at_first_eval(0.9)
   summary = results.Summary(runs, 0.8)
   assert summary.reached == [] and summary.upper_bounds == [(256, 234), (1024, 59)]
-  assert summary.fit.b_crit is None and '0 batches reached the target' in summary.fit.reason
+  assert summary.fit.b_crit is None and summary.fit.reason == (
+      '0 of the batches that reached the target measured their steps to it (the others only '
+      'bound them); the fit needs at least 2')
   # A tenth of the earliest first evaluation: 59 steps of 1024 = 1.007 epochs.
   assert summary.fit.left_out == (
       'left out of the fit: batch 256 at step 234, batch 1024 at step 59 reached the target at '
@@ -166,7 +168,7 @@ def test_steps_reached_at_the_first_evaluation_are_upper_bounds_kept_out_of_the_
       'measure them, e.g. --config.eval.every_epochs=0.1')
   table = tables.markdown_table({'a': runs}, target=0.8)
   assert '| 256 | 0.1 | 234 | 81.00 % | 81.00 % | ≤ 234 | ≤ 59,904 | 10 s |' in table
-  assert 'Critical batch: no fit, 0 batches reached the target' in table
+  assert 'Critical batch: no fit, 0 of the batches that reached the target measured' in table
   assert 'Critical batch: left out of the fit: batch 256 at step 234' in table
   assert 'B_crit =' not in table
   results.save_results(str(tmp_path), runs, 0.8, ['python'])

@@ -202,7 +202,13 @@ class Summary:
     if self.target is None:
       return critical_batch.CriticalBatchFit(points=0, reason=(
           'no target accuracy, so no steps to it: give --target_accuracy'))
-    return dataclasses.replace(critical_batch.fit(self.reached), left_out=self._left_out())
+    fitted = critical_batch.fit(self.reached)
+    left_out = self._left_out()
+    if left_out and fitted.points < critical_batch.MIN_POINTS:
+      fitted = dataclasses.replace(fitted, reason=(
+          f'{fitted.points} of the batches that reached the target measured their steps to it '
+          f'(the others only bound them); the fit needs at least {critical_batch.MIN_POINTS}'))
+    return dataclasses.replace(fitted, left_out=left_out)
 
 
 def fit_critical_batch(runs: Sequence[RunResult],
