@@ -291,7 +291,8 @@ def plan(config: ml_collections.ConfigDict, *, micro_batch_size: int | None = No
                                            jax.tree.leaves(abstract_params))),
              f'model.name={config.model.name!r} has parameters whose shapes depend on the image '
              f'size ({dataset.image_shape[0]} vs {size} px), so it cannot train or evaluate at '
-             'several sizes; use a model with global pooling (resnet*) or one image size.')
+             'several sizes; use a model with global pooling (resnet*, or vit with '
+             "posemb='sincos2d') or one image size.")
   optimizer = optim.create_optimizer(config.optimizer, run_recipe.schedule, abstract_params,
                                      peak_lr=run_recipe.schedule_info.peak_lr)
   return Plan(config=config, dataset=dataset, schedule_info=run_recipe.schedule_info,

@@ -12,6 +12,7 @@ import pytest
 from jax.sharding import Mesh
 
 from configs import base
+from lbtrain import mixing
 from lbtrain import models
 from lbtrain import optim
 from lbtrain import parallel
@@ -48,7 +49,8 @@ def _cnn(bn_group_size, axis_name=None):
   return models.create_model(model_config, num_classes=10, axis_name=axis_name)
 
 
-def _train(model, *, num_devices, accum_steps, batches=None, strategy='jit', unroll=False):
+def _train(model, *, num_devices, accum_steps, batches=None, strategy='jit', unroll=False,
+           mix=mixing.MixSettings()):
   """Trains NUM_STEPS steps of SGD + momentum + wd on a `num_devices` mesh; returns the state
   and the last step's metrics."""
   optimizer_config = base.get_config().optimizer
@@ -65,7 +67,7 @@ def _train(model, *, num_devices, accum_steps, batches=None, strategy='jit', unr
   step = parallel.distribute(
       functools.partial(steps.train_step, mesh=mesh, settings=steps.StepSettings(
           model=model, tx=tx, schedule=schedule, label_smoothing=0.1, accum_steps=accum_steps,
-          unroll_micro_batches=unroll)),
+          unroll_micro_batches=unroll, mix=mix, num_classes=10)),
       mesh, strategy)
   for batch in batches or _batches():
     state, metrics = step(state, jax.device_put(batch, parallel.batch_sharded(mesh)))
@@ -150,6 +152,19 @@ def test_pmap_strategy_trains_like_jit(bn_group_size, accum_steps):
   pmap = _train(_cnn(bn_group_size, axis_name=parallel.DATA_AXIS), num_devices=8,
                 accum_steps=accum_steps, strategy='pmap')
   _assert_same_training(pmap, jit)
+
+
+def test_mixing_is_the_same_step_under_pmap_and_with_accumulation():
+  """Mixup and CutMix mix the global batch (drawn from (seed, step)) before any split: the
+  per-device program and micro-batches train as one global batch does, and differently from
+  no mixing."""
+  mix = mixing.MixSettings(mixup_alpha=0.4, cutmix_alpha=1.0)
+  jit = _train(_MLP(), num_devices=8, accum_steps=1, mix=mix)
+  _assert_same_training(_train(_MLP(), num_devices=8, accum_steps=1, strategy='pmap', mix=mix),
+                        jit)
+  _assert_same_training(_train(_MLP(), num_devices=8, accum_steps=2, mix=mix), jit)
+  plain = _train(_MLP(), num_devices=8, accum_steps=1)
+  assert abs(float(plain[1]['train/loss']) - float(jit[1]['train/loss'])) > 1e-3
 
 
 def test_pmap_strategy_is_not_one_devices_training():
