@@ -144,7 +144,8 @@ class Checkpointer:
     """How the checkpoint at `step` was laid out ('update' on 8 devices), read from orbax's
     metadata for the resume log; None when it does not say."""
     try:
-      metadata = self._manager.item_metadata(step)
+      metadata = self._reader.metadata(epath.Path(self.directory, str(step), _ITEM))
+      metadata = getattr(metadata, 'item_metadata', metadata)
       tree = getattr(metadata, 'tree', metadata)
       return sharding.saved_layout(jax.tree.map(
           lambda leaf: getattr(leaf, 'sharding', None), dict(tree)))

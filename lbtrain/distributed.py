@@ -39,6 +39,7 @@ import importlib.util
 import os
 import re
 import sys
+import time
 from typing import Mapping
 
 from absl import flags
@@ -308,11 +309,19 @@ def initialize(flag_values=flags.FLAGS) -> Settings | None:
   return settings
 
 
+_COORDINATOR_LINGER_SECONDS = 2.0
+
+
 def fail_at_once(line: str) -> None:
   """Writes `line` to stderr and exits with status 1 at once: no shutdown barrier, no waiting
   for the threads of a save that the others will never complete (see `_exit_at_once_...`)."""
   sys.stderr.write(line + '\n')
   _flush_logs()
+  import jax  # pylint: disable=g-import-not-at-top  (jax is up: this is a run's failure)
+  if jax.process_count() > 1 and jax.process_index() == 0:
+    # Process 0 hosts the coordination service: leaving first would end the others' clients
+    # (a gRPC error in place of their own line) while they write the same failure.
+    time.sleep(_COORDINATOR_LINGER_SECONDS)
   os._exit(1)  # pylint: disable=protected-access
 
 
