@@ -206,7 +206,8 @@ RECIPES = {
         steps_per_epoch=14.6484375, total_steps=44, peak_lr=0.05, warmup_steps=14,
         points=[(0, 0.0), (7, 0.025), (14, 0.05), (29, 0.0125), (44, 0.0)]),
 }
-NOT_RECIPES = {'base', 'quickstart', 'resnet50_imagenet', 'fmnist_critical_batch'}
+NOT_RECIPES = {'base', 'quickstart', 'resnet50_imagenet', 'fmnist_critical_batch',
+               'fmnist_vit_critical_batch'}
 
 
 @pytest.mark.parametrize('name', sorted(RECIPES))
@@ -464,3 +465,15 @@ def test_the_critical_batch_study_is_shallues_fashion_mnist_workload():
   # 55,000 / 256 = 214.84375 steps/epoch x 12 epochs = 2578.125 -> 2578 steps at lr 0.1.
   assert (info.steps_per_epoch, info.total_steps, info.warmup_steps) == (214.84375, 2578, 0)
   assert [point.lr for point in info.milestones] == [0.1, 0.1]
+
+
+def test_the_vit_critical_batch_study_changes_only_the_model_and_optimizer():
+  """The ViT's steps to result are comparable with the CNN's: same data, budget and evaluation
+  grain, constant lr; fmnist_vit.py's model and Adam, the lr scaled by the square-root rule."""
+  cnn, vit = _load('fmnist_critical_batch'), _load('fmnist_vit_critical_batch')
+  for field in ('data', 'schedule', 'train'):
+    assert vit[field].to_dict() == cnn[field].to_dict(), field
+  assert vit.model.to_dict() == _load('fmnist_vit').model.to_dict()
+  assert (vit.optimizer.name, vit.optimizer.scaling, vit.optimizer.base_batch_size) == (
+      'adamw', 'sqrt', 256)
+  assert vit.eval.every_epochs == 0.1
