@@ -106,12 +106,12 @@ def get_config() -> ml_collections.ConfigDict:
   # running B_simple in log, the lr by optimizer.scaling at it. Starts at global_batch_size;
   # needs noise_scale_every. Both None = off.
   config.train.adaptive_batch.min_batch_size = config_dict.placeholder(int)
-  config.train.adaptive_batch.max_batch_size = config_dict.placeholder(int)
+  config.train.adaptive_batch.max_batch_size = config_dict.placeholder(int)  # the largest allowed
   config.train.adaptive_batch.every_epochs = config_dict.placeholder(float)  # between decisions
   config.train.adaptive_batch.every_steps = config_dict.placeholder(int)  # or in steps
   # The first decision (a warm-up for the noise-scale EMAs), in every's unit; None = one every.
   config.train.adaptive_batch.first_epochs = config_dict.placeholder(float)
-  config.train.adaptive_batch.first_steps = config_dict.placeholder(int)
+  config.train.adaptive_batch.first_steps = config_dict.placeholder(int)  # or in steps
   # End this attempt after this step (evaluated and saved there) without changing the schedule,
   # which still runs to num_epochs: a later run with a larger value, or None, goes on exactly.
   # A tuned sweep caps its trials with it. None = train to the end.

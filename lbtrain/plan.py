@@ -247,6 +247,19 @@ def _check_noise_scale_source(config, accum_steps: int, num_devices: int) -> Non
            '(--config.train.micro_batch_size).')
 
 
+def _warn_shared_statistics(config, smallest_per_device: int) -> None:
+  """BN statistics shared between devices couple their gradients, which then are not the
+  independent small-batch gradients the noise scale assumes: measured on Fashion-MNIST, B_simple
+  came out negative and the adaptive batch never moved (docs/critical_batch.md)."""
+  group = config.model.bn_group_size
+  if models.uses_batch_norm(config.model) and (group is None or smallest_per_device % group):
+    logging.warning('train.adaptive_batch with BatchNorm statistics shared between devices '
+                    '(model.bn_group_size=%s): the per-device gradients are coupled and B_simple '
+                    'from them is biased (measured negative on Fashion-MNIST); set '
+                    'model.bn_group_size to a divisor of %d, the smallest per-device batch.',
+                    group, smallest_per_device)
+
+
 def dataset_info(config: ml_collections.ConfigDict, describe_only: bool = False):
   """The data set's sizes; with `describe_only`, a data set that is not prepared here is
   described from its published split sizes, so a recipe can be checked without its data."""
@@ -298,6 +311,8 @@ def plan(config: ml_collections.ConfigDict, *, micro_batch_size: int | None = No
                                            *(adaptive.allowed if adaptive else ())})),
                      block, num_devices)
   _check_noise_scale_source(config, accum_steps, num_devices)
+  if adaptive is not None:
+    _warn_shared_statistics(config, adaptive.allowed[0] // num_devices)
   per_device_program = config.parallel.strategy == 'pmap'
   model = models.create_model(config.model, num_classes=dataset.num_classes,
                               axis_name=parallel.DATA_AXIS if per_device_program else None)
