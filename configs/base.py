@@ -112,6 +112,8 @@ def get_config() -> ml_collections.ConfigDict:
   # The first decision (a warm-up for the noise-scale EMAs), in every's unit; None = one every.
   config.train.adaptive_batch.first_epochs = config_dict.placeholder(float)
   config.train.adaptive_batch.first_steps = config_dict.placeholder(int)  # or in steps
+  # Aim at this multiple of B_simple: above 1, fewer steps for more examples (steps dearer).
+  config.train.adaptive_batch.noise_scale_multiple = 1.0
   # End this attempt after this step (evaluated and saved there) without changing the schedule,
   # which still runs to num_epochs: a later run with a larger value, or None, goes on exactly.
   # A tuned sweep caps its trials with it. None = train to the end.

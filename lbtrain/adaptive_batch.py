@@ -6,7 +6,9 @@ a run needs 2 S_min steps and 2 E_min examples), is close to the noise scale B_n
 B_simple = tr(Sigma) / |G|^2 estimates; B_simple grows as the loss falls. `train.adaptive_batch`
 acts on that: at every decision point the host reads the running B_simple from the train
 state's EMAs (`lbtrain.noise_scale`) and sets the global batch to the allowed size nearest it
-in log, the allowed sizes being the powers of 2 in [min_batch_size, max_batch_size].
+in log (or nearest `noise_scale_multiple` x B_simple: a multiple above 1 buys fewer steps with
+more examples, where steps cost more than examples), the allowed sizes being the powers of 2 in
+[min_batch_size, max_batch_size].
 
 The lr follows `optimizer.scaling` at the chosen batch, the config's schedule being read at the
 examples consumed (`batch_schedule.lr_rule`), as a fixed batch schedule's lr='scale' does; not
@@ -45,6 +47,7 @@ class AdaptiveBatch:
   in_steps: bool  # decision points in steps; else in examples (the config's epochs)
   first: int  # the first decision point
   every: int  # between decision points
+  multiple: float = 1.0  # the batch aimed at, in units of B_simple
 
   def _points_reached(self, position: int) -> int:
     return 0 if position < self.first else (position - self.first) // self.every + 1
@@ -56,18 +59,20 @@ class AdaptiveBatch:
     return self._points_reached(examples_after) > self._points_reached(examples_before)
 
   def choose(self, noise_scale: float, current: int) -> int:
-    """The allowed batch nearest `noise_scale` in log; `current` while there is no positive
-    estimate (before the first update, or while the two-batch estimate of |G|^2 is not
-    positive)."""
+    """The allowed batch nearest `multiple` x `noise_scale` in log; `current` while there is no
+    positive estimate (before the first update, or while the two-batch estimate of |G|^2 is
+    not positive)."""
     if not math.isfinite(noise_scale) or noise_scale <= 0:
       return current
-    return min(self.allowed, key=lambda b: (abs(math.log(b / noise_scale)), b))
+    aim = self.multiple * noise_scale
+    return min(self.allowed, key=lambda b: (abs(math.log(b / aim)), b))
 
   def describe(self, num_train_examples: int, scaling: str) -> list[tuple[str, str]]:
     unit = (lambda n: f'{n} steps') if self.in_steps else (
         lambda n: f'{n / num_train_examples:g} epochs')
     return [('adaptive batch',
-             f'{", ".join(map(str, self.allowed))}: the one nearest B_simple in log, decided '
+             f'{", ".join(map(str, self.allowed))}: the one nearest '
+             f'{"" if self.multiple == 1 else f"{self.multiple:g} x "}B_simple in log, decided '
              f'after the first {unit(self.first)} and every {unit(self.every)} after; lr by '
              f'optimizer.scaling ({scaling}) at each batch; one compiled step per batch')]
 
@@ -89,6 +94,9 @@ def from_config(config: ml_collections.ConfigDict, num_train_examples: int,
   if low % num_devices:
     raise UserError(f'{_BLOCK}.min_batch_size={low} is not divisible by the {num_devices} '
                     f'devices; use a multiple of {num_devices}.')
+  if not block.noise_scale_multiple > 0:
+    raise UserError(f'{_BLOCK}.noise_scale_multiple={block.noise_scale_multiple!r} must be '
+                    'positive (1 = the batch nearest B_simple).')
   if train.noise_scale_every is None:
     raise UserError(f'{_BLOCK} follows the gradient noise scale: set '
                     '--config.train.noise_scale_every (e.g. 1).')
@@ -108,7 +116,7 @@ def from_config(config: ml_collections.ConfigDict, num_train_examples: int,
                     '_steps).')
   allowed = tuple(2 ** k for k in range(low.bit_length() - 1, high.bit_length()))
   return AdaptiveBatch(allowed=allowed, in_steps=every[0], first=(first or every)[1],
-                       every=every[1])
+                       every=every[1], multiple=float(block.noise_scale_multiple))
 
 
 def _points(block: ml_collections.ConfigDict, name: str,

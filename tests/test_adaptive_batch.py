@@ -41,6 +41,8 @@ def test_the_decision_is_the_allowed_batch_nearest_b_simple_in_log():
       128, 128, 256, 512, 1024, 1024]
   # No positive estimate (before the first update, or |G|^2 estimated <= 0): no change.
   assert [rule.choose(value, 256) for value in (0.0, -300.0, float('nan'))] == [256] * 3
+  twice = adaptive_batch.from_config(_config(noise_scale_multiple=2.0), N, 8)
+  assert [twice.choose(value, 128) for value in (90, 180, 182, 5e4)] == [128, 256, 512, 1024]
 
 
 def test_decision_points_in_steps_and_in_epochs():
@@ -100,6 +102,7 @@ def test_the_lr_follows_the_scaling_rule_at_the_examples_consumed():
     (dict(every_epochs=0.1), 'every_epochs=0.1 and train.adaptive_batch.every_steps=5 are both'),
     (dict(first_epochs=0.5), 'first and every in the same unit'),
     (dict(every_steps=0), 'every_steps=0 must be positive'),
+    (dict(noise_scale_multiple=0.0), 'noise_scale_multiple=0.0 must be positive'),
     (dict(noise_scale_every=None), 'set --config.train.noise_scale_every'),
     (dict(batch_sizes=(512,), boundaries_steps=(4,)), 'train.batch_schedule both set the batch'),
     (dict(micro_batch_size=16), 'adaptive_batch with train.micro_batch_size=16 is not supported'),
