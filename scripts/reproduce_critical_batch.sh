@@ -47,13 +47,20 @@ adaptive_runs() {
   local common=(--config=$config --config.eval.target_accuracy=$target
                 --config.parallel.strategy=pmap --config.model.bn_group_size=64
                 --config.train.noise_scale_every=1 "${data_dir[@]}")
+  # Evaluated every 5 steps: eval.every_epochs counts steps of the first batch (21 at 128),
+  # which at 512 would be 0.2 epoch; 5 steps is about the fixed 512 run's 0.05 epoch.
   local adaptive=(--config.train.global_batch_size=128
                   --config.train.adaptive_batch.min_batch_size=128
                   --config.train.adaptive_batch.max_batch_size=8192
-                  --config.train.adaptive_batch.every_epochs=0.05)
-  "$python" -m lbtrain.main "${common[@]}" "${adaptive[@]}" --workdir="$runs/adaptive/linear"
-  "$python" -m lbtrain.main "${common[@]}" "${adaptive[@]}" --config.train.seed=1 \
-    --workdir="$runs/adaptive/linear_seed1"
+                  --config.train.adaptive_batch.every_epochs=0.05
+                  --config.eval.every_epochs=None --config.eval.every_steps=5)
+  for multiple in 1 2; do  # the batch nearest B_simple, or nearest 2 B_simple
+    for seed in 0 1; do
+      "$python" -m lbtrain.main "${common[@]}" "${adaptive[@]}" --config.train.seed=$seed \
+        --config.train.adaptive_batch.noise_scale_multiple=$multiple \
+        --workdir="$runs/adaptive/multiple${multiple}_seed$seed"
+    done
+  done
   # The same with BN over the global batch (the study's model): the noise estimate goes negative.
   "$python" -m lbtrain.main "${common[@]}" "${adaptive[@]}" --config.model.bn_group_size=None \
     --workdir="$runs/adaptive/global_bn"
