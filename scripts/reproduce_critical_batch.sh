@@ -54,12 +54,11 @@ adaptive_runs() {
                   --config.train.adaptive_batch.max_batch_size=8192
                   --config.train.adaptive_batch.every_epochs=0.05
                   --config.eval.every_epochs=None --config.eval.every_steps=5)
-  for multiple in 1 2; do  # the batch nearest B_simple, or nearest 2 B_simple
-    for seed in 0 1; do
-      "$python" -m lbtrain.main "${common[@]}" "${adaptive[@]}" --config.train.seed=$seed \
-        --config.train.adaptive_batch.noise_scale_multiple=$multiple \
-        --workdir="$runs/adaptive/multiple${multiple}_seed$seed"
-    done
+  # The batch nearest 1, 2 or 4 x B_simple (noise_scale_multiple:seed).
+  for run in 1:0 1:1 2:0 2:1 4:0; do
+    "$python" -m lbtrain.main "${common[@]}" "${adaptive[@]}" --config.train.seed=${run##*:} \
+      --config.train.adaptive_batch.noise_scale_multiple=${run%%:*} \
+      --workdir="$runs/adaptive/multiple${run%%:*}_seed${run##*:}"
   done
   # The same with BN over the global batch (the study's model): the noise estimate goes negative.
   "$python" -m lbtrain.main "${common[@]}" "${adaptive[@]}" --config.model.bn_group_size=None \
@@ -68,9 +67,14 @@ adaptive_runs() {
     "$python" -m lbtrain.main "${common[@]}" --config.train.global_batch_size=${batch_lr%%:*} \
       --config.optimizer.base_lr=${batch_lr##*:} --workdir="$runs/adaptive/fixed_${batch_lr/:/_lr}"
   done
-  "$python" -m lbtrain.main "${common[@]}" --config.train.global_batch_size=128 \
-    --config.train.seed=1 --workdir="$runs/adaptive/fixed_128_lr0.1_seed1"
-  for dir in "$runs"/adaptive/*/; do  # steps and examples to the target, and the batches
+  for batch in 128 512; do
+    "$python" -m lbtrain.main "${common[@]}" --config.train.global_batch_size=$batch \
+      --config.train.seed=1 --workdir="$runs/adaptive/fixed_${batch}_lr0.1_seed1"
+  done
+}
+
+adaptive_summary() {  # each run's steps and examples to the target, and its batches
+  for dir in "$runs"/adaptive/*/; do
     "$python" -c 'import json, sys
 records = [json.loads(line) for line in open(sys.argv[1] + "metrics.jsonl")]
 train = [r for r in records if "train/epoch" in r]
@@ -86,7 +90,8 @@ print(sys.argv[1], "steps to target:", reached[0] if reached else None, "example
 
 start=$(date +%s)
 if [ "${2:-}" = adaptive ]; then
-  adaptive_runs | tee "$out/adaptive.txt"
+  adaptive_runs
+  adaptive_summary | tee "$out/adaptive.txt"
   exit 0
 fi
 # 1. Nesterov, base lr (scaled linearly from batch 256) tuned over 6 values a factor 2 apart, at
@@ -136,5 +141,6 @@ echo "critical batch: LARS and LAMB done after $(( $(date +%s) - start )) s"
 cp "$runs/nesterov/summary.json" "$out/nesterov_summary.json"
 cp "$runs/nesterov/summary.md" "$out/nesterov_summary.md"
 cp "$runs/advice/advice.md" "$runs/advice/advice.json" "$out/"
-adaptive_runs | tee "$out/adaptive.txt"
+adaptive_runs
+adaptive_summary | tee "$out/adaptive.txt"
 echo "critical batch: $(( $(date +%s) - start )) s in all"
