@@ -100,6 +100,20 @@ def get_config() -> ml_collections.ConfigDict:
   # 'scale': each segment's lr by optimizer.scaling at its batch; 'hold': the first batch's
   # schedule unscaled (Smith et al., where the batch increase replaces the lr decay).
   config.train.batch_schedule.lr = 'scale'
+  config.train.adaptive_batch = ml_collections.ConfigDict()
+  # A batch that follows the measured noise scale (McCandlish et al. 2018;
+  # lbtrain/adaptive_batch.py): at each decision point the power of 2 in [min, max] nearest the
+  # running B_simple in log, the lr by optimizer.scaling at it. Starts at global_batch_size;
+  # needs noise_scale_every. Both None = off.
+  config.train.adaptive_batch.min_batch_size = config_dict.placeholder(int)
+  config.train.adaptive_batch.max_batch_size = config_dict.placeholder(int)  # the largest allowed
+  config.train.adaptive_batch.every_epochs = config_dict.placeholder(float)  # between decisions
+  config.train.adaptive_batch.every_steps = config_dict.placeholder(int)  # or in steps
+  # The first decision (a warm-up for the noise-scale EMAs), in every's unit; None = one every.
+  config.train.adaptive_batch.first_epochs = config_dict.placeholder(float)
+  config.train.adaptive_batch.first_steps = config_dict.placeholder(int)  # or in steps
+  # Aim at this multiple of B_simple: above 1, fewer steps for more examples (steps dearer).
+  config.train.adaptive_batch.noise_scale_multiple = 1.0
   # End this attempt after this step (evaluated and saved there) without changing the schedule,
   # which still runs to num_epochs: a later run with a larger value, or None, goes on exactly.
   # A tuned sweep caps its trials with it. None = train to the end.

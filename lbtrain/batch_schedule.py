@@ -21,12 +21,15 @@ The lr: the config's schedule (scaling rule, warmup, decay) is laid out at the f
 and read at the examples consumed (reference step offset(s) / B0), so its epochs mean the same
 whatever the batch; a segment's lr is then multiplied by the scaling rule's factor for its batch
 over B0's (`lr='scale'`), or left as it is (`lr='hold'`: Smith et al., where the batch increase
-replaces the decay).
+replaces the decay). `lr_rule` is that function of (examples consumed, batch): the examples are
+counted in the train state (`steps.DataPosition`) and the batch is a compiled step's own, so no
+table of segments is compiled in, and a schedule decided while training runs
+(`lbtrain.adaptive_batch`, which extends one with `decided`) trains with the same steps.
 """
 
 import bisect
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 import ml_collections
 
@@ -44,6 +47,7 @@ class BatchSchedule:
   batches: tuple[int, ...]  # the global batch of each segment
   total_steps: int
   num_train_examples: int
+  first_examples: int = 0  # the examples read before starts[0] (a run resumed there)
 
   def _segment(self, step: int) -> int:
     return bisect.bisect_right(self.starts, step) - 1
@@ -58,7 +62,7 @@ class BatchSchedule:
     return offsets[index] + (step - self.starts[index]) * self.batches[index]
 
   def _offsets(self) -> list[int]:
-    offsets = [0]
+    offsets = [self.first_examples]
     for start, end, batch in self.segments()[:-1]:
       offsets.append(offsets[-1] + (end - start) * batch)
     return offsets
@@ -79,24 +83,37 @@ class BatchSchedule:
   def epoch_at(self, step: int) -> float:
     return self.examples_before(step) / self.num_train_examples
 
-  def lr(self, base: Callable, factors: tuple[float, ...]) -> Callable:
-    """`base` (laid out at the first batch) read at the examples consumed, times each
-    segment's factor; jittable. With one batch, `base` itself."""
-    if not self.scheduled:
-      return base
-    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top  (lbtrain.data stays jax-free)
-    starts = jnp.asarray(self.starts, jnp.int32)
-    offsets = jnp.asarray(self._offsets(), jnp.float32)
-    batches = jnp.asarray(self.batches, jnp.float32)
-    scale = jnp.asarray(factors, jnp.float32)
-    first = float(self.batches[0])
+  def decided(self, step: int, batch: int, end_examples: float) -> 'BatchSchedule':
+    """This schedule up to `step`, then `batch` until `end_examples` examples are read (the
+    last segment rounded to whole steps, half up, as every segment): a decision of the
+    adaptive batch. Ends at `step` if the examples left are under half a batch."""
+    index = self._segment(step)
+    keep = index + (step > self.starts[index])  # the segments that begin before `step`
+    starts, batches = self.starts[:keep], self.batches[:keep]
+    if not batches or batches[-1] != batch:
+      starts, batches = starts + (step,), batches + (batch,)
+    left = (end_examples - self.examples_before(step)) / self.num_train_examples
+    total = step + max(0, durations.to_steps(
+        left, durations.steps_per_epoch(self.num_train_examples, batch)))
+    return BatchSchedule(starts, batches, total, self.num_train_examples, self.first_examples)
 
-    def schedule(count):
-      index = jnp.searchsorted(starts, count, side='right') - 1
-      reference = (offsets[index] + (count - starts[index]) * batches[index]) / first
-      return base(reference) * scale[index]
+  @classmethod
+  def continued(cls, step: int, examples: int, batch: int, num_train_examples: int,
+                end_examples: float) -> 'BatchSchedule':
+    """From `step`, where `examples` have been read, at `batch` to `end_examples`: a resumed
+    adaptive run, whose earlier segments live in its records only."""
+    return cls((step,), (batch,), step, num_train_examples, examples).decided(
+        step, batch, end_examples)
 
-    return schedule
+
+def lr_rule(base: Callable, first_batch: int,
+            factor: Callable[[int], float]) -> Callable[[Any, int], Any]:
+  """lr(examples consumed, global batch): `base` (laid out at `first_batch`) read at the
+  examples consumed, times `factor(batch)` (the scaling rule's over the first batch's, or 1).
+  Jittable in the examples; the batch is a compiled step's static one."""
+  def lr(examples, batch: int):
+    return base(examples / first_batch) * factor(batch)
+  return lr
 
 
 def from_config(config: ml_collections.ConfigDict, num_train_examples: int) -> BatchSchedule:
@@ -151,13 +168,12 @@ def from_config(config: ml_collections.ConfigDict, num_train_examples: int) -> B
   return BatchSchedule(starts, batches, total, num_train_examples)
 
 
-def lr_factors(schedule: BatchSchedule, rule: str,
-               scaling: Callable[[float], float]) -> tuple[float, ...]:
-  """Each segment's lr over the first batch's: the scaling rule's factor ratio, or 1 (hold)."""
-  first = schedule.batches[0]
+def lr_factor(rule: str, scaling: Callable[[float], float],
+              first_batch: int) -> Callable[[int], float]:
+  """A batch's lr over the first batch's: the scaling rule's factor ratio, or 1 (hold)."""
   if rule == 'hold':
-    return tuple(1.0 for _ in schedule.batches)
-  return tuple(scaling(batch) / scaling(first) for batch in schedule.batches)
+    return lambda batch: 1.0
+  return lambda batch: scaling(batch) / scaling(first_batch)
 
 
 def describe(schedule: BatchSchedule, lr_at: Callable[[int], float], rule: str) -> list[tuple]:

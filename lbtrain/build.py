@@ -19,6 +19,7 @@ from jax.sharding import Mesh
 from lbtrain import memory
 from lbtrain import mixing
 from lbtrain import models
+from lbtrain import optim
 from lbtrain import parallel
 from lbtrain import plan as plan_lib
 from lbtrain import sharding
@@ -39,7 +40,7 @@ class Steps:
     """The train step compiled ahead of time at `image_size` and `global_batch_size` (None:
     the run's largest train size and batch, the ones that need the most memory)."""
     image_size = image_size or max(run.resolution.train_sizes)
-    batch_size = global_batch_size or max(run.batches.distinct)
+    batch_size = global_batch_size or max(run.batch_sizes)
     return self.train_step.lower(self.abstract_state,
                                  abstract_batch(run, mesh, image_size, batch_size)).compile()
 
@@ -56,7 +57,11 @@ def step_settings(run: plan_lib.Plan, mesh: Mesh) -> steps.StepSettings:
       mix=mixing.MixSettings(mixup_alpha=train.mixup_alpha, cutmix_alpha=train.cutmix_alpha,
                              prob=train.mix_prob, seed=train.seed),
       num_classes=run.dataset.num_classes,
-      sharding=run.config.parallel.sharding)
+      sharding=run.config.parallel.sharding,
+      lr_rule=run.lr_rule,
+      optimizer_with=functools.partial(
+          optim.create_optimizer, run.config.optimizer, params=run.abstract_params,
+          peak_lr=run.schedule_info.peak_lr) if run.batch_changes else None)
 
 
 def build(run: plan_lib.Plan, mesh: Mesh) -> Steps:
@@ -67,7 +72,9 @@ def build(run: plan_lib.Plan, mesh: Mesh) -> Steps:
   memory `check_memory` and `choose_micro_batch` read is the one the run trains with.
   """
   init_fn = functools.partial(steps.init_state, model=run.model, tx=run.optimizer,
-                              image_shape=run.dataset.image_shape)
+                              image_shape=run.dataset.image_shape,
+                              first_batch=(run.config.train.global_batch_size
+                                           if run.batch_changes else None))
   abstract = jax.eval_shape(init_fn, jax.random.key(0))
   state_sharding = sharding.state_shardings(abstract, mesh, run.config.parallel.sharding)
   init = jax.jit(init_fn, out_shardings=state_sharding)

@@ -150,6 +150,13 @@ def describe(run: Plan) -> str:
         ('training', f'{run.total_steps} steps over the batch schedule; the lr schedule above is '
                      f'laid out at batch {config.train.global_batch_size} and read at the '
                      'examples consumed')]
+  if run.adaptive is not None:
+    rows[0:0] = [
+        *run.adaptive.describe(run.dataset.num_train_examples, config.optimizer.scaling),
+        ('training', f'{run.total_steps} steps if the batch stays {config.train.global_batch_size}'
+                     f'; ends at {config.train.num_epochs:g} epochs of examples at the batches '
+                     'decided; the lr schedule above is laid out at that batch and read at the '
+                     'examples consumed')]
   width = 17
   lines = schedules.describe_schedule(run.schedule_info)
   lines += [f'{name:<{width}} {value}' for name, value in rows]

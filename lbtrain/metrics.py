@@ -141,7 +141,7 @@ class ProgressBar:
   """
 
   def __init__(self, total_steps: int, enabled: bool, stream=None, width: int = 24):
-    self._total = total_steps
+    self.total = total_steps  # the last step; an adaptive batch moves it
     self._enabled = enabled
     self._stream = stream or sys.stdout
     self._width = width
@@ -151,10 +151,10 @@ class ProgressBar:
              steps_per_sec: float) -> None:
     if not self._enabled:
       return
-    filled = int(self._width * step / max(self._total, 1))
-    eta = (self._total - step) / steps_per_sec if steps_per_sec > 0 else math.inf
-    line = (f'[{"#" * filled}{"." * (self._width - filled)}] {step}/{self._total} '
-            f'{100 * step / max(self._total, 1):.0f}% | ETA {_format_duration(eta)} | '
+    filled = int(self._width * step / max(self.total, 1))
+    eta = (self.total - step) / steps_per_sec if steps_per_sec > 0 else math.inf
+    line = (f'[{"#" * filled}{"." * (self._width - filled)}] {step}/{self.total} '
+            f'{100 * step / max(self.total, 1):.0f}% | ETA {_format_duration(eta)} | '
             f'loss {loss:.4f} | {examples_per_sec:,.0f} ex/s')
     self._stream.write(('\r' + line) if self._interactive else line + '\n')
     self._stream.flush()

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from lbtrain import adaptive_batch as adaptive_lib
 from lbtrain import batch_schedule
 from lbtrain import data
 from lbtrain import durations
@@ -33,7 +34,8 @@ class Recipe:
   """What the config alone fixes once the training split's size is known: no hardware."""
   schedule: Any
   schedule_info: schedules.ScheduleInfo  # laid out at train.global_batch_size
-  batches: batch_schedule.BatchSchedule  # the global batch of each step
+  batches: batch_schedule.BatchSchedule  # the global batch of each step (adaptive: the first)
+  lr_rule: Any  # (examples consumed, batch) -> lr where the batch changes; None otherwise
   eval_every_steps: int | None  # None: no evaluation
   eval_first_step: int | None  # the first evaluation; None: no evaluation
   checkpoint_every_steps: int
@@ -47,7 +49,10 @@ class Plan:
   dataset: data.DatasetInfo
   schedule_info: schedules.ScheduleInfo  # laid out at train.global_batch_size
   schedule: Any  # step -> lr, over the batch schedule
-  batches: batch_schedule.BatchSchedule  # the global batch of each step
+  # The global batch of each step; an adaptive run's, as far as decided (train.py extends it).
+  batches: batch_schedule.BatchSchedule
+  lr_rule: Any  # (examples consumed, batch) -> lr where the batch changes; None otherwise
+  adaptive: adaptive_lib.AdaptiveBatch | None  # train.adaptive_batch; None when off
   model: Any
   optimizer: Any
   abstract_params: Any
@@ -84,6 +89,17 @@ class Plan:
   def last_step(self) -> int:
     """Where this attempt ends: the schedule's end, or train.stop_at_step before it."""
     return min(self.total_steps, self.config.train.stop_at_step or self.total_steps)
+
+  @property
+  def batch_changes(self) -> bool:
+    """Whether the global batch may change: the state then counts the examples read."""
+    return self.batches.scheduled or self.adaptive is not None
+
+  @property
+  def batch_sizes(self) -> tuple[int, ...]:
+    """Every global batch the run may train at (a compiled step each), ascending."""
+    return tuple(sorted({*self.batches.distinct, *(self.adaptive.allowed if self.adaptive
+                                                   else ())}))
 
   @property
   def auto_micro_batch(self) -> bool:
@@ -130,8 +146,18 @@ def recipe(config: ml_collections.ConfigDict, num_train_examples: int) -> Recipe
            'to the end).')
   schedule, info = schedules.create_schedule(config, num_train_examples)
   batches = batch_schedule.from_config(config, num_train_examples)
-  schedule = batches.lr(schedule, batch_schedule.lr_factors(
-      batches, config.train.batch_schedule.lr, lambda b: schedules.peak_lr_at(config, b)))
+  lr_rule = None
+  if batches.scheduled or config.train.adaptive_batch.min_batch_size is not None:
+    # An adaptive batch follows optimizer.scaling ('scale'); a fixed schedule says.
+    rule = (config.train.batch_schedule.lr if batches.scheduled else 'scale')
+    lr_rule = batch_schedule.lr_rule(schedule, train.global_batch_size, batch_schedule.lr_factor(
+        rule, lambda b: schedules.peak_lr_at(config, b), train.global_batch_size))
+    _require(train.num_epochs * num_train_examples < 2 ** 30,
+             f'train.num_epochs={train.num_epochs} x {num_train_examples:,} examples is too '
+             'many to count in int32 for a batch that changes; train fewer epochs.')
+
+    def schedule(step):  # host-side, for --describe: the lr of step `step` as planned
+      return lr_rule(batches.examples_before(int(step)), batches.batch_at(int(step)))
   per_epoch = info.steps_per_epoch
   eval_every = durations.recurring(config.eval, 'eval.every', per_epoch,
                                    zero_means='no evaluation')
@@ -146,7 +172,7 @@ def recipe(config: ml_collections.ConfigDict, num_train_examples: int) -> Recipe
            f'eval.target_accuracy={target} needs evaluations to reach it: set eval.every_epochs '
            '(or eval.every_steps) above 0.')
   return Recipe(
-      schedule=schedule, schedule_info=info, batches=batches,
+      schedule=schedule, schedule_info=info, batches=batches, lr_rule=lr_rule,
       eval_every_steps=eval_every,
       eval_first_step=None if eval_every is None else eval_first or eval_every,
       checkpoint_every_steps=durations.recurring(config.checkpoint, 'checkpoint.every',
@@ -190,25 +216,24 @@ def batch_layout(config: ml_collections.ConfigDict, num_devices: int,
   return per_device, micro, accum_steps
 
 
-def _check_batch_schedule(config, batches: batch_schedule.BatchSchedule,
-                          num_devices: int) -> None:
-  """Every batch of the schedule laid out on these devices, without accumulation (one
+def _check_batch_sizes(config, batches: tuple[int, ...], block: str, num_devices: int) -> None:
+  """Every batch the run may train at laid out on these devices, without accumulation (one
   compiled step per batch, each its own shapes)."""
-  if not batches.scheduled:
+  if len(batches) < 2:
     return
   _require(config.train.micro_batch_size is None,
-           f'train.batch_schedule with train.micro_batch_size={config.train.micro_batch_size!r} '
+           f'{block} with train.micro_batch_size={config.train.micro_batch_size!r} '
            'is not supported: each batch would need its own micro-batch layout; use None.')
-  for batch in batches.distinct[1:]:
+  for batch in batches:
     other = config.copy_and_resolve_references()
     other.train.global_batch_size = batch
     try:
       batch_layout(other, num_devices)
       group = other.model.bn_group_size
       _require(group is None or batch % group == 0,
-               f'model.bn_group_size={group} must divide every batch of the schedule.')
+               f'model.bn_group_size={group} must divide every batch the run may train at.')
     except UserError as error:
-      raise UserError(f'train.batch_schedule, batch {batch}: {error}') from None
+      raise UserError(f'{block}, batch {batch}: {error}') from None
 
 
 def _check_noise_scale_source(config, accum_steps: int, num_devices: int) -> None:
@@ -220,6 +245,19 @@ def _check_noise_scale_source(config, accum_steps: int, num_devices: int) -> Non
            'anyway: set --config.parallel.strategy=pmap on more than one device (per-device '
            'gradients, same training) or accumulate micro-batches '
            '(--config.train.micro_batch_size).')
+
+
+def _warn_shared_statistics(config, smallest_per_device: int) -> None:
+  """BN statistics shared between devices couple their gradients, which then are not the
+  independent small-batch gradients the noise scale assumes: measured on Fashion-MNIST, B_simple
+  came out negative and the adaptive batch never moved (docs/critical_batch.md)."""
+  group = config.model.bn_group_size
+  if models.uses_batch_norm(config.model) and (group is None or smallest_per_device % group):
+    logging.warning('train.adaptive_batch with BatchNorm statistics shared between devices '
+                    '(model.bn_group_size=%s): the per-device gradients are coupled and B_simple '
+                    'from them is biased (measured negative on Fashion-MNIST); set '
+                    'model.bn_group_size to a divisor of %d, the smallest per-device batch.',
+                    group, smallest_per_device)
 
 
 def dataset_info(config: ml_collections.ConfigDict, describe_only: bool = False):
@@ -267,8 +305,14 @@ def plan(config: ml_collections.ConfigDict, *, micro_batch_size: int | None = No
            f'{num_devices} devices.')
   dataset = dataset or dataset_info(config, describe_only)
   run_recipe = recipe(config, dataset.num_train_examples)
-  _check_batch_schedule(config, run_recipe.batches, num_devices)
+  adaptive = adaptive_lib.from_config(config, dataset.num_train_examples, num_devices)
+  block = 'train.adaptive_batch' if adaptive else 'train.batch_schedule'
+  _check_batch_sizes(config, tuple(sorted({*run_recipe.batches.distinct,
+                                           *(adaptive.allowed if adaptive else ())})),
+                     block, num_devices)
   _check_noise_scale_source(config, accum_steps, num_devices)
+  if adaptive is not None:
+    _warn_shared_statistics(config, adaptive.allowed[0] // num_devices)
   per_device_program = config.parallel.strategy == 'pmap'
   model = models.create_model(config.model, num_classes=dataset.num_classes,
                               axis_name=parallel.DATA_AXIS if per_device_program else None)
@@ -281,8 +325,8 @@ def plan(config: ml_collections.ConfigDict, *, micro_batch_size: int | None = No
            f'data.randaugment_layers={layers}: only the imagenet2012 host pipeline applies '
            f'RandAugment, not {dataset.name}; set it to 0.')
   sizes = _resolution(config, dataset, run_recipe.batches.total_steps)
-  _require(not (sizes.ramped and run_recipe.batches.scheduled),
-           'data.progressive_resizing and train.batch_schedule together are not supported: '
+  _require(not (sizes.ramped and (run_recipe.batches.scheduled or adaptive)),
+           f'data.progressive_resizing and {block} together are not supported: '
            'one compiled step per image size or per batch; use one of them.')
   for size in {*sizes.train_sizes, sizes.eval_size} - {dataset.image_shape[0]}:
     other = _abstract_params(model, (size, size, dataset.image_shape[2]))
@@ -296,7 +340,8 @@ def plan(config: ml_collections.ConfigDict, *, micro_batch_size: int | None = No
   optimizer = optim.create_optimizer(config.optimizer, run_recipe.schedule, abstract_params,
                                      peak_lr=run_recipe.schedule_info.peak_lr)
   return Plan(config=config, dataset=dataset, schedule_info=run_recipe.schedule_info,
-              schedule=run_recipe.schedule, batches=run_recipe.batches, model=model,
+              schedule=run_recipe.schedule, batches=run_recipe.batches,
+              lr_rule=run_recipe.lr_rule, adaptive=adaptive, model=model,
               optimizer=optimizer,
               abstract_params=abstract_params, num_devices=num_devices,
               num_processes=num_processes, per_device_batch_size=per_device,

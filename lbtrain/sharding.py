@@ -62,7 +62,7 @@ def state_shardings(abstract_state: Any, mesh: Mesh, mode: str) -> Any:
   parts = {name: (sharded(getattr(abstract_state, name), mesh)
                   if name in _SHARDED_PARTS[mode] else
                   jax.tree.map(lambda _: replicated, getattr(abstract_state, name)))
-           for name in ('step', 'params', 'batch_stats', 'opt_state', 'noise_scale')}
+           for name in ('step', 'params', 'batch_stats', 'opt_state', 'noise_scale', 'position')}
   return abstract_state.replace(**parts)
 
 

@@ -27,26 +27,45 @@ Metrics = dict[str, jax.Array]
 
 
 @flax.struct.dataclass
+class DataPosition:
+  """Where a run whose batch changes is in the data stream, and at which batch.
+
+  The lr of such a run is read at the examples consumed (`batch_schedule.lr_rule`); `batch`
+  is the batch the next step reads, so a checkpoint holds an adaptive run's last decision.
+  """
+  examples: jax.Array  # int32: the examples of the steps so far
+  batch: jax.Array  # int32: the global batch of the next step
+
+  @classmethod
+  def start(cls, batch: int) -> 'DataPosition':
+    return cls(examples=jnp.zeros((), jnp.int32), batch=jnp.asarray(batch, jnp.int32))
+
+
+@flax.struct.dataclass
 class TrainState:
   """Everything a checkpoint must hold to continue training exactly.
 
-  The data position is `step` itself: the data stream is a pure function of (seed, step).
+  With one batch throughout, the data position is `step` itself: the data stream is a pure
+  function of (seed, step). A run whose batch changes also counts its examples (`position`).
   """
   step: jax.Array
   params: Any
   batch_stats: Any
   opt_state: Any
   noise_scale: noise_scale.NoiseScaleState  # zeros unless config.train.noise_scale_every
+  position: DataPosition | None = None  # None: one batch throughout
 
 
 def init_state(rng: jax.Array, model: nn.Module, tx: optax.GradientTransformation,
-               image_shape: tuple[int, ...]) -> TrainState:
+               image_shape: tuple[int, ...], first_batch: int | None = None) -> TrainState:
+  """`first_batch`: the first global batch of a run whose batch changes; None otherwise."""
   # train=False: initialisation must not depend on (or require) a batch's statistics.
   variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
   params = variables['params']
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
-                    noise_scale=noise_scale.NoiseScaleState.zeros())
+                    noise_scale=noise_scale.NoiseScaleState.zeros(),
+                    position=None if first_batch is None else DataPosition.start(first_batch))
 
 
 def soft_targets(labels: jax.Array, num_classes: int, label_smoothing: float) -> jax.Array:
@@ -121,6 +140,10 @@ class StepSettings:
   model: nn.Module
   tx: optax.GradientTransformation
   schedule: Callable[[jax.Array], jax.Array]
+  # A run whose batch changes (state.position set): lr(examples consumed, global batch), and
+  # the optimizer built around a schedule (the run's `tx` with another lr).
+  lr_rule: Callable[[jax.Array, int], jax.Array] | None = None
+  optimizer_with: Callable[[Callable], optax.GradientTransformation] | None = None
   label_smoothing: float = 0.0
   accum_steps: int = 1
   # A NaN/Inf step leaves params, BN statistics and optimizer state as they were.
@@ -230,7 +253,16 @@ def train_step(state: TrainState, batch: Any, *, settings: StepSettings, mesh: M
   # 'update'/'fsdp': each device keeps the slice of the averaged gradient it updates; the
   # step's output layout then all-gathers the new parameters ('update') or keeps them so.
   grads = sharding.reduced_gradient(grads, None if axis_name else mesh, settings.sharding)
-  updates, opt_state = settings.tx.update(grads, state.opt_state, state.params)
+  tx, position = settings.tx, state.position
+  if position is None:
+    lr = settings.schedule(state.step)
+  else:
+    # The lr at the examples consumed and this step's batch (static: one program per batch).
+    global_batch = batch['label'].shape[0] * (mesh.size if axis_name else 1)
+    lr = settings.lr_rule(position.examples, global_batch)
+    tx = settings.optimizer_with(lambda count: lr)
+    position = DataPosition(examples=position.examples + global_batch, batch=position.batch)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   grad_norm = optax.global_norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -242,7 +274,7 @@ def train_step(state: TrainState, batch: Any, *, settings: StepSettings, mesh: M
       'train/loss': loss,
       'train/accuracy': accuracy,
       'train/grad_norm': grad_norm,
-      'train/lr': settings.schedule(state.step),
+      'train/lr': lr,
       'train/nonfinite': jnp.logical_not(finite).astype(jnp.int32),
   }
   noise = state.noise_scale
@@ -251,7 +283,7 @@ def train_step(state: TrainState, batch: Any, *, settings: StepSettings, mesh: M
                            finite)
     metrics['train/noise_scale'] = noise_scale.value(noise)
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                            opt_state=opt_state, noise_scale=noise)
+                            opt_state=opt_state, noise_scale=noise, position=position)
   return new_state, metrics
 
 

@@ -6,6 +6,7 @@ train records. The loop only runs them.
 """
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import time
@@ -15,13 +16,16 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
+from lbtrain import batch_schedule
 from lbtrain import build
 from lbtrain import checkpoint
 from lbtrain import data
 from lbtrain import describe
 from lbtrain import failure_notice
 from lbtrain import metrics as metrics_lib
+from lbtrain import noise_scale
 from lbtrain import nonfinite as nonfinite_lib
 from lbtrain import parallel
 from lbtrain import plan as plan_lib
@@ -125,7 +129,7 @@ def _compile_train_steps(run: plan_lib.Plan, compiled: build.Steps, mesh,
   train_steps = {}
   try:
     for size in run.resolution.train_sizes:
-      for batch in run.batches.distinct:
+      for batch in run.batch_sizes:
         start = time.perf_counter()
         train_steps[size, batch] = compiled.compile_train_step(run, mesh, size, batch)
         logging.info('train step compiled for %d px images at global batch %d in %.1f s', size,
@@ -139,6 +143,21 @@ def _compile_train_steps(run: plan_lib.Plan, compiled: build.Steps, mesh,
           os.rmdir(workdir.path)  # empty now, unless another process wrote in it meanwhile
     raise
   return train_steps
+
+
+def _host_int(array: jax.Array) -> int:
+  """A replicated scalar of the state, read from this process's copy."""
+  return int(np.asarray(array.addressable_data(0)))
+
+
+def _replicated_int(value: int, sharding) -> jax.Array:
+  """An int32 scalar of the state, laid out as the one it replaces (every process sets the
+  same value)."""
+  return jax.make_array_from_callback((), sharding, lambda _: np.asarray(value, np.int32))
+
+
+def _end_examples(run: plan_lib.Plan) -> float:
+  return run.config.train.num_epochs * run.dataset.num_train_examples
 
 
 def _lock(workdir: Workdir) -> RunLock:
@@ -181,6 +200,10 @@ def _restore_and_train(run: plan_lib.Plan, compiled: build.Steps,
                    config.parallel.sharding, mesh.size)
     else:
       state, start_step = compiled.init(jax.random.key(config.train.seed)), 0
+    if run.adaptive is not None:  # the batches decided so far live in the state
+      run = dataclasses.replace(run, batches=batch_schedule.BatchSchedule.continued(
+          start_step, _host_int(state.position.examples), _host_int(state.position.batch),
+          run.dataset.num_train_examples, _end_examples(run)))
     loop = _Loop(run, compiled, train_steps, mesh, workdir, checkpoints, start_step, is_primary,
                  last_good_checkpoint=start_step if restored else None, run_start=run_start)
     try:
@@ -253,35 +276,43 @@ class _Loop:
     progress = metrics_lib.ProgressBar(run.last_step, enabled=self.is_primary)
     one_at_a_time = parallel.one_program_at_a_time(self.mesh)
     records = train_records.TrainRecords(run, writer, progress, clock, self.nonfinite, one_at_a_time)
-    batches = data.train_inputs(config.data, run.dataset, self.mesh,
-                                global_batch_size=config.train.global_batch_size,
-                                seed=config.train.seed, start_step=self.start_step,
-                                num_steps=run.last_step - self.start_step, sizes=sizes,
-                                batches=run.batches)
+    inputs = self._inputs(self.start_step)
     # Each record's steps have one image size and one batch.
     changes = frozenset(sizes.segment_starts[1:]) | frozenset(run.batches.starts[1:])
-    step_at = lambda step: self.train_steps[sizes.size_at(step), run.batches.batch_at(step)]
+    step_at = lambda step: self.train_steps[sizes.size_at(step),
+                                            self.run.batches.batch_at(step)]
     train_step = step_at(self.start_step)
     done = self.start_step
     try:
       with preemption.StopSignal() as stop_signal:
-        for step in range(self.start_step, run.last_step):
+        while done < self.run.last_step:
           with clock.waiting_for_input():
-            batch = next(batches)
+            batch = next(inputs)
           state, step_metrics = train_step(state, batch)
           if one_at_a_time:
             jax.block_until_ready(step_metrics)
           records.add(step_metrics)
-          done = step + 1
-          stopping = stop_signal.should_stop(done)
-          last = done == run.last_step
+          done += 1
           changing = done in changes
+          if self.run.adaptive is not None and done < self.run.last_step and (
+              self.run.adaptive.due(done, *(self.run.batches.examples_before(step)
+                                            for step in (done - 1, done)))):
+            changing = self._decide(state, done, records, writer, progress)
+            if changing:  # a new stream of pieces from here, at the decided batch
+              inputs.close()
+              inputs = self._inputs(done)
+          if changing and run.batch_changes:  # the next step's batch, for the checkpoint
+            state = state.replace(position=state.position.replace(
+                batch=_replicated_int(self.run.batches.batch_at(done),
+                                      state.position.batch.sharding)))
+          stopping = stop_signal.should_stop(done)
+          last = done == self.run.last_step
           if done % run.log_every_steps == 0 or last or stopping or changing:
             self._log(done, records)
           if changing:
             train_step = step_at(done)
           reached = False
-          if run.evaluates_at(done):
+          if self.run.evaluates_at(done):
             records.flush()  # the train records up to `done` come before its eval record
             self._evaluate(state, done, writer, clock)
             reached = self._reached_target(done, writer, clock)
@@ -296,13 +327,50 @@ class _Loop:
                          stop_signal.signal_name)
             break
     finally:
-      batches.close()  # stops the input threads before the interpreter may shut down
+      inputs.close()  # stops the input threads before the interpreter may shut down
     records.flush()
     progress.close()
     with clock.checkpointing():
       self.checkpoints.wait()  # the last save: part of what the run cost
     writer.write(done, clock.split())  # the whole loop, last eval and save included
     return self.final
+
+  def _inputs(self, start_step: int):
+    """The global batches of the steps from `start_step` on, as far as they are decided."""
+    run = self.run
+    return data.train_inputs(run.config.data, run.dataset, self.mesh,
+                             global_batch_size=run.config.train.global_batch_size,
+                             seed=run.config.train.seed, start_step=start_step,
+                             num_steps=run.last_step - start_step, sizes=run.resolution,
+                             batches=run.batches)
+
+  def _decide(self, state, done: int, records: train_records.TrainRecords,
+              writer: metrics_lib.MetricWriter, progress: metrics_lib.ProgressBar) -> bool:
+    """The adaptive batch's decision before step `done`, recorded; whether the batch changes.
+
+    Reads the noise-scale EMAs (so waits for the steps before), the same values on every
+    process and in a run resumed from any checkpoint before `done`: the same decision.
+    """
+    run = self.run
+    current = run.batches.batch_at(done)
+    ema = state.noise_scale
+    measured = float(noise_scale.value(noise_scale.NoiseScaleState(
+        gradient_sq_norm=np.asarray(ema.gradient_sq_norm.addressable_data(0)),
+        trace=np.asarray(ema.trace.addressable_data(0)))))
+    chosen = run.adaptive.choose(measured, current)
+    records.flush()  # the records before `done` come before its decision
+    writer.write(done, {'train/batch_decision': chosen,
+                        'train/batch_decision_noise_scale': measured,
+                        'train/batch_decision_epoch': run.batches.epoch_at(done)})
+    if chosen == current:
+      logging.info('step %d: B_simple %.1f; the batch stays %d', done, measured, current)
+      return False
+    self.run = dataclasses.replace(run, batches=run.batches.decided(done, chosen,
+                                                                    _end_examples(run)))
+    records.run, progress.total = self.run, self.run.last_step
+    logging.info('step %d: B_simple %.1f; the batch goes from %d to %d (training ends at step '
+                 '%d)', done, measured, current, chosen, self.run.total_steps)
+    return True
 
   def _log(self, done: int, records: train_records.TrainRecords) -> None:
     self.checkpoints.check()  # a save that failed in the background stops the run here

@@ -60,7 +60,8 @@ class TrainRecords:
   def __init__(self, run: plan_lib.Plan, writer: metrics_lib.MetricWriter,
                progress: metrics_lib.ProgressBar, clock: metrics_lib.LoopClock,
                nonfinite: nonfinite_lib.NonfiniteWatch, one_at_a_time: bool):
-    self._run, self._writer, self._progress, self._clock = run, writer, progress, clock
+    self.run = run  # an adaptive batch's decisions extend its batch schedule
+    self._writer, self._progress, self._clock = writer, progress, clock
     self._nonfinite = nonfinite
     self._one_at_a_time = one_at_a_time
     self.pending: list[Any] = []  # metrics of the steps since the last log, on the devices
@@ -104,12 +105,12 @@ class TrainRecords:
     steps = [{name: column[i] for name, column in values.items()}
              for i in range(interval.done - interval.first + 1)]
     problem = self._nonfinite.observe(steps, interval.first)
-    run = self._run
+    run = self.run
     batch = run.batches.batch_at(interval.done - 1)  # one per record (the loop logs at changes)
     summary = metrics_lib.summarise(steps, interval.seconds, interval.input_wait, batch,
                                     run.num_devices)
     summary['train/global_batch_size'] = batch
-    summary['train/epoch'] = (run.batches.epoch_at(interval.done) if run.batches.scheduled
+    summary['train/epoch'] = (run.batches.epoch_at(interval.done) if run.batch_changes
                               else interval.done / run.schedule_info.steps_per_epoch)
     if run.dataset.resizable:  # throughput per image size: group the records by it
       summary['train/image_size'] = run.resolution.size_at(interval.done - 1)

@@ -38,7 +38,62 @@ for batch in json.load(open(sys.argv[1]))["batches"]:
   done
 }
 
+# 5. The adaptive batch (train.adaptive_batch) against fixed batches on the same model, one run
+#    each, stopped at the target: BN over groups of 64 (bn_group_size; global BN biases the
+#    per-device noise estimate, docs/critical_batch.md), pmap on the 2 devices (the noise
+#    scale's small batches are the devices' rows), base lr 0.1 linear from 256 (the tuned
+#    value at 32 and 128) unless said. Run alone with a second argument: `... RUNS_DIR adaptive`.
+adaptive_runs() {
+  local common=(--config=$config --config.eval.target_accuracy=$target
+                --config.parallel.strategy=pmap --config.model.bn_group_size=64
+                --config.train.noise_scale_every=1 "${data_dir[@]}")
+  # Evaluated every 5 steps: eval.every_epochs counts steps of the first batch (21 at 128),
+  # which at 512 would be 0.2 epoch; 5 steps is about the fixed 512 run's 0.05 epoch.
+  local adaptive=(--config.train.global_batch_size=128
+                  --config.train.adaptive_batch.min_batch_size=128
+                  --config.train.adaptive_batch.max_batch_size=8192
+                  --config.train.adaptive_batch.every_epochs=0.05
+                  --config.eval.every_epochs=None --config.eval.every_steps=5)
+  # The batch nearest 1, 2 or 4 x B_simple (noise_scale_multiple:seed).
+  for run in 1:0 1:1 2:0 2:1 4:0; do
+    "$python" -m lbtrain.main "${common[@]}" "${adaptive[@]}" --config.train.seed=${run##*:} \
+      --config.train.adaptive_batch.noise_scale_multiple=${run%%:*} \
+      --workdir="$runs/adaptive/multiple${run%%:*}_seed${run##*:}"
+  done
+  # The same with BN over the global batch (the study's model): the noise estimate goes negative.
+  "$python" -m lbtrain.main "${common[@]}" "${adaptive[@]}" --config.model.bn_group_size=None \
+    --workdir="$runs/adaptive/global_bn"
+  for batch_lr in 128:0.1 512:0.1 512:0.05 2048:0.0125; do
+    "$python" -m lbtrain.main "${common[@]}" --config.train.global_batch_size=${batch_lr%%:*} \
+      --config.optimizer.base_lr=${batch_lr##*:} --workdir="$runs/adaptive/fixed_${batch_lr/:/_lr}"
+  done
+  for batch in 128 512; do
+    "$python" -m lbtrain.main "${common[@]}" --config.train.global_batch_size=$batch \
+      --config.train.seed=1 --workdir="$runs/adaptive/fixed_${batch}_lr0.1_seed1"
+  done
+}
+
+adaptive_summary() {  # each run's steps and examples to the target, and its batches
+  for dir in "$runs"/adaptive/*/; do
+    "$python" -c 'import json, sys
+records = [json.loads(line) for line in open(sys.argv[1] + "metrics.jsonl")]
+train = [r for r in records if "train/epoch" in r]
+reached = [r["step"] for r in records if "eval/target_accuracy" in r]
+batches = [(0, train[0]["train/global_batch_size"])]
+for r in records:
+  if r.get("train/batch_decision", batches[-1][1]) != batches[-1][1]:
+    batches.append((r["step"], r["train/batch_decision"]))
+print(sys.argv[1], "steps to target:", reached[0] if reached else None, "examples:",
+      round(train[-1]["train/epoch"] * 55000), "batches (from step, batch):", batches)' "$dir"
+  done
+}
+
 start=$(date +%s)
+if [ "${2:-}" = adaptive ]; then
+  adaptive_runs
+  adaptive_summary | tee "$out/adaptive.txt"
+  exit 0
+fi
 # 1. Nesterov, base lr (scaled linearly from batch 256) tuned over 6 values a factor 2 apart, at
 #    batches 32 ... 2048 in powers of 4.
 "$python" -m lbtrain.sweep --config=$config --batch_sizes=32,128,512,2048 \
@@ -86,4 +141,6 @@ echo "critical batch: LARS and LAMB done after $(( $(date +%s) - start )) s"
 cp "$runs/nesterov/summary.json" "$out/nesterov_summary.json"
 cp "$runs/nesterov/summary.md" "$out/nesterov_summary.md"
 cp "$runs/advice/advice.md" "$runs/advice/advice.json" "$out/"
+adaptive_runs
+adaptive_summary | tee "$out/adaptive.txt"
 echo "critical batch: $(( $(date +%s) - start )) s in all"

@@ -143,6 +143,50 @@ def test_a_batch_schedule_killed_mid_segment_resumes_bitwise(fmnist_data_dir, tm
   assert records[-1]['train/epoch'] == 1.0  # 6 x 256 + 9 x 512 = the 6,144 examples
 
 
+def test_an_adaptive_batch_killed_after_a_decision_resumes_bitwise(fmnist_data_dir, tmp_path):
+  """Batch 256 until the first decision (step 3), then the allowed batch (512 or 1024) nearest
+  the measured B_simple, decided again every 3 steps: killed after step 9, the run resumes
+  from its last checkpoint (8, or 12 if it got that far), makes the decisions after it again
+  from the restored noise-scale EMAs, and ends bitwise equal to the run uninterrupted, with
+  the same decisions, batches and examples."""
+  adaptive = ['--config.parallel.strategy=pmap', '--config.model.bn_group_size=32',
+              '--config.train.noise_scale_every=1',
+              '--config.train.adaptive_batch.min_batch_size=512',
+              '--config.train.adaptive_batch.max_batch_size=1024',
+              '--config.train.adaptive_batch.every_steps=3']
+  reference, workdir = str(tmp_path / 'reference'), str(tmp_path / 'run')
+  result = lbtrain_process.run(_args(reference, fmnist_data_dir, *adaptive))
+  assert result.returncode == 0, result.stderr[-3000:]
+  expected = Workdir(reference).metric_records()
+  decisions = [(r['step'], r['train/batch_decision']) for r in expected
+               if 'train/batch_decision' in r]
+  assert decisions[0] in ((3, 512), (3, 1024)) and len(decisions) >= 3, decisions
+  end = expected[-1]['step']
+  args = _args(workdir, fmnist_data_dir, *adaptive)
+  reached, _, code = _start_and_signal(args, workdir, tmp_path / 'log.txt', 9, signal.SIGKILL)
+  assert code == -signal.SIGKILL
+  latest = _checkpoint_steps(workdir)[-1]
+  assert 3 < latest < end, (reached, latest)
+  result = lbtrain_process.run(args)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'resumed from the checkpoint at step {latest}' in result.stderr
+  for want, got in zip(_params(reference, end), _params(workdir, end), strict=True):
+    np.testing.assert_array_equal(want, got)
+  records = Workdir(workdir).metric_records()
+  assert [(r['step'], r['train/batch_decision']) for r in records
+          if 'train/batch_decision' in r] == decisions
+  batches = [(r['step'], r['train/global_batch_size']) for r in records if 'train/loss' in r]
+  assert batches == [(r['step'], r['train/global_batch_size']) for r in expected
+                     if 'train/loss' in r]
+  assert batches[:3] == [(1, 256), (2, 256), (3, 256)] and batches[3][1] == decisions[0][1]
+  # One epoch of the 6,144 examples, each segment rounded to whole steps.
+  examples = sum(batch for _, batch in batches)
+  assert abs(examples - lbtrain_process.SMALL_TRAIN_EXAMPLES) <= max(b for _, b in batches) / 2
+  last = [r for r in records if 'train/loss' in r][-1]
+  assert last['train/epoch'] == pytest.approx(examples / lbtrain_process.SMALL_TRAIN_EXAMPLES)
+  print('adaptive batch: decisions (step, batch)', decisions, 'resumed from', latest)
+
+
 def _copy(workdir, tmp_path):
   copy = str(tmp_path / 'copy')
   shutil.copytree(workdir, copy)
