@@ -42,21 +42,10 @@ _BLOCK = 'train.adaptive_batch'
 
 @dataclasses.dataclass(frozen=True)
 class AdaptiveBatch:
-  """The allowed batches and the decision points (in steps, or in examples read)."""
+  """The allowed batches and the decision points."""
   allowed: tuple[int, ...]  # ascending powers of 2
-  in_steps: bool  # decision points in steps; else in examples (the config's epochs)
-  first: int  # the first decision point
-  every: int  # between decision points
+  points: durations.Recurring  # in steps, or in examples read (the config's epochs)
   multiple: float = 1.0  # the batch aimed at, in units of B_simple
-
-  def _points_reached(self, position: int) -> int:
-    return 0 if position < self.first else (position - self.first) // self.every + 1
-
-  def due(self, done: int, examples_before: int, examples_after: int) -> bool:
-    """Whether a decision follows step `done - 1`, which read examples [before, after)."""
-    if self.in_steps:
-      return done >= self.first and (done - self.first) % self.every == 0
-    return self._points_reached(examples_after) > self._points_reached(examples_before)
 
   def choose(self, noise_scale: float, current: int) -> int:
     """The allowed batch nearest `multiple` x `noise_scale` in log; `current` while there is no
@@ -68,13 +57,11 @@ class AdaptiveBatch:
     return min(self.allowed, key=lambda b: (abs(math.log(b / aim)), b))
 
   def describe(self, num_train_examples: int, scaling: str) -> list[tuple[str, str]]:
-    unit = (lambda n: f'{n} steps') if self.in_steps else (
-        lambda n: f'{n / num_train_examples:g} epochs')
     return [('adaptive batch',
              f'{", ".join(map(str, self.allowed))}: the one nearest '
              f'{"" if self.multiple == 1 else f"{self.multiple:g} x "}B_simple in log, decided '
-             f'after the first {unit(self.first)} and every {unit(self.every)} after; lr by '
-             f'optimizer.scaling ({scaling}) at each batch; one compiled step per batch')]
+             f'{self.points.describe(num_train_examples)}; lr by optimizer.scaling ({scaling}) '
+             'at each batch; one compiled step per batch')]
 
 
 def _power_of_2(value) -> bool:
@@ -102,26 +89,13 @@ def from_config(config: ml_collections.ConfigDict, num_train_examples: int,
                     '--config.train.noise_scale_every (e.g. 1).')
   if tuple(train.batch_schedule.batch_sizes or ()):
     raise UserError(f'{_BLOCK} and train.batch_schedule both set the batch; use one of them.')
-  for name in ('every', 'first'):
-    for unit in ('epochs', 'steps'):
-      value = block[f'{name}_{unit}']
-      if value is not None and not value > 0:
-        raise UserError(f'{_BLOCK}.{name}_{unit}={value!r} must be positive.')
-  every = _points(block, 'every', num_train_examples)
-  if every is None:
+  for unit in ('epochs', 'steps'):  # (`durations.recurring` checks every_*)
+    value = block[f'first_{unit}']
+    if value is not None and not value > 0:
+      raise UserError(f'{_BLOCK}.first_{unit}={value!r} must be positive.')
+  if block.every_epochs is None and block.every_steps is None:
     raise UserError(f'set {_BLOCK}.every_epochs or every_steps: how often to decide.')
-  first = _points(block, 'first', num_train_examples)
-  if first is not None and first[0] != every[0]:
-    raise UserError(f'{_BLOCK}: give first and every in the same unit (both _epochs or both '
-                    '_steps).')
+  points = durations.recurring(block, f'{_BLOCK}.every', num_train_examples,
+                               examples_per_epoch=num_train_examples)
   allowed = tuple(2 ** k for k in range(low.bit_length() - 1, high.bit_length()))
-  return AdaptiveBatch(allowed=allowed, in_steps=every[0], first=(first or every)[1],
-                       every=every[1], multiple=float(block.noise_scale_multiple))
-
-
-def _points(block: ml_collections.ConfigDict, name: str,
-            num_train_examples: int) -> tuple[bool, int] | None:
-  """(in steps, the interval in steps or examples) of `<name>_steps` / `<name>_epochs`: an
-  epoch is `num_train_examples` examples, rounded half up as every interval."""
-  points = durations.interval(block, f'{_BLOCK}.{name}', num_train_examples, optional=True)
-  return None if points is None else (block[f'{name}_steps'] is not None, max(1, points))
+  return AdaptiveBatch(allowed=allowed, points=points, multiple=float(block.noise_scale_multiple))

@@ -47,12 +47,10 @@ class SaveFailed(RunFailed):
   """A checkpoint could not be written (disk full, permission revoked, folder gone)."""
 
 class Checkpointer:
-  """A workdir's checkpoint folder: every `every_steps` steps, keeping the last `keep` (and,
-  when `keep_every_steps` is set, every multiple of it for good)."""
+  """A workdir's checkpoint folder, keeping the last `keep` checkpoints (and, when
+  `keep_every_steps` is set, every multiple of it for good); when to save is the plan's."""
 
-  def __init__(self, directory: str, every_steps: int, keep: int,
-               keep_every_steps: int | None = None):
-    self._every_steps = every_steps
+  def __init__(self, directory: str, keep: int, keep_every_steps: int | None = None):
     self.directory = directory
     self._saving = None  # the step of the save in flight, if any
     self._failed = False  # a save failed (here or, several processes, on another)
@@ -151,9 +149,6 @@ class Checkpointer:
           lambda leaf: getattr(leaf, 'sharding', None), dict(tree)))
     except Exception:  # pylint: disable=broad-except
       return None  # metadata only informs the log: a checkpoint without it still restores
-
-  def is_due(self, step: int) -> bool:
-    return step % self._every_steps == 0
 
   def save(self, step: int, state: Any) -> None:
     """Starts an asynchronous save; returns once the state is safe to donate again.

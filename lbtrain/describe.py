@@ -26,10 +26,8 @@ _SHARDING = {
 
 
 def _describe_eval(run: Plan) -> str:
-  if run.eval_every_steps is None:
+  if run.eval_every is None:
     return 'none (eval.every_epochs=0)'
-  first = ('' if run.eval_first_step == run.eval_every_steps else
-           f'at step {run.eval_first_step}, then ')
   target = run.config.eval.target_accuracy
   stop = ('' if target is None else
           f'; stops at the first that reaches accuracy {target} (time to target recorded)')
@@ -37,8 +35,8 @@ def _describe_eval(run: Plan) -> str:
   also = '' if split is None else (
       f'; also {split!r} in eval mode' + (f' ({run.train_eval[1].num_eval_examples:,} examples)'
                                           if run.train_eval else '') + ' (train_eval/*)')
-  return (f'{first}every {run.eval_every_steps} steps and at the end, global batch '
-          f'{run.eval_global_batch_size}{stop}{also}')
+  return (f'{run.eval_every.describe(run.dataset.num_train_examples)} and at the end, global '
+          f'batch {run.eval_global_batch_size}{stop}{also}')
 
 
 def _model_name(model_config) -> str:
@@ -125,7 +123,7 @@ def describe(run: Plan) -> str:
       *([('stop', f'this attempt ends at step {run.last_step:,} of {run.total_steps:,} '
                   '(train.stop_at_step; the schedule is unchanged)')]
         if run.last_step < run.total_steps else []),
-      ('checkpoint', f'every {run.checkpoint_every_steps} steps, keep '
+      ('checkpoint', f'{run.checkpoint_every.describe(run.dataset.num_train_examples)}, keep '
                      f'{config.checkpoint.keep}'),
       ('optimizer', optim.describe_optimizer(config.optimizer)),
   ]

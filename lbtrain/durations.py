@@ -6,8 +6,9 @@ batch-size study needs both. Each interval is a pair of config fields, `<name>_e
 sets both would leave a reader guessing which one wins, so that is an error, as is neither.
 """
 
+import dataclasses
 import math
-from typing import Any
+from typing import Any, Callable
 
 import ml_collections
 
@@ -60,11 +61,46 @@ def interval(block: ml_collections.ConfigDict, path: str, per_epoch: float,
   return to_steps(epochs, per_epoch)
 
 
-def recurring(block: ml_collections.ConfigDict, path: str, per_epoch: float, *,
-              zero_means: str | None = None) -> int | None:
-  """A recurring interval (eval, checkpoint, log) in steps, at least 1.
+@dataclasses.dataclass(frozen=True)
+class Recurring:
+  """A point of training that recurs (an evaluation, a checkpoint, a log line, a batch
+  decision): at `first`, then every `every` after it, counted in steps or, with `in_examples`,
+  in examples read. Where the batch changes, a step no longer stands for a fixed share of an
+  epoch, so an interval given in epochs is counted in examples: it falls after the step whose
+  examples reach it."""
+  every: int
+  first: int
+  in_examples: bool = False
 
-  `zero_means`: what 0 means (eval: 'never'), returned as None; without it 0 is an error.
+  def _reached(self, position: int) -> int:
+    return 0 if position < self.first else (position - self.first) // self.every + 1
+
+  def due(self, done: int, examples_before: Callable[[int], int]) -> bool:
+    """Whether a point falls after step `done - 1`; `examples_before(step)` is the number of
+    examples the steps before `step` read."""
+    if not self.in_examples:
+      return done >= self.first and (done - self.first) % self.every == 0
+    return self._reached(examples_before(done)) > self._reached(examples_before(done - 1))
+
+  def describe(self, num_train_examples: int) -> str:
+    if not self.in_examples:
+      first = '' if self.first == self.every else f'at step {self.first}, then '
+      return f'{first}every {self.every} steps'
+    epochs = lambda examples: f'{examples / num_train_examples:g} epochs'
+    first = '' if self.first == self.every else f'at {epochs(self.first)}, then '
+    return f'{first}every {epochs(self.every)} (of examples read: the batch changes)'
+
+
+def recurring(block: ml_collections.ConfigDict, path: str, per_epoch: float, *,
+              zero_means: str | None = None,
+              examples_per_epoch: int | None = None) -> Recurring | None:
+  """A recurring interval (eval, checkpoint, log), every at least 1, from `<name>_epochs` /
+  `<name>_steps` and, where the block has them, `first_epochs` / `first_steps` (default: one
+  interval).
+
+  `zero_means`: what 0 means (eval: 'no evaluation'), returned as None; without it 0 is an
+  error. `examples_per_epoch`: given where the batch changes; an interval in epochs is then
+  counted in examples (see `Recurring`), and its first point must be given in the same unit.
   """
   name = path.rsplit('.', 1)[1]
   steps = interval(block, path, per_epoch)
@@ -75,4 +111,17 @@ def recurring(block: ml_collections.ConfigDict, path: str, per_epoch: float, *,
   if given <= 0:
     raise UserError(f'{path}_{unit}={given!r} must be positive'
                     + (f', or 0 for {zero_means}.' if zero_means else '.'))
-  return max(1, steps)
+  in_examples = examples_per_epoch is not None and unit == 'epochs'
+  first = None
+  if 'first_epochs' in block:
+    first_path = f'{path.rsplit(".", 1)[0]}.first'
+    first_unit = 'epochs' if _is_set(block['first_epochs']) else 'steps'
+    if (examples_per_epoch is not None and _is_set(block[f'first_{first_unit}'])
+        and first_unit != unit):
+      raise UserError(f'{first_path}_{first_unit} and {path}_{unit} where the batch changes: '
+                      'give both in epochs or both in steps (steps no longer measure epochs '
+                      'there).')
+    first = interval(block, first_path,
+                     examples_per_epoch if in_examples else per_epoch, optional=True)
+  every = max(1, to_steps(given, examples_per_epoch) if in_examples else steps)
+  return Recurring(every, every if first is None else first, in_examples=in_examples)

@@ -73,8 +73,7 @@ def evaluate_checkpoint(workdir_path: str, split: str, data_dir: str | None = No
   mesh = parallel.create_mesh()
   run = plan.plan(config)
   compiled = build.build(run, mesh)
-  checkpoints = checkpoint.Checkpointer(workdir.checkpoint_dir, run.checkpoint_every_steps,
-                                        config.checkpoint.keep,
+  checkpoints = checkpoint.Checkpointer(workdir.checkpoint_dir, config.checkpoint.keep,
                                         config.checkpoint.keep_every_steps)
   try:
     state, step = checkpoints.restore_latest(compiled.abstract_state)

@@ -36,10 +36,9 @@ class Recipe:
   schedule_info: schedules.ScheduleInfo  # laid out at train.global_batch_size
   batches: batch_schedule.BatchSchedule  # the global batch of each step (adaptive: the first)
   lr_rule: Any  # (examples consumed, batch) -> lr where the batch changes; None otherwise
-  eval_every_steps: int | None  # None: no evaluation
-  eval_first_step: int | None  # the first evaluation; None: no evaluation
-  checkpoint_every_steps: int
-  log_every_steps: int
+  eval_every: durations.Recurring | None  # None: no evaluation
+  checkpoint_every: durations.Recurring
+  log_every: durations.Recurring
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,23 +62,34 @@ class Plan:
   accum_steps: int
   micro_batch_measured: bool  # 'auto' resolved from compiled steps' memory (not by --describe)
   eval_global_batch_size: int
-  eval_every_steps: int | None  # None: no evaluation
-  eval_first_step: int | None
-  checkpoint_every_steps: int
-  log_every_steps: int
+  eval_every: durations.Recurring | None  # None: no evaluation
+  checkpoint_every: durations.Recurring
+  log_every: durations.Recurring
   resolution: resolution_lib.Resolution  # the image size of each step, and of evaluation
   # eval.train_accuracy_split's data config (its eval_split set to that split) and sizes; None
   # when off (or not read: --describe without the data).
   train_eval: tuple[ml_collections.ConfigDict, data.DatasetInfo] | None = None
 
+  def _due(self, points: durations.Recurring, step: int) -> bool:
+    return points.due(step, self.batches.examples_before)
+
   def evaluates_at(self, step: int) -> bool:
-    """At the first evaluation step, every eval_every_steps after it, and at the end (of the
-    schedule, or of this attempt at train.stop_at_step)."""
-    if self.eval_every_steps is None:
+    """At eval.first, every eval.every after it, and at the end (of the schedule, or of this
+    attempt at train.stop_at_step)."""
+    if self.eval_every is None:
       return False
-    return step in (self.total_steps, self.last_step) or (
-        step >= self.eval_first_step and (step - self.eval_first_step) % self.eval_every_steps
-        == 0)
+    return step in (self.total_steps, self.last_step) or self._due(self.eval_every, step)
+
+  def checkpoints_at(self, step: int) -> bool:
+    return self._due(self.checkpoint_every, step)
+
+  def logs_at(self, step: int) -> bool:
+    return self._due(self.log_every, step)
+
+  def decides_at(self, step: int) -> bool:
+    """Whether the adaptive batch decides after step `step - 1` (never at the end)."""
+    return (self.adaptive is not None and step < self.last_step
+            and self._due(self.adaptive.points, step))
 
   @property
   def total_steps(self) -> int:
@@ -159,12 +169,18 @@ def recipe(config: ml_collections.ConfigDict, num_train_examples: int) -> Recipe
     def schedule(step):  # host-side, for --describe: the lr of step `step` as planned
       return lr_rule(batches.examples_before(int(step)), batches.batch_at(int(step)))
   per_epoch = info.steps_per_epoch
+  # Where the batch changes, intervals in epochs count examples (durations.Recurring).
+  examples = num_train_examples if lr_rule is not None else None
   eval_every = durations.recurring(config.eval, 'eval.every', per_epoch,
-                                   zero_means='no evaluation')
-  eval_first = durations.interval(config.eval, 'eval.first', per_epoch, optional=True)
-  _require(eval_first is None or 0 < eval_first <= batches.total_steps,
-           f'eval.first (step {eval_first}) must be within training (steps 1 to '
-           f'{batches.total_steps}).')
+                                   zero_means='no evaluation', examples_per_epoch=examples)
+  if eval_every is not None and (config.eval.first_epochs, config.eval.first_steps) != (None,
+                                                                                      None):
+    first, end = eval_every.first, batches.total_steps
+    where = f'step {first}) must be within training (steps 1 to {end})'
+    if eval_every.in_examples:
+      end = train.num_epochs * num_train_examples
+      where = f'{first:,} examples) must be within training (1 to {end:,.0f} examples)'
+    _require(0 < first <= end, f'eval.first ({where}.')
   target = config.eval.target_accuracy
   _require(target is None or 0 < target <= 1,
            f'eval.target_accuracy={target} must be an accuracy in (0, 1], e.g. 0.759.')
@@ -173,11 +189,11 @@ def recipe(config: ml_collections.ConfigDict, num_train_examples: int) -> Recipe
            '(or eval.every_steps) above 0.')
   return Recipe(
       schedule=schedule, schedule_info=info, batches=batches, lr_rule=lr_rule,
-      eval_every_steps=eval_every,
-      eval_first_step=None if eval_every is None else eval_first or eval_every,
-      checkpoint_every_steps=durations.recurring(config.checkpoint, 'checkpoint.every',
-                                                 per_epoch),
-      log_every_steps=durations.recurring(train, 'train.log_every', per_epoch))
+      eval_every=eval_every,
+      checkpoint_every=durations.recurring(config.checkpoint, 'checkpoint.every', per_epoch,
+                                           examples_per_epoch=examples),
+      log_every=durations.recurring(train, 'train.log_every', per_epoch,
+                                    examples_per_epoch=examples))
 
 
 def batch_layout(config: ml_collections.ConfigDict, num_devices: int,
@@ -347,10 +363,9 @@ def plan(config: ml_collections.ConfigDict, *, micro_batch_size: int | None = No
               num_processes=num_processes, per_device_batch_size=per_device,
               micro_batch_size=micro, accum_steps=accum_steps,
               micro_batch_measured=micro_batch_size is not None,
-              eval_global_batch_size=eval_batch, eval_every_steps=run_recipe.eval_every_steps,
-              eval_first_step=run_recipe.eval_first_step,
-              checkpoint_every_steps=run_recipe.checkpoint_every_steps,
-              log_every_steps=run_recipe.log_every_steps, resolution=sizes,
+              eval_global_batch_size=eval_batch, eval_every=run_recipe.eval_every,
+              checkpoint_every=run_recipe.checkpoint_every, log_every=run_recipe.log_every,
+              resolution=sizes,
               train_eval=_train_eval(config, describe_only))
 
 

@@ -181,8 +181,7 @@ def _restore_and_train(run: plan_lib.Plan, compiled: build.Steps,
                        mesh, workdir: Workdir, is_primary: bool,
                        run_start: float) -> dict[str, float]:
   config = run.config
-  checkpoints = checkpoint.Checkpointer(workdir.checkpoint_dir, run.checkpoint_every_steps,
-                                        config.checkpoint.keep,
+  checkpoints = checkpoint.Checkpointer(workdir.checkpoint_dir, config.checkpoint.keep,
                                         config.checkpoint.keep_every_steps)
   # A damaged newest checkpoint is set aside and the one before it restored; one that cannot
   # be restored otherwise ends the run here, with the workdir only read (orbax made
@@ -294,9 +293,7 @@ class _Loop:
           records.add(step_metrics)
           done += 1
           changing = done in changes
-          if self.run.adaptive is not None and done < self.run.last_step and (
-              self.run.adaptive.due(done, *(self.run.batches.examples_before(step)
-                                            for step in (done - 1, done)))):
+          if self.run.decides_at(done):
             changing = self._decide(state, done, records, writer, progress)
             if changing:  # a new stream of pieces from here, at the decided batch
               inputs.close()
@@ -307,7 +304,7 @@ class _Loop:
                                       state.position.batch.sharding)))
           stopping = stop_signal.should_stop(done)
           last = done == self.run.last_step
-          if done % run.log_every_steps == 0 or last or stopping or changing:
+          if self.run.logs_at(done) or last or stopping or changing:
             self._log(done, records)
           if changing:
             train_step = step_at(done)
@@ -316,7 +313,7 @@ class _Loop:
             records.flush()  # the train records up to `done` come before its eval record
             self._evaluate(state, done, writer, clock)
             reached = self._reached_target(done, writer, clock)
-          if self.checkpoints.is_due(done) or last or stopping or reached:
+          if self.run.checkpoints_at(done) or last or stopping or reached:
             self._save(state, done, clock, records)
           if reached:
             if records.pending:

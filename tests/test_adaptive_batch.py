@@ -9,6 +9,7 @@ from configs import base
 from lbtrain import adaptive_batch
 from lbtrain import batch_schedule
 from lbtrain import describe
+from lbtrain import durations
 from lbtrain import plan
 from lbtrain.errors import UserError
 
@@ -47,14 +48,15 @@ def test_the_decision_is_the_allowed_batch_nearest_b_simple_in_log():
 
 def test_decision_points_in_steps_and_in_epochs():
   steps = adaptive_batch.from_config(_config(first_steps=10), N, 8)
-  assert [done for done in range(1, 30) if steps.due(done, 0, 0)] == [10, 15, 20, 25]
+  assert [done for done in range(1, 30) if steps.points.due(done, None)] == [10, 15, 20, 25]
   # Epochs are examples: first after 0.5 epoch (500), then every 0.25 (250): due after the
   # step whose examples reach a point, however large the batch.
   epochs = adaptive_batch.from_config(
       _config(every_steps=None, every_epochs=0.25, first_epochs=0.5), N, 8)
-  assert (epochs.first, epochs.every, epochs.in_steps) == (500, 250, False)
+  assert epochs.points == durations.Recurring(every=250, first=500, in_examples=True)
   reads = [(0, 128), (128, 256), (256, 384), (384, 512), (512, 1024), (1024, 1280)]
-  assert [epochs.due(0, *read) for read in reads] == [False, False, False, True, True, True]
+  assert [epochs.points.due(1, dict(zip((0, 1), read)).get) for read in reads] == [
+      False, False, False, True, True, True]
 
 
 def test_decisions_extend_the_schedule_and_a_resume_continues_it():
@@ -100,7 +102,7 @@ def test_the_lr_follows_the_scaling_rule_at_the_examples_consumed():
     (dict(min_batch_size=4), 'min_batch_size=4 is not divisible by the 8 devices'),
     (dict(every_steps=None), 'set train.adaptive_batch.every_epochs or every_steps'),
     (dict(every_epochs=0.1), 'every_epochs=0.1 and train.adaptive_batch.every_steps=5 are both'),
-    (dict(first_epochs=0.5), 'first and every in the same unit'),
+    (dict(first_epochs=0.5), 'give both in epochs or both in steps'),
     (dict(every_steps=0), 'every_steps=0 must be positive'),
     (dict(noise_scale_multiple=0.0), 'noise_scale_multiple=0.0 must be positive'),
     (dict(noise_scale_every=None), 'set --config.train.noise_scale_every'),
@@ -133,7 +135,7 @@ def test_describe_shows_the_allowed_batches_the_decisions_and_the_lr_rule():
   run = plan.plan(config, describe_only=True)
   assert run.batch_sizes == (128, 256, 512, 1024) and run.batch_changes
   text = describe.describe(run)
-  assert ('adaptive batch    128, 256, 512, 1024: the one nearest B_simple in log, decided after '
-          'the first 0.5 epochs and every 0.5 epochs after; lr by optimizer.scaling (linear) '
-          'at each batch') in text
+  assert ('adaptive batch    128, 256, 512, 1024: the one nearest B_simple in log, decided '
+          'every 0.5 epochs (of examples read: the batch changes); lr by optimizer.scaling '
+          '(linear) at each batch') in text
   assert 'if the batch stays 128; ends at 3 epochs of examples at the batches decided' in text

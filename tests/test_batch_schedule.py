@@ -136,3 +136,24 @@ def test_describe_shows_each_segments_steps_epochs_and_lr(fmnist_data_dir):
   assert 'batch 512: steps 938-1054 (epochs 1.00-2.00), lr 0.2 at its start' in text
   assert 'batch 2048: steps 1055-1083 (epochs 2.00-2.99), lr 0.8 at its start' in text
   assert '1084 steps over the batch schedule' in text
+
+
+def test_intervals_in_epochs_count_examples_where_the_batch_changes(fmnist_data_dir):
+  config = _config(batch_sizes=(512, 2048), boundaries_epochs=(1.0, 2.0))
+  config.model.name = 'cnn'
+  config.data.data_dir = fmnist_data_dir
+  config.eval.every_epochs = 0.5
+  config.checkpoint.every_steps, config.checkpoint.every_epochs = None, 1.0
+  run = plan.plan(config, describe_only=True)
+  # 60,000 examples: 0.5 epoch is read by step 469 at 64 (30,016), epoch 1 by 938 (60,032),
+  # 1.5 by 938 + 59 at 512 (90,240), 2 by 1055 + 1 at 2048 (121,984), 2.5 by 1055 + 15
+  # (150,656); the end is step 1084. In steps of the first batch: 469, 938 and the end.
+  assert [s for s in range(1, 1085) if run.evaluates_at(s)] == [
+      469, 938, 997, 1056, 1070, 1084]
+  assert [s for s in range(1, 1085) if run.checkpoints_at(s)] == [938, 1056]
+  assert 'every 0.5 epochs (of examples read: the batch changes) and at the end' in (
+      describe.describe(run))
+  config.eval.first_steps = 100  # a first point in steps no longer measures the same thing
+  with pytest.raises(UserError, match='eval.first_steps and eval.every_epochs where the batch '
+                     'changes: give both in epochs or both in steps'):
+    plan.plan(config, describe_only=True)

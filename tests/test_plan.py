@@ -90,10 +90,12 @@ def test_every_interval_may_be_given_in_either_unit(tiny_config):
   tiny_config.train.log_every_steps, tiny_config.train.log_every_epochs = None, 2 / per_epoch
   tiny_config.schedule.warmup_epochs, tiny_config.schedule.warmup_steps = None, 5
   run = plan.plan(tiny_config)
-  assert (run.eval_every_steps, run.checkpoint_every_steps, run.log_every_steps) == (3, 4, 2)
+  assert [(p.every, p.first, p.in_examples) for p in (
+      run.eval_every, run.checkpoint_every, run.log_every)] == [(3, 3, False), (4, 4, False),
+                                                                 (2, 2, False)]
   assert run.schedule_info.warmup_steps == 5
   tiny_config.eval.every_steps = 0
-  assert plan.plan(tiny_config).eval_every_steps is None  # 0: no evaluation, in either unit
+  assert plan.plan(tiny_config).eval_every is None  # 0: no evaluation, in either unit
 
 
 def test_step_boundaries_in_either_unit():

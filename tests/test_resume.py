@@ -378,7 +378,7 @@ def test_a_checkpoint_of_another_model_is_refused_not_set_aside(uninterrupted, t
                         getattr(metadata, 'item_metadata', metadata))
   target['params']['fc']['kernel'] = jax.ShapeDtypeStruct((7, 7), np.float32, sharding=device)
   before = sorted(os.listdir(directory))
-  checkpoints = checkpoint.Checkpointer(directory, every_steps=4, keep=3)
+  checkpoints = checkpoint.Checkpointer(directory, keep=3)
   try:
     with pytest.raises(UserError, match=r"holds another model's arrays \(params\.fc\.kernel: "
                        r"\(\d+, \d+\) float32 saved, \(7, 7\) float32 in this model\)"):
