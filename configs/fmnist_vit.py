@@ -1,5 +1,5 @@
 """A small plain ViT on Fashion-MNIST: vit_s16_i1k.py's model and optimizer at 28 px, sized for
-a 2-core CPU (docs/fmnist_recipes.md has its measured accuracy and time).
+a 2-core CPU (docs/vit.md has its measured accuracy and time).
 
   model      ViT (Beyer et al. 2022's plain ViT: GAP, fixed 2-D sin-cos posemb, pre-logits,
              zero-init head), patches of 7 px (16 tokens), width 64, 4 blocks, 4 heads

@@ -47,8 +47,8 @@ adaptive_runs() {
   local common=(--config=$config --config.eval.target_accuracy=$target
                 --config.parallel.strategy=pmap --config.model.bn_group_size=64
                 --config.train.noise_scale_every=1 "${data_dir[@]}")
-  # Evaluated every 5 steps: eval.every_epochs counts steps of the first batch (21 at 128),
-  # which at 512 would be 0.2 epoch; 5 steps is about the fixed 512 run's 0.05 epoch.
+  # Evaluated every 5 steps, as measured (about the fixed 512 run's 0.05 epoch): when these
+  # runs were made, eval.every_epochs counted steps of the first batch (it now counts examples).
   local adaptive=(--config.train.global_batch_size=128
                   --config.train.adaptive_batch.min_batch_size=128
                   --config.train.adaptive_batch.max_batch_size=8192
