@@ -20,6 +20,7 @@ def get_config():
   vit = fmnist_vit.get_config()
   config.model = vit.model
   config.optimizer = vit.optimizer
+  config.optimizer.weight_decay = 1e-4  # as measured (fmnist_vit.py's value then)
   config.optimizer.base_lr = 0.002
   config.optimizer.base_batch_size = 256
   config.optimizer.scaling = 'sqrt'

@@ -173,8 +173,8 @@ def recipe(config: ml_collections.ConfigDict, num_train_examples: int) -> Recipe
   examples = num_train_examples if lr_rule is not None else None
   eval_every = durations.recurring(config.eval, 'eval.every', per_epoch,
                                    zero_means='no evaluation', examples_per_epoch=examples)
-  if eval_every is not None and (config.eval.first_epochs, config.eval.first_steps) != (None,
-                                                                                      None):
+  first_given = config.eval.first_epochs is not None or config.eval.first_steps is not None
+  if eval_every is not None and first_given:
     first, end = eval_every.first, batches.total_steps
     where = f'step {first}) must be within training (steps 1 to {end})'
     if eval_every.in_examples:
