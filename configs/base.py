@@ -136,7 +136,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.compilation_cache_dir = config_dict.placeholder(str)
   # Gradient noise scale B_simple (McCandlish et al. 2018), logged as train/noise_scale: fold
   # a new estimate into its EMAs every this many steps; None = off. Needs per-device gradients
-  # (parallel.strategy='pmap') or micro-batches (micro_batch_size), which the step has anyway.
+  # (parallel.strategy='pmap') or micro-batches (micro_batch_size), which the step has anyway;
+  # with BN, statistics per device (bn_group_size dividing the per-device batch; shared ones
+  # bias it, warned).
   config.train.noise_scale_every = config_dict.placeholder(int)
   config.train.noise_scale_decay = 0.99  # EMA decay per update
 

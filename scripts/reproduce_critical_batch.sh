@@ -118,9 +118,8 @@ echo "critical batch: Nesterov sweep done after $(( $(date +%s) - start )) s"
 "$python" -m lbtrain.sweep --config=$config --batch_sizes=2048 --target_accuracy=$target \
   "${lamb[@]}" --tune=optimizer.base_lr=log:0.00625:0.025:3 --workdir="$runs/lamb" "${data_dir[@]}"
 echo "critical batch: LARS and LAMB done after $(( $(date +%s) - start )) s"
-# 3. The advisor: the noise scale measured at batch 1024 (at 256, the two devices' estimate of
-#    |G|^2, from batches of 128 and 256, went negative before the target), throughput at the
-#    sweep's batches.
+# 3. The advisor: the noise scale measured at batch 1024 (with BN statistics per device, as the
+#    advisor now sets them), throughput at the sweep's batches.
 "$python" -m lbtrain.advise --config=$config --target_accuracy=$target \
   --config.train.global_batch_size=1024 --batch_sizes=32,128,512,2048,8192 \
   --workdir="$runs/advice" "${data_dir[@]}"

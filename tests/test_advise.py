@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
+from configs import base
 import lbtrain_process
+from lbtrain.studies import advise
 from lbtrain.studies import prediction
 from lbtrain.errors import UserError
 from lbtrain.workdir import Workdir
@@ -95,6 +97,28 @@ def test_the_suggested_schedule_grows_the_batch_with_the_measured_noise_scale():
   assert prediction.advise(MEASURED, THROUGHPUT, RECIPES, 60_000, 0.8).schedule == ()
 
 
+@pytest.mark.parametrize('changes, devices, expected', [
+    # BN over the global batch under pmap couples the devices' gradients: per device instead.
+    ({}, 2, ['--config.parallel.strategy=pmap', '--config.parallel.sharding=replicated',
+             '--config.model.bn_group_size=512']),
+    ({'parallel.strategy': 'pmap', 'model.bn_group_size': 64}, 2, []),  # already per device
+    ({'parallel.strategy': 'pmap', 'model.bn_group_size': 1024}, 2,
+     ['--config.model.bn_group_size=512']),  # groups spanning both devices
+    ({'model.name': 'vit'}, 8, ['--config.parallel.strategy=pmap',
+                                '--config.parallel.sharding=replicated']),  # no BN
+    ({}, 1, ['--config.train.micro_batch_size=512', '--config.model.bn_group_size=512']),
+    ({'train.micro_batch_size': 128, 'model.bn_group_size': 128}, 1, []),
+])
+def test_the_noise_scale_is_measured_from_small_batches_with_their_own_bn_statistics(
+    changes, devices, expected):
+  config = base.get_config()  # the CNN with BatchNorm, batch 1024, jit
+  for path, value in changes.items():
+    block, name = path.split('.')
+    config[block][name] = value
+  assert advise._noise_scale_settings(config, devices) == [  # pylint: disable=protected-access
+      '--config.train.noise_scale_every=1', *expected]
+
+
 def test_default_candidates_span_the_measured_critical_batch():
   assert prediction.default_batches(469, 1024, num_devices=2) == [32, 64, 128, 256, 512, 1024, 2048,
                                                               4096]
@@ -176,6 +200,8 @@ def test_the_advisor_measures_times_and_recommends(tmp_path, fmnist_data_dir):
   with open(measure.config_file, encoding='utf-8') as f:
     config = json.load(f)
   assert config['train']['noise_scale_every'] == 1 and config['parallel']['strategy'] == 'pmap'
+  # The quickstart's CNN has BN over the global batch: measured with statistics per device.
+  assert config['model']['bn_group_size'] == config['train']['global_batch_size'] // 8
 
   before = measure.metric_records()
   again = _advise(*args)  # everything measured: nothing trains again

@@ -1,5 +1,7 @@
 """The plan: every rule checked once, before anything compiles; what --describe shows."""
 
+from unittest import mock
+
 import pytest
 
 from configs import base
@@ -156,3 +158,17 @@ def test_describe_shows_the_ffcv_resolution_ramp():
                    'train FLOPs predicted 0.756 x those of 192 px throughout',
                    'sgd: momentum 0.9, nesterov False, weight_decay 0.0001']:
     assert fragment in described, fragment
+
+
+def test_a_noise_scale_from_devices_sharing_bn_statistics_is_warned_about(tiny_config):
+  """Shared statistics couple the devices' gradients (B_simple measured 6x too high, or
+  negative: docs/critical_batch.md); per-device statistics do not."""
+  tiny_config.parallel.strategy = 'pmap'
+  tiny_config.train.noise_scale_every = 1
+  with mock.patch.object(plan.logging, 'warning') as warning:
+    plan.plan(tiny_config)  # BN over the global batch of 256 on 8 devices
+    tiny_config.model.bn_group_size = 32  # each device's own rows
+    plan.plan(tiny_config)
+  assert warning.call_count == 1
+  assert 'shared between devices' in warning.call_args.args[0]
+  assert warning.call_args.args[1:] == (None, 32)

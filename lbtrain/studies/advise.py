@@ -104,20 +104,28 @@ def _device_count() -> int:
 
 
 def _noise_scale_settings(config, devices: int) -> list[str]:
-  """Overrides that let the measurement run see small-batch gradients without changing its
-  training where the hardware allows: per-device gradients under pmap (the same training); on
-  one device, two micro-batches, whose BN statistics are then per micro-batch."""
+  """Overrides that let the measurement run see small-batch gradients: per-device gradients
+  under pmap, with BN statistics per device (shared ones couple the devices' gradients and bias
+  B_simple: `plan._warn_shared_statistics`); on one device, two micro-batches, whose BN
+  statistics are then per micro-batch. Either way a BN model measures with ghost batches of
+  that size, which changes its training a little; nothing else does."""
   settings = ['--config.train.noise_scale_every=1']
-  if config.parallel.strategy == 'pmap' or config.train.micro_batch_size is not None:
+  if config.train.micro_batch_size is not None:
     return settings
-  if devices > 1:  # pmap holds the whole state per device: the replicated layout
-    return settings + ['--config.parallel.strategy=pmap', '--config.parallel.sharding=replicated']
-  micro = config.train.global_batch_size // 2
-  logging.warning('one device: B_simple from two micro-batches of %d, with BN statistics per '
-                  'micro-batch', micro)
-  settings.append(f'--config.train.micro_batch_size={micro}')
-  if config.model.bn_group_size is None and models.uses_batch_norm(config.model):
-    settings.append(f'--config.model.bn_group_size={micro}')
+  if config.parallel.strategy == 'pmap' or devices > 1:
+    if config.parallel.strategy != 'pmap':  # pmap holds the whole state per device
+      settings += ['--config.parallel.strategy=pmap', '--config.parallel.sharding=replicated']
+    small = config.train.global_batch_size // devices
+    what = 'per-device batches'
+  else:
+    small = config.train.global_batch_size // 2
+    what = 'two micro-batches'
+    settings.append(f'--config.train.micro_batch_size={small}')
+  group = config.model.bn_group_size
+  if models.uses_batch_norm(config.model) and (group is None or small % group):
+    logging.warning('B_simple from %s of %d, with BN statistics per %d examples '
+                    '(model.bn_group_size=%s in the config)', what, small, small, group)
+    settings.append(f'--config.model.bn_group_size={small}')
   return settings
 
 
