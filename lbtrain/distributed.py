@@ -45,6 +45,7 @@ from typing import Mapping
 from absl import flags
 from absl import logging
 
+from lbtrain import cli
 from lbtrain.errors import UserError
 
 # jax's names for the cluster detection methods it implements (`jax._src.clusters`).
@@ -289,7 +290,7 @@ def initialize(flag_values=flags.FLAGS) -> Settings | None:
   # run of several processes cannot all-reduce. No effect on the GPU and TPU backends.
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   logging.info('jax.distributed: joining as %s', settings.describe())
-  _flush_logs()  # if joining fails, jax aborts the process; this line must be out first
+  cli.flush_output()  # if joining fails, jax aborts the process; this line must be out first
   try:
     jax.distributed.initialize(
         coordinator_address=settings.coordinator_address,
@@ -316,25 +317,13 @@ def fail_at_once(line: str) -> None:
   """Writes `line` to stderr and exits with status 1 at once: no shutdown barrier, no waiting
   for the threads of a save that the others will never complete (see `_exit_at_once_...`)."""
   sys.stderr.write(line + '\n')
-  _flush_logs()
+  cli.flush_output()
   import jax  # pylint: disable=g-import-not-at-top  (jax is up: this is a run's failure)
   if jax.process_count() > 1 and jax.process_index() == 0:
     # Process 0 hosts the coordination service: leaving first would end the others' clients
     # (a gRPC error in place of their own line) while they write the same failure.
     time.sleep(_COORDINATOR_LINGER_SECONDS)
   os._exit(1)  # pylint: disable=protected-access
-
-
-def _flush_logs() -> None:
-  for stream in (sys.stdout, sys.stderr):
-    try:
-      stream.flush()
-    except (AttributeError, OSError, ValueError):
-      pass
-  try:
-    logging.flush()
-  except Exception:  # pylint: disable=broad-except
-    pass
 
 
 def _exit_at_once_on_uncaught_exception() -> None:
@@ -354,7 +343,7 @@ def _exit_at_once_on_uncaught_exception() -> None:
       sys.stderr.write(f'lbtrain: process failed ({kind.__name__}); exiting without waiting for '
                        'the other processes, which stop within the heartbeat timeout.\n')
     finally:
-      _flush_logs()
+      cli.flush_output()
       os._exit(130 if issubclass(kind, KeyboardInterrupt) else 1)  # pylint: disable=protected-access
 
   sys.excepthook = hook

@@ -1,5 +1,9 @@
 """The command line as a user meets it: real subprocesses, exit codes, one-line errors."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 import lbtrain_process
@@ -165,3 +169,32 @@ def test_the_log_filter_drops_tracebacks_of_abandoned_orbax_saves_only():
   quiet = cli._QuietLibraries()  # pylint: disable=protected-access
   assert not quiet.filter(_record_with_exception_from('/venv/orbax/checkpoint/serialization.py'))
   assert quiet.filter(_record_with_exception_from('/work/lbtrain/train.py'))
+
+
+_EXIT_PROGRAM = '''
+import atexit, sys, threading
+from lbtrain import cli
+atexit.register(lambda: print('exit handler ran', flush=True))
+if sys.argv[1] == 'thread':  # a thread that is no daemon, still working
+  release = threading.Event()
+  threading.Thread(target=release.wait).start()
+cli.exit_finished()
+print('returned: the normal exit follows', flush=True)
+if sys.argv[1] == 'thread':
+  release.set()
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('threads', ['main_only', 'thread'])
+def test_a_finished_process_runs_its_exit_handlers_and_exits_0(threads):
+  """How a command that finished ends (cli.exit_finished): without the interpreter's teardown,
+  but the exit handlers (jax.distributed's shutdown barrier among them) still run, and a live
+  thread that is no daemon is waited for."""
+  result = subprocess.run([sys.executable, '-c', _EXIT_PROGRAM, threads],
+                          cwd=lbtrain_process.ROOT, capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=lbtrain_process.ROOT))
+  assert result.returncode == 0, result.stderr
+  expected = ['exit handler ran'] if threads == 'main_only' else [
+      'returned: the normal exit follows', 'exit handler ran']
+  assert result.stdout.splitlines() == expected
